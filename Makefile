@@ -1,0 +1,81 @@
+# streamops: two commands do everything on a fresh machine.
+#   make run   - set up, start the local stack, run the sample jobs, print a summary, stop the stack
+#   make test  - set up, run the whole test suite
+# Everything is installed into .cache/ inside the project, idempotently.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+.DEFAULT_GOAL := help
+
+CACHE   := .cache
+VENV    := $(CACHE)/venv
+PY      := $(VENV)/bin/python
+NODE_DIR := $(CACHE)/node
+LOCAL_PKG := src/streamops/localstack
+PY_STAMP   := $(VENV)/.stamp-$(shell cat requirements.lock pyproject.toml | sha1sum | cut -c1-12)
+NODE_STAMP := $(NODE_DIR)/.stamp-$(shell cat $(LOCAL_PKG)/package-lock.json | sha1sum | cut -c1-12)
+# pip's per-machine config may list local mirrors that do not exist; that noise is not ours.
+PIP_QUIET := grep -v -e "is ignored: it is neither a file nor a directory" || true
+
+export PYSPARK_PYTHON := $(abspath $(PY))
+export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
+
+.PHONY: help setup run test lint fmt bench lock clean check-tools
+
+help:
+	@echo "make run    - run the sample streaming jobs end to end on the local target"
+	@echo "make test   - run the whole test suite (sets everything up first)"
+	@echo "make lint   - ruff + mypy"
+	@echo "make bench  - run the benchmarks in bench/, results in bench/results/"
+	@echo "make setup  - only install (venv, pinned packages, Azurite, broker) into $(CACHE)/"
+
+check-tools:
+	@command -v python3 >/dev/null || { echo "python3 (>=3.11) is required"; exit 1; }
+	@command -v java >/dev/null || { echo "Java 17 is required by Spark: apt-get install -y openjdk-17-jre-headless"; exit 1; }
+	@command -v npm >/dev/null || { echo "Node.js 20 + npm are required for Azurite: apt-get install -y nodejs npm"; exit 1; }
+
+setup: check-tools $(PY_STAMP) $(NODE_STAMP)
+
+$(PY_STAMP): requirements.lock pyproject.toml
+	@echo "==> installing pinned Python packages into $(VENV) (first time: a few minutes)"
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade "pip>=24" 2>&1 | $(PIP_QUIET)
+	@$(PY) -m pip install -q --no-deps -r requirements.lock 2>&1 | $(PIP_QUIET)
+	@$(PY) -m pip install -q --no-deps -e . 2>&1 | $(PIP_QUIET)
+	@$(PY) -c "import streamops, pyspark, deltalake, confluent_kafka, airflow" 
+	@rm -f $(VENV)/.stamp-*; touch $@
+
+$(NODE_STAMP): $(LOCAL_PKG)/package.json $(LOCAL_PKG)/package-lock.json
+	@echo "==> installing Azurite into $(NODE_DIR)"
+	@mkdir -p $(NODE_DIR)
+	@cp $(LOCAL_PKG)/package.json $(LOCAL_PKG)/package-lock.json $(NODE_DIR)/
+	@cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error >/dev/null
+	@rm -f $(NODE_DIR)/.stamp-*; touch $@
+
+run: setup
+	$(VENV)/bin/streamops demo --bundle bundle.yml --target local
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check src tests jobs dags plugins bench
+	$(VENV)/bin/ruff format --check src tests jobs dags plugins bench
+	$(VENV)/bin/mypy src
+
+fmt: setup
+	$(VENV)/bin/ruff format src tests jobs dags plugins bench
+	$(VENV)/bin/ruff check --fix src tests jobs dags plugins bench
+
+bench: setup
+	@for b in bench/*.py; do echo "==> $$b"; $(PY) $$b; done
+
+# Regenerate requirements.lock from requirements.in in a scratch venv (needs the registry).
+lock:
+	rm -rf $(CACHE)/lockvenv && python3 -m venv $(CACHE)/lockvenv
+	$(CACHE)/lockvenv/bin/pip install -q -r requirements.in 2>&1 | $(PIP_QUIET)
+	$(CACHE)/lockvenv/bin/pip freeze --exclude-editable | grep -v "@ file" > requirements.lock
+	rm -rf $(CACHE)/lockvenv
+
+clean:
+	-$(VENV)/bin/streamops local down --bundle bundle.yml 2>/dev/null
+	rm -rf $(CACHE)

@@ -1,0 +1,318 @@
+"""Frozen models of bundle.yml. Shapes and single-field rules live here; cross-field rules in rules.py."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+from streamops.bundle.durations import DurationField, parse_duration
+from streamops.bundle.secrets import SecretField
+
+NAME = r"^[a-z][a-z0-9_]*$"
+SPARK_TYPES = ("string", "int", "long", "double", "float", "boolean", "timestamp", "date")
+_DECIMAL = re.compile(r"^decimal\(\s*\d+\s*,\s*\d+\s*\)$")
+NUMERIC = ("int", "long", "double", "float")
+
+
+class Frozen(BaseModel):
+    """Base: unknown keys are errors, nothing can be changed after loading."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# --- targets -------------------------------------------------------------------------------
+
+
+class Engines(Frozen):
+    """Which adapter runs each stage (DESIGN.md, 'Engines per target')."""
+
+    source: Literal["spark-kafka", "python-kafka"]
+    sink: Literal["delta-spark", "delta-rs"]
+    compaction: Literal["databricks-sql", "delta-rs"]
+
+
+LOCAL_ENGINES = Engines(source="python-kafka", sink="delta-rs", compaction="delta-rs")
+DATABRICKS_ENGINES = Engines(source="spark-kafka", sink="delta-spark", compaction="databricks-sql")
+
+
+class KafkaSecurity(Frozen):
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    username: SecretField | None = None
+    password: SecretField | None = None
+
+
+class KafkaSettings(Frozen):
+    # "embedded" means the broker that `streamops local up` starts (local target only).
+    bootstrap_servers: str
+    security: KafkaSecurity = KafkaSecurity()
+
+
+class Cluster(Frozen):
+    """Compute that runs the jobs; sizes feed the partitions-vs-cores and state-size checks."""
+
+    workers: int = Field(1, ge=0)
+    cores_per_worker: int = Field(4, ge=1)
+    memory_gb_per_worker: float = Field(16, gt=0)
+    # Share of executor memory the state store may take before the forecast warns.
+    state_memory_fraction: float = Field(0.25, gt=0, le=1)
+    spark_version: str | None = None
+    node_type_id: str | None = None
+
+    @property
+    def total_cores(self) -> int:
+        return max(1, self.workers) * self.cores_per_worker
+
+    @property
+    def total_memory_gb(self) -> float:
+        return max(1, self.workers) * self.memory_gb_per_worker
+
+
+class DatabricksSettings(Frozen):
+    host: str | None = None
+    token: SecretField | None = None
+    airflow_conn_id: str = "databricks_default"
+
+
+class Target(Frozen):
+    mode: Literal["local", "databricks"]
+    engines: Engines | None = None
+    kafka: KafkaSettings
+    storage_root: str
+    checkpoint_root: str | None = None
+    cluster: Cluster = Cluster()
+    databricks: DatabricksSettings | None = None
+    # Rule of thumb for output files; the local target scales it down for small samples.
+    file_size_band_mb: tuple[float, float] = (50.0, 500.0)
+
+    @property
+    def resolved_engines(self) -> Engines:
+        if self.engines is not None:
+            return self.engines
+        return LOCAL_ENGINES if self.mode == "local" else DATABRICKS_ENGINES
+
+    @field_validator("file_size_band_mb")
+    @classmethod
+    def _band(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] < v[1]:
+            raise ValueError("write [low, high] in MB with 0 < low < high, e.g. [50, 500]")
+        return v
+
+
+# --- sources, schema ----------------------------------------------------------------------
+
+
+class Source(Frozen):
+    topic: str = Field(min_length=1)
+    partitions: int = Field(ge=1)
+    max_lateness: DurationField
+    events_per_second: float = Field(gt=0)
+    bytes_per_event: int = Field(gt=0)
+    key_cardinality: int = Field(gt=0)
+    bootstrap_servers: str | None = None
+    starting_offsets: Literal["earliest", "latest"] = "earliest"
+    fail_on_data_loss: bool = True
+
+
+class FieldSpec(Frozen):
+    type: str
+    required: bool = True
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, v: str) -> str:
+        v = v.strip().lower()
+        if v not in SPARK_TYPES and not _DECIMAL.match(v):
+            raise ValueError(f"unknown type '{v}'; use one of {', '.join(SPARK_TYPES)}, decimal(p,s)")
+        return v
+
+
+def _field_spec(v: Any) -> Any:
+    return {"type": v} if isinstance(v, str) else v
+
+
+# --- steps --------------------------------------------------------------------------------
+
+
+class WatermarkSpec(Frozen):
+    column: str
+    delay: DurationField
+
+
+class Metric(Frozen):
+    name: str = Field(pattern=NAME)
+    fn: Literal["count", "sum", "avg", "min", "max", "approx_count_distinct"]
+    column: str | None = None
+
+    @model_validator(mode="after")
+    def _column(self) -> Metric:
+        if self.fn != "count" and not self.column:
+            raise ValueError(f"'{self.fn}' needs a column: add `column: <field>`")
+        return self
+
+
+class WindowAggregateSpec(Frozen):
+    window: DurationField
+    slide: DurationField | None = None
+    group_by: list[str] = Field(default_factory=list)
+    metrics: list[Metric] = Field(min_length=1)
+
+
+class JoinSpec(Frozen):
+    """Stream-stream join with another source; both sides need a watermark."""
+
+    source: str
+    schema_: dict[str, FieldSpec] = Field(alias="schema")
+    watermark: WatermarkSpec
+    on: list[str] = Field(min_length=1)
+    within: DurationField
+    how: Literal["inner", "left_outer"] = "inner"
+
+    @field_validator("schema_", mode="before")
+    @classmethod
+    def _schema(cls, v: Any) -> Any:
+        return {k: _field_spec(x) for k, x in v.items()} if isinstance(v, dict) else v
+
+
+class WatermarkStep(Frozen):
+    watermark: WatermarkSpec
+
+
+class WindowAggregateStep(Frozen):
+    window_aggregate: WindowAggregateSpec
+
+
+class JoinStep(Frozen):
+    join: JoinSpec
+
+
+STEP_KINDS = ("watermark", "window_aggregate", "join")
+
+
+def _step_kind(v: Any) -> str | None:
+    if isinstance(v, dict):
+        keys = [k for k in v if k in STEP_KINDS]
+        return keys[0] if len(keys) == 1 and len(v) == 1 else None
+    for kind in STEP_KINDS:
+        if hasattr(v, kind):
+            return kind
+    return None
+
+
+Step = Annotated[
+    Annotated[WatermarkStep, Tag("watermark")]
+    | Annotated[WindowAggregateStep, Tag("window_aggregate")]
+    | Annotated[JoinStep, Tag("join")],
+    Discriminator(
+        _step_kind,
+        custom_error_type="step_kind",
+        custom_error_message="each step is a mapping with exactly one of: watermark, window_aggregate, join",
+    ),
+]
+
+
+# --- jobs, tables, alerts -----------------------------------------------------------------
+
+
+class Trigger(Frozen):
+    processing_time: DurationField | None = None
+    available_now: bool = False
+
+    @model_validator(mode="after")
+    def _one(self) -> Trigger:
+        if (self.processing_time is None) == (not self.available_now):
+            raise ValueError(
+                "set exactly one of `processing_time: '2 minutes'` or `available_now: true`"
+            )
+        return self
+
+
+class Job(Frozen):
+    query_name: str = Field(pattern=NAME, description="stable streaming query name; never rename")
+    description: str = ""
+    source: str
+    schema_: dict[str, FieldSpec] = Field(alias="schema", min_length=1)
+    event_time: str
+    steps: list[Step] = Field(default_factory=list)
+    sink: str
+    trigger: Trigger
+    repartition: int | None = Field(None, ge=1)
+    max_offsets_per_trigger: int | None = Field(None, ge=1)
+    cpu_heavy: bool = False
+    checkpoint: str | None = None
+    state_row_bytes: int | None = Field(None, gt=0)
+
+    @field_validator("schema_", mode="before")
+    @classmethod
+    def _schema(cls, v: Any) -> Any:
+        return {k: _field_spec(x) for k, x in v.items()} if isinstance(v, dict) else v
+
+    @property
+    def watermark(self) -> WatermarkSpec | None:
+        for s in self.steps:
+            if isinstance(s, WatermarkStep):
+                return s.watermark
+        return None
+
+    @property
+    def aggregate(self) -> WindowAggregateSpec | None:
+        for s in self.steps:
+            if isinstance(s, WindowAggregateStep):
+                return s.window_aggregate
+        return None
+
+    @property
+    def join(self) -> JoinSpec | None:
+        for s in self.steps:
+            if isinstance(s, JoinStep):
+                return s.join
+        return None
+
+    @property
+    def is_stateful(self) -> bool:
+        return self.aggregate is not None or self.join is not None
+
+
+class Table(Frozen):
+    name: str | None = None  # Unity Catalog name (catalog.schema.table) on Databricks
+    location: str | None = None
+    partition_by: list[str] = Field(default_factory=list)
+    zorder_by: list[str] = Field(default_factory=list)
+    target_file_size_mb: int = Field(256, ge=1)
+
+
+class Alerts(Frozen):
+    """Alert thresholds; every job is evaluated against these."""
+
+    lag_records_per_partition: int = Field(100_000, ge=1)
+    lag_for: DurationField = parse_duration("10 minutes")
+    batch_duration_ratio: float = Field(1.0, gt=0)
+    consecutive_slow_batches: int = Field(3, ge=1)
+    state_store_mb: float = Field(4096, gt=0)
+    state_growth_pct_per_hour: float = Field(50, gt=0)
+    dropped_rows_per_minute: float = Field(100, ge=0)
+    quarantined_rows_per_minute: float = Field(100, ge=0)
+    stalled_after: DurationField = parse_duration("15 minutes")
+    runbook_url: str | None = None
+
+
+class BundleSpec(Frozen):
+    """The whole bundle.yml, as written."""
+
+    version: Literal[1] = 1
+    project: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    targets: dict[str, Target] = Field(min_length=1)
+    sources: dict[str, Source] = Field(min_length=1)
+    tables: dict[str, Table] = Field(min_length=1)
+    jobs: dict[str, Job] = Field(min_length=1)
+    alerts: Alerts = Alerts()

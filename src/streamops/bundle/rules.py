@@ -1,0 +1,423 @@
+"""Validation rules that span fields: the production patterns streamops encodes.
+
+Each rule returns Problems naming the YAML path (and so `file:line`), what is wrong and the fix.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from streamops.bundle.durations import human
+from streamops.bundle.models import (
+    NUMERIC,
+    JoinStep,
+    Job,
+    WatermarkStep,
+    WindowAggregateStep,
+)
+from streamops.bundle.yamlsource import YamlDocument, YamlPath, dotted
+from streamops.errors import Problem
+
+if TYPE_CHECKING:
+    from streamops.bundle.loader import Bundle
+
+# Partitions beyond this many per core mean many scheduling waves per batch for little work.
+PARTITIONS_PER_CORE_MAX = 4
+DURABLE_SCHEMES = ("abfss://", "abfs://", "wasbs://", "s3://", "s3a://", "gs://", "dbfs:/", "/Volumes/")
+ABFSS_FIX = "use abfss://<container>@<account>.dfs.core.windows.net/<path>"
+_SECRET_LOOKING = re.compile(
+    r"(dapi[0-9a-f]{32}|AccountKey=[A-Za-z0-9+/=]{20,}|[?&]sig=[A-Za-z0-9%+/=]{20,}"
+    r"|xox[bp]-[0-9A-Za-z-]{10,}|-----BEGIN [A-Z ]*PRIVATE KEY-----)"
+)
+
+
+class _Ctx:
+    def __init__(self, bundle: Bundle, doc: YamlDocument):
+        self.bundle = bundle
+        self.doc = doc
+        self.problems: list[Problem] = []
+
+    def add(self, path: YamlPath, message: str, fix: str = "", *, warning: bool = False) -> None:
+        self.problems.append(
+            Problem(
+                self.doc.file,
+                self.doc.line_of(path),
+                dotted(path),
+                message,
+                fix,
+                "warning" if warning else "error",
+            )
+        )
+
+
+Rule = Callable[[_Ctx], None]
+RULES: list[Rule] = []
+
+
+def rule(fn: Rule) -> Rule:
+    RULES.append(fn)
+    return fn
+
+
+def check(bundle: Bundle, doc: YamlDocument) -> list[Problem]:
+    """Run every rule for the bundle's target; errors first, then warnings, each by line."""
+    ctx = _Ctx(bundle, doc)
+    for r in RULES:
+        r(ctx)
+    return sorted(ctx.problems, key=lambda p: (p.severity != "error", p.line or 0))
+
+
+def _jobs(ctx: _Ctx) -> Iterator[tuple[str, Job]]:
+    yield from ctx.bundle.spec.jobs.items()
+
+
+# --- references -----------------------------------------------------------------------------
+
+
+@rule
+def references(ctx: _Ctx) -> None:
+    spec = ctx.bundle.spec
+    for name, job in _jobs(ctx):
+        base: YamlPath = ("jobs", name)
+        if job.source not in spec.sources:
+            ctx.add(base + ("source",), f"unknown source '{job.source}'",
+                    f"use one of: {', '.join(spec.sources)}")  # fmt: skip
+        if job.sink not in spec.tables:
+            ctx.add(base + ("sink",), f"unknown table '{job.sink}'",
+                    f"add it under `tables:` or use one of: {', '.join(spec.tables)}")  # fmt: skip
+        schema = job.schema_
+        ev = schema.get(job.event_time)
+        if ev is None:
+            ctx.add(base + ("event_time",), f"'{job.event_time}' is not a field of the schema",
+                    "name the schema field that holds the event time")  # fmt: skip
+        elif ev.type != "timestamp":
+            ctx.add(base + ("schema", job.event_time), f"the event time field has type '{ev.type}'",
+                    "declare it as `timestamp` (ISO-8601 text or epoch seconds are parsed)")  # fmt: skip
+        for i, step in enumerate(job.steps):
+            sp: YamlPath = (*base, "steps", i)
+            if isinstance(step, WatermarkStep):
+                col = step.watermark.column
+                if col not in schema:
+                    ctx.add((*sp, "watermark", "column"), f"'{col}' is not a field of the schema",
+                            f"use the event time field '{job.event_time}'")  # fmt: skip
+            elif isinstance(step, WindowAggregateStep):
+                agg = step.window_aggregate
+                for j, col in enumerate(agg.group_by):
+                    if col not in schema:
+                        ctx.add((*sp, "window_aggregate", "group_by", j),
+                                f"'{col}' is not a field of the schema", "group by a schema field")  # fmt: skip
+                for j, m in enumerate(agg.metrics):
+                    if m.column and m.column != "*" and m.column not in schema:
+                        ctx.add((*sp, "window_aggregate", "metrics", j, "column"),
+                                f"'{m.column}' is not a field of the schema", "use a schema field")  # fmt: skip
+                    elif m.fn in ("sum", "avg") and m.column in schema:
+                        t = schema[m.column].type
+                        if t not in NUMERIC and not t.startswith("decimal"):
+                            ctx.add((*sp, "window_aggregate", "metrics", j, "column"),
+                                    f"{m.fn} of '{m.column}' needs a number, it is '{t}'",
+                                    "use a numeric field")  # fmt: skip
+                if agg.slide is not None and agg.slide.seconds > agg.window.seconds:
+                    ctx.add((*sp, "window_aggregate", "slide"), "slide is longer than the window; "
+                            "events between windows would be skipped", "use slide <= window")  # fmt: skip
+            elif isinstance(step, JoinStep):
+                j = step.join
+                if j.source not in spec.sources:
+                    ctx.add((*sp, "join", "source"), f"unknown source '{j.source}'",
+                            f"use one of: {', '.join(spec.sources)}")  # fmt: skip
+                for k, col in enumerate(j.on):
+                    if col not in schema or col not in j.schema_:
+                        ctx.add((*sp, "join", "on", k), f"join key '{col}' must be in both schemas",
+                                "add it to both, or join on another field")  # fmt: skip
+                if j.watermark.column not in j.schema_:
+                    ctx.add((*sp, "join", "watermark", "column"),
+                            f"'{j.watermark.column}' is not a field of the joined schema",
+                            "name the joined source's event time field")  # fmt: skip
+        table = spec.tables.get(job.sink)
+        if table is not None:
+            cols = set(_output_columns(job))
+            for key in ("partition_by", "zorder_by"):
+                for k, col in enumerate(getattr(table, key)):
+                    if cols and col not in cols:
+                        ctx.add(("tables", job.sink, key, k),
+                                f"'{col}' is not a column that job '{name}' writes",
+                                f"use one of: {', '.join(sorted(cols))}")  # fmt: skip
+
+
+def _output_columns(job: Job) -> list[str]:
+    agg = job.aggregate
+    if agg is not None:
+        return ["window_start", "window_end", *agg.group_by, *(m.name for m in agg.metrics)]
+    cols = list(job.schema_)
+    if job.join is not None:
+        cols += [c for c in job.join.schema_ if c not in cols]
+    return cols
+
+
+# --- storage and checkpoints ------------------------------------------------------------------
+
+
+def non_durable_reason(location: str) -> str | None:
+    """Why a location cannot hold checkpoints that must survive a cluster, or None if it can."""
+    loc = location.strip()
+    low = loc.lower()
+    if low.startswith("file:"):
+        return "a file: URL is local to one machine"
+    if low.startswith(("dbfs:/tmp", "/dbfs/tmp")):
+        return "dbfs:/tmp is scratch space that is cleaned up"
+    if low.startswith("/tmp") or low.startswith("/var/tmp"):
+        return "/tmp is local scratch space, lost with the machine"
+    if low.startswith(tuple(s.lower() for s in DURABLE_SCHEMES)):
+        return None
+    if "://" in loc:
+        return None  # another object store: trust the user
+    return "a local path lives on one machine's disk"
+
+
+@rule
+def durable_storage(ctx: _Ctx) -> None:
+    b = ctx.bundle
+    t = b.target
+    tp: YamlPath = ("targets", b.target_name)
+    places: list[tuple[YamlPath, str, str]] = [(tp + ("storage_root",), t.storage_root, "tables")]
+    if t.checkpoint_root:
+        places.append((tp + ("checkpoint_root",), t.checkpoint_root, "checkpoints"))
+    for name, job in _jobs(ctx):
+        if job.checkpoint:
+            places.append((("jobs", name, "checkpoint"), job.checkpoint, "checkpoints"))
+    for key, table in b.spec.tables.items():
+        if table.location:
+            places.append((("tables", key, "location"), table.location, "tables"))
+    if t.mode == "local":
+        local = [p for p in places if non_durable_reason(p[1])]
+        if local:
+            ctx.add(local[0][0], f"{local[0][2]} are kept under a local folder ('{local[0][1]}')",
+                    "fine for the local target; dev/prod must use durable storage (abfss://)",
+                    warning=True)  # fmt: skip
+        return
+    for path, loc, what in places:
+        reason = non_durable_reason(loc)
+        if reason:
+            word = "durable" if what == "checkpoints" else "shared"
+            ctx.add(path, f"'{loc}' is not {word} on target '{b.target_name}' ({reason}); "
+                    f"{what} there would be lost or reset", ABFSS_FIX)  # fmt: skip
+    if t.kafka.bootstrap_servers == "embedded":
+        ctx.add(tp + ("kafka", "bootstrap_servers"),
+                "'embedded' (the local broker) is only for the local target",
+                "name the cluster's brokers, e.g. 'broker-1:9093,broker-2:9093'")  # fmt: skip
+    if t.databricks is None or not t.databricks.host:
+        ctx.add(tp + ("databricks",), "no Databricks workspace host is set; deploys to this "
+                "target will need one", "add `databricks: {host: https://adb-<id>.<n>."
+                "azuredatabricks.net, token: '{{secrets/<scope>/<key>}}'}`", warning=True)  # fmt: skip
+
+
+@rule
+def checkpoints_unique(ctx: _Ctx) -> None:
+    b = ctx.bundle
+    seen_names: dict[str, str] = {}
+    seen_locs: dict[str, str] = {}
+    for name, job in _jobs(ctx):
+        qn = job.query_name
+        if qn in seen_names:
+            ctx.add(("jobs", name, "query_name"), f"query name '{qn}' is also used by job "
+                    f"'{seen_names[qn]}'; their checkpoints and progress would collide",
+                    "give every job its own stable query name")  # fmt: skip
+        seen_names.setdefault(qn, name)
+        if job.checkpoint and job.checkpoint.rstrip("/").rsplit("/", 1)[-1] != qn:
+            ctx.add(("jobs", name, "checkpoint"), f"the checkpoint location must end with the "
+                    f"query name '{qn}' so a renamed query cannot silently reuse or lose it",
+                    f"use '<durable root>/{qn}', or drop `checkpoint:` to derive it from the "
+                    "target's checkpoint_root")  # fmt: skip
+        loc = b.checkpoint_location(job)
+        if loc in seen_locs:
+            ctx.add(("jobs", name, "checkpoint") if job.checkpoint else ("jobs", name, "query_name"),
+                    f"checkpoint '{loc}' is also used by job '{seen_locs[loc]}'; two queries "
+                    "sharing one checkpoint corrupt each other",
+                    "give each job its own location")  # fmt: skip
+        seen_locs.setdefault(loc, name)
+
+
+# --- stateful steps and watermarks ------------------------------------------------------------
+
+
+@rule
+def watermarks(ctx: _Ctx) -> None:
+    spec = ctx.bundle.spec
+    for name, job in _jobs(ctx):
+        src = spec.sources.get(job.source)
+        watermark_seen = None
+        for i, step in enumerate(job.steps):
+            sp: YamlPath = ("jobs", name, "steps", i)
+            if isinstance(step, WatermarkStep):
+                watermark_seen = step.watermark
+                if src and step.watermark.delay.seconds < src.max_lateness.seconds:
+                    ctx.add((*sp, "watermark", "delay"),
+                            f"watermark '{step.watermark.delay}' is shorter than source "
+                            f"'{job.source}' declared max_lateness '{src.max_lateness}'; "
+                            "late events would be dropped",
+                            f"set the delay to at least '{src.max_lateness}'")  # fmt: skip
+            elif isinstance(step, WindowAggregateStep | JoinStep) and watermark_seen is None:
+                kind = "window_aggregate" if isinstance(step, WindowAggregateStep) else "join"
+                ctx.add((*sp, kind), f"this {kind.replace('_', ' ')} keeps state but no watermark "
+                        "comes before it; its state would grow forever",
+                        f"add `- watermark: {{column: {job.event_time}, delay: '<max lateness>'}}`"
+                        " before it")  # fmt: skip
+            if isinstance(step, JoinStep):
+                other = spec.sources.get(step.join.source)
+                d = step.join.watermark.delay
+                if other and d.seconds < other.max_lateness.seconds:
+                    ctx.add((*sp, "join", "watermark", "delay"),
+                            f"watermark '{d}' is shorter than source '{step.join.source}' declared "
+                            f"max_lateness '{other.max_lateness}'; late events would be dropped",
+                            f"set the delay to at least '{other.max_lateness}'")  # fmt: skip
+        if sum(isinstance(s, WindowAggregateStep | JoinStep) for s in job.steps) > 1:
+            ctx.add(("jobs", name, "steps"), "more than one stateful step in one query",
+                    "split it into two jobs chained through a Delta table")  # fmt: skip
+
+
+# --- sizing: files, partitions, state -------------------------------------------------------
+
+
+def _mb(n: float) -> str:
+    return f"{n:,.1f} MB" if n < 100 else f"{n:,.0f} MB"
+
+
+def _round_interval(seconds: float, up: bool) -> float:
+    step = 60 if seconds >= 120 else 5
+    v = math.ceil(seconds / step) * step if up else math.floor(seconds / step) * step
+    return max(step, v)
+
+
+@rule
+def file_sizes(ctx: _Ctx) -> None:
+    lo, hi = ctx.bundle.target.file_size_band_mb
+    for name, job in _jobs(ctx):
+        src = ctx.bundle.spec.sources.get(job.source)
+        if src is None:
+            continue
+        rate_mb = src.events_per_second * src.bytes_per_event / 1e6  # MB/s landed
+        if job.trigger.processing_time is not None:
+            iv = job.trigger.processing_time.seconds
+            size = rate_mb * iv
+            if lo <= size <= hi:
+                continue
+            target_mb = lo if size < lo else hi
+            fit = _round_interval(target_mb / rate_mb, up=size < lo)
+            side = "below" if size < lo else "above"
+            ctx.add(("jobs", name, "trigger", "processing_time"),
+                    f"trigger '{job.trigger.processing_time}' lands ~{_mb(size)} per batch "
+                    f"({src.events_per_second:g} events/s x {src.bytes_per_event} B), {side} the "
+                    f"{lo:g}-{hi:g} MB file-size rule of thumb",
+                    f"a trigger of '{human(fit)}' would land ~{_mb(rate_mb * fit)}"
+                    + ("; or keep it and let nightly compaction merge the small files"
+                       if size < lo else ""), warning=True)  # fmt: skip
+        elif job.max_offsets_per_trigger:
+            size = job.max_offsets_per_trigger * src.bytes_per_event / 1e6
+            if lo <= size <= hi:
+                continue
+            target_mb = lo if size < lo else hi
+            fit = int(target_mb * 1e6 / src.bytes_per_event)
+            ctx.add(("jobs", name, "max_offsets_per_trigger"),
+                    f"{job.max_offsets_per_trigger} offsets per batch land ~{_mb(size)}, outside "
+                    f"the {lo:g}-{hi:g} MB file-size rule of thumb",
+                    f"max_offsets_per_trigger: {fit} would land ~{_mb(target_mb)}",
+                    warning=True)  # fmt: skip
+
+
+@rule
+def partitions_vs_cores(ctx: _Ctx) -> None:
+    cores = ctx.bundle.target.cluster.total_cores
+    tname = ctx.bundle.target_name
+    for name, job in _jobs(ctx):
+        src = ctx.bundle.spec.sources.get(job.source)
+        if src is None:
+            continue
+        if src.partitions > PARTITIONS_PER_CORE_MAX * cores:
+            ctx.add(("sources", job.source, "partitions"),
+                    f"{src.partitions} partitions far exceed the {cores} cores of target "
+                    f"'{tname}' (one read task per partition: "
+                    f"{math.ceil(src.partitions / cores)} waves per batch)",
+                    f"size the cluster to at least {math.ceil(src.partitions / PARTITIONS_PER_CORE_MAX)}"
+                    " cores, or use fewer partitions", warning=True)  # fmt: skip
+        if job.cpu_heavy and src.partitions < cores and not job.repartition:
+            ctx.add(("jobs", name, "cpu_heavy"),
+                    f"a CPU-heavy job reads {src.partitions} partitions on {cores} cores of target "
+                    f"'{tname}': {cores - src.partitions} cores would sit idle",
+                    f"add `repartition: {cores}` to spread the work after the read",
+                    warning=True)  # fmt: skip
+
+
+def _row_bytes(job: Job) -> int:
+    if job.state_row_bytes:
+        return job.state_row_bytes
+    agg = job.aggregate
+    assert agg is not None
+    # Unsafe-row overhead + window struct + ~40 B per string key + ~16 B per aggregate buffer
+    # (avg keeps sum and count); RocksDB adds its own overhead, so this is a low estimate.
+    per_key = sum(40 if job.schema_[c].type == "string" else 8 for c in agg.group_by if c in job.schema_)
+    per_agg = sum(16 if m.fn == "avg" else 8 for m in agg.metrics)
+    return 64 + 32 + per_key + per_agg
+
+
+@rule
+def state_size(ctx: _Ctx) -> None:
+    b = ctx.bundle
+    cl = b.target.cluster
+    budget = cl.total_memory_gb * cl.state_memory_fraction * 1024**3
+    for name, job in _jobs(ctx):
+        src = b.spec.sources.get(job.source)
+        if src is None:
+            continue
+        wm = job.watermark
+        delay = wm.delay.seconds if wm else 0.0
+        forecast = 0.0
+        explain = ""
+        agg = job.aggregate
+        if agg is not None:
+            slide = (agg.slide or agg.window).seconds
+            held = math.ceil((agg.window.seconds + delay) / slide)
+            row = _row_bytes(job)
+            forecast = src.key_cardinality * held * row
+            explain = (f"{src.key_cardinality:,} keys x {held} windows held until the watermark "
+                       f"passes x {row} B/row")  # fmt: skip
+        elif job.join is not None:
+            other = b.spec.sources.get(job.join.source)
+            horizon = delay + job.join.within.seconds
+            forecast = src.events_per_second * horizon * src.bytes_per_event
+            if other:
+                horizon_o = job.join.watermark.delay.seconds + job.join.within.seconds
+                forecast += other.events_per_second * horizon_o * other.bytes_per_event
+            explain = "events of both sides buffered for watermark + join window"
+        if forecast > budget:
+            ctx.add(("jobs", name, "steps"),
+                    f"state store forecast ~{forecast / 1024**3:,.1f} GiB ({explain}) exceeds "
+                    f"{cl.state_memory_fraction:.0%} of the {cl.total_memory_gb:g} GiB of target "
+                    f"'{b.target_name}'",
+                    "use a shorter watermark or window, fewer grouping keys, or a bigger cluster "
+                    "(cluster.workers / memory_gb_per_worker)", warning=True)  # fmt: skip
+
+
+# --- secrets ----------------------------------------------------------------------------------
+
+
+def _strings(data: Any, path: YamlPath = ()) -> Iterator[tuple[YamlPath, str]]:
+    if isinstance(data, dict):
+        for k, v in data.items():
+            yield from _strings(v, (*path, str(k)))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            yield from _strings(v, (*path, i))
+    elif isinstance(data, str):
+        yield path, data
+
+
+@rule
+def literal_secrets(ctx: _Ctx) -> None:
+    for path, value in _strings(ctx.doc.data):
+        if _SECRET_LOOKING.search(value):
+            ctx.add(path, "this value looks like a literal secret (token, account key, SAS "
+                    "signature or private key); it would be committed and logged",
+                    "store it in a secret scope or environment variable and write "
+                    "'{{secrets/<scope>/<key>}}' or '{{env/VAR_NAME}}'")  # fmt: skip

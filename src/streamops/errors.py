@@ -1,0 +1,65 @@
+"""Errors typed by meaning. Each one says what went wrong, where, and the fix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class StreamopsError(Exception):
+    """Base of every error streamops raises on purpose; the CLI prints these without traceback."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding about a bundle: where it is, what is wrong, how to fix it."""
+
+    file: str
+    line: int | None
+    path: str
+    message: str
+    fix: str = ""
+    severity: str = "error"  # "error" | "warning"
+
+    def render(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        tag = "warning: " if self.severity == "warning" else ""
+        fix = f" Fix: {self.fix}" if self.fix else ""
+        return f"{where}: {tag}{self.path}: {self.message}.{fix}".replace("..", ".")
+
+
+class BundleError(StreamopsError):
+    """The bundle cannot be used; carries every problem found, not only the first."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(p.render() for p in problems))
+
+
+class UsageError(StreamopsError):
+    """The command was called wrongly (unknown job, target, missing option)."""
+
+    exit_code = 2
+
+
+class KafkaError(StreamopsError):
+    """The broker cannot be reached, a topic is missing, or offsets are gone."""
+
+
+class SinkError(StreamopsError):
+    """A Delta sink cannot be written or read as expected."""
+
+
+class LocalStackError(StreamopsError):
+    """A local component (broker, Azurite) could not be installed, started or reached."""
+
+
+class MissingDependencyError(StreamopsError):
+    """An optional package is not installed; the message names the install command."""
+
+    def __init__(self, package: str, extra: str):
+        super().__init__(
+            f"the Python package '{package}' is needed here but is not installed. "
+            f"Fix: pip install 'streamops[{extra}]' (or run `make setup`)."
+        )
