@@ -24,6 +24,8 @@ local_app = typer.Typer(no_args_is_help=True, help="Start, stop and inspect the 
 app.add_typer(local_app, name="local")
 
 out = Console(highlight=False, soft_wrap=True)
+if not out.is_terminal:  # logs and CI: do not squeeze tables into 80 columns
+    out = Console(highlight=False, soft_wrap=True, width=160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 BundleOpt = Annotated[Path, typer.Option("--bundle", "-b", help="path to bundle.yml")]
@@ -88,6 +90,75 @@ def local_status(bundle: BundleOpt = Path("bundle.yml")) -> None:
         raise typer.Exit(1)
 
 
+@app.command()
+def demo(
+    bundle: BundleOpt = Path("bundle.yml"),
+    target: TargetOpt = "local",
+    scale: Annotated[int, typer.Option(help="multiply the sample size")] = 1,
+) -> None:
+    """Run every job end to end on the local target with a sample; print a checked summary."""
+    from rich.table import Table
+
+    from streamops.bundle import load
+    from streamops.demo import run_demo
+
+    b = load(bundle, target)
+    for w in b.warnings:
+        err.print(w.render(), markup=False)
+
+    def on_batch(job: str, bp: object) -> None:
+        from streamops.spark.progress import BatchProgress
+
+        assert isinstance(bp, BatchProgress)
+        out.print(
+            f"  [{job}] batch {bp.batch_id}: {bp.input_rows} rows in {bp.duration_ms} ms, "
+            f"{bp.malformed_rows} malformed, {bp.dropped_by_watermark} late-dropped, "
+            f"lag {bp.total_lag}, state {bp.state_rows} rows",
+            markup=False,
+        )
+
+    summaries = run_demo(b, say=lambda m: out.print(f"==> {m}", markup=False), on_batch=on_batch, scale=scale)
+    table = Table(title="streamops demo: local target")
+    for col in ("job", "produced", "input rows", "malformed", "late-dropped", "events in table",
+                "window rows", "version", "batches", "lag at end", "check"):  # fmt: skip
+        table.add_column(col, justify="left" if col in ("job", "lag at end", "check") else "right")
+    for s in summaries:
+        lag = "; ".join(
+            f"{sum(parts.values())} over {len(parts)} partitions"
+            if not any(parts.values())
+            else " ".join(f"p{p}={n}" for p, n in parts.items())
+            for parts in s.lag_end.values()
+        )
+        table.add_row(
+            s.job, str(s.produced), str(s.input_rows),
+            f"{s.malformed_rows} / {s.expected_malformed}",
+            f"{s.dropped_by_watermark} / {s.expected_dropped}",
+            f"{s.table_events} / {s.expected_in_table}",
+            str(s.table_rows), str(s.table_version), str(s.batches), lag or "-",
+            "OK" if s.ok else "MISMATCH",
+        )  # fmt: skip
+    out.print(table)
+    out.print("(a / b = what the job reports / what the produced sample implies)", markup=False)
+    for s in summaries:
+        out.print(f"  {s.job}: Delta table at {s.table_uri}", markup=False)
+    if not all(s.ok for s in summaries):
+        err.print("some jobs do not agree with what was produced (see MISMATCH)", markup=False)
+        raise typer.Exit(1)
+
+
+@app.command("run")
+def run_cmd(
+    job: Annotated[str, typer.Option("--job", "-j", help="job name in bundle.yml")],
+    bundle: BundleOpt = Path("bundle.yml"),
+    target: TargetOpt = "local",
+    available_now: Annotated[bool, typer.Option("--available-now", help="catch up, then stop")] = False,
+) -> None:
+    """Run one streaming job (what `spark-submit jobs/stream.py` does)."""
+    from streamops.jobs_entry import run_from_args
+
+    run_from_args(bundle, target, job, available_now=available_now, say=lambda m: out.print(m, markup=False))
+
+
 def _cache_dir(bundle: Path) -> Path:
     # The local stack belongs to the project folder that holds bundle.yml; no YAML is read.
     return bundle.resolve().parent / ".cache"
@@ -96,7 +167,9 @@ def _cache_dir(bundle: Path) -> Path:
 def main() -> None:
     """Entry point: run the app; streamops errors become one clear message, never a traceback."""
     try:
-        app(standalone_mode=False)
+        rv = app(standalone_mode=False)
+        # Without standalone mode, click hands back typer.Exit's code instead of exiting.
+        sys.exit(rv if isinstance(rv, int) else 0)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
@@ -108,11 +181,11 @@ def main() -> None:
     except StreamopsError as exc:
         err.print(f"error: {exc}", markup=False)
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
+    except Exception as exc:
+        # Usage errors of the (vendored) click parser: show them as click would, exit 2.
+        show = getattr(exc, "show", None)
+        if callable(show) and isinstance(getattr(exc, "exit_code", None), int):
+            show()
             sys.exit(2)
         raise
 

@@ -57,11 +57,15 @@ def parse_duration(value: Any) -> Duration:
             "'2 minutes', '1 hour', '7 days'"
         )
     seconds = float(m.group(1)) * _UNITS[m.group(2).lower()]
-    n = m.group(1)
+    n = float(m.group(1))
     unit = m.group(2).lower()
+    if n != int(n) and _UNITS[unit] != 1:
+        # Spark refuses a fraction on any unit but seconds ('1.5 minutes'): say it in seconds.
+        return Duration(seconds, f"{seconds:g} seconds")
     # Spark's interval parser wants full unit names; normalise abbreviations.
-    full = {0.001: "milliseconds", 1: "seconds", 60: "minutes", 3600: "hours", 86400: "days"}
-    return Duration(seconds, f"{n} {full[_UNITS[unit]]}")
+    full = {0.001: "millisecond", 1: "second", 60: "minute", 3600: "hour", 86400: "day"}
+    count = f"{n:g}" if n != int(n) else str(int(n))
+    return Duration(seconds, f"{count} {full[_UNITS[unit]]}{'' if n == 1 else 's'}")
 
 
 def human(seconds: float) -> str:

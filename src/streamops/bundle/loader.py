@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -14,7 +15,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from streamops.bundle.models import BundleSpec, Job, Source, Table, Target
+from streamops.bundle.models import STEP_KINDS, BundleSpec, Job, Source, Table, Target
+from streamops.bundle.secrets import MASK, looks_like_secret
 from streamops.bundle.yamlsource import YamlDocument, YamlPath, dotted, read_yaml
 from streamops.errors import BundleError, Problem, UsageError
 
@@ -22,6 +24,8 @@ from streamops.errors import BundleError, Problem, UsageError
 # embedded broker: this variable wins over `targets.<t>.kafka.bootstrap_servers`.
 ENV_BOOTSTRAP = "STREAMOPS_KAFKA_BOOTSTRAP_SERVERS"
 EMBEDDED = "embedded"
+# A URL scheme (abfss://, dbfs:/, file:/): two letters at least, so a Windows drive is not one.
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,7 @@ class Bundle:
         return self.spec.tables[key]
 
     def _resolve(self, location: str) -> str:
-        if "://" in location or location.startswith("/"):
+        if _SCHEME.match(location) or location.startswith("/"):
             return location.rstrip("/")
         # Relative paths are relative to bundle.yml (local target only; rules refuse them elsewhere).
         return str((self.root / location).resolve())
@@ -112,6 +116,10 @@ def load(path: str | os.PathLike[str], target: str, *, strict: bool = True) -> B
         raise UsageError(f"bundle file '{display}' does not exist. Fix: pass --bundle PATH/bundle.yml")
     try:
         doc, dup_problems = read_yaml(p, display)
+    except UnicodeDecodeError as exc:
+        raise BundleError(
+            [Problem(display, None, "(file)", f"not UTF-8 text ({exc.reason})", "save it as UTF-8")]
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -236,10 +244,27 @@ def _pydantic_problems(exc: ValidationError, doc: YamlDocument) -> list[Problem]
         elif kind.endswith("_type") or kind.endswith("_parsing"):
             msg = f"{_show(err.get('input'))}: {msg[0].lower() + msg[1:]}"
             fix = "write a value of that type"
+        elif kind == "step_kind":
+            given = err.get("input")
+            keys = list(given) if isinstance(given, dict) else []
+            unknown = [str(k) for k in keys if k not in STEP_KINDS]
+            if unknown:
+                loc = (*loc, unknown[0])
+                line = doc.line_of(loc)
+                msg = f"unknown step '{unknown[0]}'"
+            fix = f"write exactly one of: {', '.join(STEP_KINDS)}" + (
+                _did_you_mean(unknown[0], STEP_KINDS) if unknown else ""
+            )
+        elif kind == "value_error" and "; " in msg:
+            # Our validators write "what is wrong; how to fix it".
+            msg, _, fix = msg.rpartition("; ")
         problems.append(Problem(doc.file, line, dotted(loc), msg, fix))
     return problems
 
 
 def _show(value: Any) -> str:
+    # Errors are printed and logged: a secret typed into the wrong field must not be echoed.
+    if isinstance(value, str) and looks_like_secret(value):
+        return repr(MASK)
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

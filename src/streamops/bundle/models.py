@@ -167,6 +167,14 @@ class WindowAggregateSpec(Frozen):
     group_by: list[str] = Field(default_factory=list)
     metrics: list[Metric] = Field(min_length=1)
 
+    @field_validator("window", "slide")
+    @classmethod
+    def _positive(cls, v: Any) -> Any:
+        # Spark refuses empty windows; the state forecast would divide by zero.
+        if v is not None and v.seconds <= 0:
+            raise ValueError("a window (or slide) of zero never closes; use e.g. '5 minutes'")
+        return v
+
 
 class JoinSpec(Frozen):
     """Stream-stream join with another source; both sides need a watermark."""

@@ -6,7 +6,6 @@ Each rule returns Problems naming the YAML path (and so `file:line`), what is wr
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +17,7 @@ from streamops.bundle.models import (
     WatermarkStep,
     WindowAggregateStep,
 )
+from streamops.bundle.secrets import looks_like_secret
 from streamops.bundle.yamlsource import YamlDocument, YamlPath, dotted
 from streamops.errors import Problem
 
@@ -28,10 +28,6 @@ if TYPE_CHECKING:
 PARTITIONS_PER_CORE_MAX = 4
 DURABLE_SCHEMES = ("abfss://", "abfs://", "wasbs://", "s3://", "s3a://", "gs://", "dbfs:/", "/Volumes/")
 ABFSS_FIX = "use abfss://<container>@<account>.dfs.core.windows.net/<path>"
-_SECRET_LOOKING = re.compile(
-    r"(dapi[0-9a-f]{32}|AccountKey=[A-Za-z0-9+/=]{20,}|[?&]sig=[A-Za-z0-9%+/=]{20,}"
-    r"|xox[bp]-[0-9A-Za-z-]{10,}|-----BEGIN [A-Z ]*PRIVATE KEY-----)"
-)
 
 
 class _Ctx:
@@ -284,10 +280,16 @@ def _mb(n: float) -> str:
     return f"{n:,.1f} MB" if n < 100 else f"{n:,.0f} MB"
 
 
-def _round_interval(seconds: float, up: bool) -> float:
-    step = 60 if seconds >= 120 else 5
-    v = math.ceil(seconds / step) * step if up else math.floor(seconds / step) * step
-    return max(step, v)
+def _fitting_interval(rate_mb: float, lo: float, hi: float, up: bool) -> float:
+    """A round trigger interval whose batches land inside [lo, hi] MB (the band's near edge)."""
+    exact = (lo if up else hi) / rate_mb
+    # Prefer whole minutes, then 5 s, then 1 s; a coarse step can overshoot a narrow band.
+    for step in (60, 5, 1) if exact >= 120 else (5, 1):
+        n = math.ceil(exact / step) * step if up else math.floor(exact / step) * step
+        if n > 0 and lo <= rate_mb * n <= hi:
+            return float(n)
+    ms = math.ceil(exact * 1000) if up else math.floor(exact * 1000)
+    return max(ms, 1) / 1000
 
 
 @rule
@@ -303,8 +305,7 @@ def file_sizes(ctx: _Ctx) -> None:
             size = rate_mb * iv
             if lo <= size <= hi:
                 continue
-            target_mb = lo if size < lo else hi
-            fit = _round_interval(target_mb / rate_mb, up=size < lo)
+            fit = _fitting_interval(rate_mb, lo, hi, up=size < lo)
             side = "below" if size < lo else "above"
             ctx.add(("jobs", name, "trigger", "processing_time"),
                     f"trigger '{job.trigger.processing_time}' lands ~{_mb(size)} per batch "
@@ -317,12 +318,14 @@ def file_sizes(ctx: _Ctx) -> None:
             size = job.max_offsets_per_trigger * src.bytes_per_event / 1e6
             if lo <= size <= hi:
                 continue
-            target_mb = lo if size < lo else hi
-            fit = int(target_mb * 1e6 / src.bytes_per_event)
+            # Round towards the inside of the band, so the suggestion really lands in it.
+            exact = (lo if size < lo else hi) * 1e6 / src.bytes_per_event
+            fit = max(1, math.ceil(exact) if size < lo else math.floor(exact))
             ctx.add(("jobs", name, "max_offsets_per_trigger"),
                     f"{job.max_offsets_per_trigger} offsets per batch land ~{_mb(size)}, outside "
                     f"the {lo:g}-{hi:g} MB file-size rule of thumb",
-                    f"max_offsets_per_trigger: {fit} would land ~{_mb(target_mb)}",
+                    f"max_offsets_per_trigger: {fit} would land "
+                    f"~{_mb(fit * src.bytes_per_event / 1e6)}",
                     warning=True)  # fmt: skip
 
 
@@ -416,7 +419,7 @@ def _strings(data: Any, path: YamlPath = ()) -> Iterator[tuple[YamlPath, str]]:
 @rule
 def literal_secrets(ctx: _Ctx) -> None:
     for path, value in _strings(ctx.doc.data):
-        if _SECRET_LOOKING.search(value):
+        if looks_like_secret(value):
             ctx.add(path, "this value looks like a literal secret (token, account key, SAS "
                     "signature or private key); it would be committed and logged",
                     "store it in a secret scope or environment variable and write "

@@ -23,6 +23,12 @@ _REF = re.compile(
     r"|(conn)/([\w.-]+)(?:/(password|login|host|extra))?)\s*\}\}$"
 )
 MASK = "***"
+# Shapes of real secrets: Databricks PATs, storage account keys, SAS signatures, Slack tokens,
+# PEM private keys. Used to refuse literals anywhere in bundle.yml and to keep them out of errors.
+_SECRET_LOOKING = re.compile(
+    r"(dapi[0-9a-f]{32}|AccountKey=[A-Za-z0-9+/=]{20,}|[?&]sig=[A-Za-z0-9%+/=]{20,}"
+    r"|xox[bp]-[0-9A-Za-z-]{10,}|-----BEGIN [A-Z ]*PRIVATE KEY-----)"
+)
 
 
 class SecretNotResolved(StreamopsError):
@@ -83,6 +89,11 @@ class SecretRef:
         if not val:
             raise SecretNotResolved(f"secret {self.text}: connection '{self.a}' has no {field}.")
         return str(val)
+
+
+def looks_like_secret(value: str) -> bool:
+    """True when `value` contains something shaped like a real secret (token, key, signature)."""
+    return bool(_SECRET_LOOKING.search(value))
 
 
 def looks_like_ref(value: str) -> bool:

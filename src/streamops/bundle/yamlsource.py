@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from yaml.composer import ComposerError
 
 YamlPath = tuple[str | int, ...]
 
@@ -33,7 +35,31 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate keys, which YAML silently resolves to the last one."""
 
 
-def _walk(node: yaml.Node, path: YamlPath, lines: dict[YamlPath, int], problems: list) -> None:
+# YAML 1.1 reads on/off/yes/no as booleans, so a join's `on:` key would arrive as `True`.
+# Keep YAML 1.2's booleans only (true/false); pydantic still accepts "yes"/"on" for bool fields.
+_UniqueKeyLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _walk(
+    node: yaml.Node,
+    path: YamlPath,
+    lines: dict[YamlPath, int],
+    problems: list,
+    active: frozenset[int] = frozenset(),
+) -> None:
+    if id(node) in active:
+        # An alias inside its own anchor: walking (or validating) it would never end.
+        raise ComposerError(
+            None, None, "an alias refers to a node that contains it (recursive anchor)",
+            node.start_mark,
+        )  # fmt: skip
+    active = active | {id(node)}
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
         for key_node, value_node in node.value:
@@ -43,11 +69,11 @@ def _walk(node: yaml.Node, path: YamlPath, lines: dict[YamlPath, int], problems:
                 problems.append((path + (key,), line, f"duplicate key '{key}' (first at line {seen[key]})"))
             seen[key] = line
             lines[path + (key,)] = line
-            _walk(value_node, path + (key,), lines, problems)
+            _walk(value_node, path + (key,), lines, problems, active)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             lines[path + (i,)] = item.start_mark.line + 1
-            _walk(item, path + (i,), lines, problems)
+            _walk(item, path + (i,), lines, problems, active)
 
 
 def read_yaml(path: Path, display_name: str | None = None) -> tuple[YamlDocument, list]:
@@ -56,12 +82,14 @@ def read_yaml(path: Path, display_name: str | None = None) -> tuple[YamlDocument
     Raises yaml.YAMLError (with a mark) when the text is not YAML at all.
     """
     text = path.read_text(encoding="utf-8")
+    # Construct first: it refuses keys that are lists or mappings (with a line) before _walk
+    # would meet them.
+    data = yaml.load(text, Loader=_UniqueKeyLoader)
     node = yaml.compose(text, Loader=_UniqueKeyLoader)
     lines: dict[YamlPath, int] = {(): 1}
     problems: list = []
     if node is not None:
         _walk(node, (), lines, problems)
-    data = yaml.load(text, Loader=_UniqueKeyLoader) if node is not None else None
     return YamlDocument(display_name or str(path), data, lines), problems
 
 

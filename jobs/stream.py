@@ -1,0 +1,36 @@
+"""spark-submit entrypoint for every streaming job of the bundle.
+
+    spark-submit jobs/stream.py --bundle bundle.yml --target local --job claims_hourly [--available-now]
+
+Thin on purpose: parse arguments, call streamops, exit with its code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jobs/stream.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", default="bundle.yml", help="path to bundle.yml")
+    parser.add_argument("--target", default="local", help="target in bundle.yml")
+    parser.add_argument("--job", required=True, help="job name in bundle.yml")
+    parser.add_argument("--available-now", action="store_true", help="catch up, then stop")
+    args = parser.parse_args(argv)
+
+    from streamops.errors import StreamopsError, UsageError
+    from streamops.jobs_entry import run_from_args
+
+    try:
+        return run_from_args(args.bundle, args.target, args.job, available_now=args.available_now)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except StreamopsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""What a `jobs/` entrypoint does: load the bundle, start Spark, run one job, report."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from streamops.bundle import load
+from streamops.runner import run_job
+from streamops.spark.session import session_for
+
+
+def run_from_args(
+    bundle_path: Path | str,
+    target: str,
+    job: str,
+    *,
+    available_now: bool = False,
+    say: Callable[[str], None] = print,
+) -> int:
+    """Run `job` of the bundle on `target`; print one line per batch; return an exit code."""
+    bundle = load(bundle_path, target)
+    bundle.job(job)  # unknown job: a usage error before Spark starts
+    for w in bundle.warnings:
+        say(w.render())
+    spark = session_for(bundle, app_name=f"streamops-{job}")
+
+    def line(bp: object) -> None:
+        from streamops.spark.progress import BatchProgress
+
+        assert isinstance(bp, BatchProgress)
+        say(f"[{job}] batch {bp.batch_id}: {bp.input_rows} rows, {bp.malformed_rows} malformed, "
+            f"{bp.dropped_by_watermark} late-dropped, {bp.duration_ms} ms, lag {bp.total_lag}")  # fmt: skip
+
+    run = run_job(bundle, job, spark, available_now=True if available_now else None, on_batch=line)
+    say(f"[{job}] done: {len(run.batches)} batches, {run.input_rows} rows in, "
+        f"{run.malformed_rows} malformed, {run.dropped_by_watermark} dropped by the watermark")  # fmt: skip
+    return 0

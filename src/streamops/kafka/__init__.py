@@ -1,0 +1,1 @@
+"""Kafka helpers shared by the Spark source, the sample producer and the checks."""

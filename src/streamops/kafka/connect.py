@@ -1,0 +1,43 @@
+"""Where a source's brokers are and how to log in, resolved at run time (secrets included)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from streamops.bundle import EMBEDDED
+
+if TYPE_CHECKING:
+    from streamops.bundle import Bundle, Source
+
+
+def bootstrap_servers(bundle: Bundle, source: Source) -> str:
+    """host:port list for `source`; 'embedded' becomes the running local broker."""
+    bs = bundle.bootstrap_servers(source)
+    if bs == EMBEDDED:
+        from streamops.localstack import LocalStack
+
+        return LocalStack(bundle.cache_dir).broker_bootstrap()
+    return bs
+
+
+def security_options(bundle: Bundle, *, prefix: str = "kafka.") -> dict[str, str]:
+    """Client security settings with secrets resolved now; never log the result."""
+    sec = bundle.target.kafka.security
+    if sec.protocol == "PLAINTEXT":
+        return {}
+    opts = {f"{prefix}security.protocol": sec.protocol}
+    if sec.sasl_mechanism:
+        opts[f"{prefix}sasl.mechanism"] = sec.sasl_mechanism
+        user = sec.username.resolve() if sec.username else ""
+        pwd = sec.password.resolve() if sec.password else ""
+        if bundle.target.resolved_engines.source == "spark-kafka":
+            module = (
+                "org.apache.kafka.common.security.plain.PlainLoginModule"
+                if sec.sasl_mechanism == "PLAIN"
+                else "org.apache.kafka.common.security.scram.ScramLoginModule"
+            )
+            opts[f"{prefix}sasl.jaas.config"] = f'{module} required username="{user}" password="{pwd}";'
+        else:
+            opts[f"{prefix}sasl.username"] = user
+            opts[f"{prefix}sasl.password"] = pwd
+    return opts

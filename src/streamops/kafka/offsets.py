@@ -1,0 +1,116 @@
+"""Kafka offsets as Spark's Kafka source keeps them: {"topic": {"0": 42, "1": 17}}."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from streamops.errors import KafkaError
+
+# {"topic": {"partition as str": offset}}, exactly the built-in source's JSON.
+Offsets = dict[str, dict[str, int]]
+
+# librdkafka's "no such offset yet" marker for cached watermarks.
+_UNKNOWN = -1001
+
+
+def client_config(bootstrap_servers: str, extra: dict[str, str] | None = None) -> dict[str, Any]:
+    """Consumer settings for metadata and reads; a fetch must not wait for data that is not there."""
+    conf: dict[str, Any] = {
+        "bootstrap.servers": bootstrap_servers,
+        "group.id": "streamops-metadata",
+        "enable.auto.commit": False,
+        "enable.partition.eof": False,
+        "auto.offset.reset": "earliest",
+        # Some brokers hold every fetch for the full wait; keep it short so reads stream.
+        "fetch.wait.max.ms": 10,
+        "socket.timeout.ms": 10000,
+        "session.timeout.ms": 10000,
+    }
+    conf.update(extra or {})
+    return conf
+
+
+def topic_partitions(consumer: Consumer, topic: str, *, timeout: float = 10.0) -> list[int]:
+    """Partition ids of `topic`; KafkaError naming the topic if it does not exist."""
+    try:
+        md = consumer.list_topics(topic, timeout=timeout)
+    except KafkaException as exc:
+        raise KafkaError(f"cannot read metadata of topic '{topic}': {exc}") from exc
+    t = md.topics.get(topic)
+    if t is None or t.error is not None or not t.partitions:
+        why = f" ({t.error.str()})" if t is not None and t.error is not None else ""
+        raise KafkaError(f"topic '{topic}' does not exist on the broker{why}")
+    return sorted(t.partitions)
+
+
+def watermarks(
+    consumer: Consumer, topic: str, partitions: Iterable[int], *, timeout: float = 10.0
+) -> dict[int, tuple[int, int]]:
+    """(earliest, end) per partition, with the end made exact (see true_end_offsets)."""
+    parts = list(partitions)
+    reported = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout) for p in parts}
+    ends = true_end_offsets(consumer, topic, {p: hw for p, (_, hw) in reported.items()})
+    return {p: (reported[p][0], ends[p]) for p in parts}
+
+
+def true_end_offsets(
+    consumer: Consumer, topic: str, reported: dict[int, int], *, deadline_s: float = 3.0
+) -> dict[int, int]:
+    """End offsets confirmed by a fetch.
+
+    Some Kafka-compatible brokers under-report ListOffsets(latest) after batched produces, while
+    a Fetch response carries the right high watermark. So: assign at the reported end, poll, and
+    take the larger of the reported and the fetched high watermark. Records seen by the poll are
+    not consumed by anyone: this consumer commits nothing.
+    """
+    if not reported:
+        return {}
+    consumer.assign([TopicPartition(topic, p, max(0, off)) for p, off in reported.items()])
+    ends = dict(reported)
+    pending = set(reported)
+    stop = time.monotonic() + deadline_s
+    try:
+        while pending and time.monotonic() < stop:
+            consumer.poll(0.05)
+            for p in list(pending):
+                _, hw = consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)
+                if hw != _UNKNOWN and hw >= 0:
+                    ends[p] = max(ends[p], hw)
+                    pending.discard(p)
+    finally:
+        consumer.unassign()
+    return ends
+
+
+def parse_offsets_json(text: str, *, where: str) -> Offsets:
+    """Parse {"topic":{"0":n}} (-2 = earliest, -1 = latest), naming `where` on errors."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise KafkaError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise KafkaError(f'{where}: expected {{"topic": {{"0": offset, ...}}}}')
+    out: Offsets = {}
+    for topic, parts in data.items():
+        out[topic] = {}
+        for p, off in parts.items():
+            if not str(p).isdigit() or not isinstance(off, int):
+                raise KafkaError(f"{where}: partition '{p}' of '{topic}' needs an integer offset")
+            out[topic][str(int(p))] = off
+    return out
+
+
+def lag(latest: Offsets | None, end: Offsets | None) -> dict[str, dict[str, int]]:
+    """Records behind per partition: latest available minus the batch's end offset."""
+    if not latest:
+        return {}
+    out: dict[str, dict[str, int]] = {}
+    for topic, parts in latest.items():
+        done = (end or {}).get(topic, {})
+        out[topic] = {p: max(0, off - done.get(p, 0)) for p, off in sorted(parts.items(), key=lambda x: int(x[0]))}
+    return out

@@ -1,0 +1,173 @@
+"""Detached service processes: spawn, liveness by pid, stop, free ports, the state file."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from streamops.errors import LocalStackError
+
+# Children this Python process started, so stop() can reap them: a killed child stays a zombie
+# (and looks alive to kill(pid, 0)) until its parent waits for it.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+STOP_GRACE_S = 10.0
+# tansu colours its log lines even when writing to a file; error messages should stay plain.
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_KILL_WAIT_S = 5.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on `host` that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def spawn(argv: Sequence[str], log: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """Start `argv` in its own session, output to `log`, so it outlives the caller."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+            # A new session keeps Ctrl-C in the caller's terminal from reaching the service.
+            start_new_session=True,
+            close_fds=True,
+        )
+    _CHILDREN[proc.pid] = proc
+    return proc
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie does not count)."""
+    proc = _CHILDREN.get(pid)
+    if proc is not None:
+        if proc.poll() is None:
+            return True
+        del _CHILDREN[pid]
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # The command name in parentheses may hold spaces; the state follows the last ')'.
+    state = stat.rsplit(")", 1)[-1].split()[0]
+    return state not in ("Z", "X")
+
+
+def cmdline(pid: int) -> str:
+    """The command line of `pid` joined by spaces, or "" when it cannot be read."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip()
+
+
+def owned(pid: int, marker: str, port: int) -> bool:
+    """Whether `pid` is alive and still the service we started (guards against pid reuse)."""
+    line = cmdline(pid)
+    return pid_alive(pid) and marker in line and str(port) in line
+
+
+def _wait_gone(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.05)
+    return not pid_alive(pid)
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        # The service leads its own session; signalling the group also stops any helpers it forked.
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+
+
+def stop(pid: int, name: str, log: Path | None) -> None:
+    """SIGTERM `pid`, wait up to STOP_GRACE_S, then SIGKILL; LocalStackError if it survives."""
+    _signal(pid, signal.SIGTERM)
+    if _wait_gone(pid, STOP_GRACE_S):
+        return
+    _signal(pid, signal.SIGKILL)
+    if not _wait_gone(pid, _KILL_WAIT_S):
+        raise LocalStackError(
+            f"{name} (pid {pid}) did not stop after SIGTERM and SIGKILL (log: {log}). "
+            f"Fix: check `ps -p {pid}` and stop it by hand (kill -9 {pid})."
+        )
+
+
+def tail(log: Path, lines: int = 20) -> str:
+    """The last `lines` lines of `log`, indented, for error messages."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return "    (no log written)"
+    last = _ANSI.sub("", text).rstrip().splitlines()[-lines:]
+    return "\n".join(f"    {line}" for line in last) if last else "    (log is empty)"
+
+
+class StateFile:
+    """state.json: one record per started service, written atomically, guarded by a file lock."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold an exclusive lock so two `local up`/`down` runs do not interleave."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(".lock"), "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        """The recorded services by name; {} when none or the file is unreadable."""
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        services = data.get("services") if isinstance(data, dict) else None
+        if not isinstance(services, dict):
+            return {}
+        return {k: v for k, v in services.items() if _valid_record(v)}
+
+    def write(self, services: dict[str, dict[str, Any]]) -> None:
+        """Replace the file's content in one step, so a reader never sees half a file."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"services": services}, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, self.path)
+
+
+def _valid_record(rec: object) -> bool:
+    # A hand-edited or older file must not crash `status`; such records count as not running.
+    return (
+        isinstance(rec, dict)
+        and isinstance(rec.get("pid"), int)
+        and isinstance(rec.get("port"), int)
+        and isinstance(rec.get("host"), str)
+        and isinstance(rec.get("log"), str)
+    )

@@ -1,0 +1,1 @@
+"""Spark side of streamops: session, Kafka source, Delta sinks, pipelines, progress."""
