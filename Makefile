@@ -67,7 +67,7 @@ fmt: setup
 	$(VENV)/bin/ruff check --fix src tests jobs dags plugins bench
 
 bench: setup
-	@for b in bench/*.py; do echo "==> $$b"; $(PY) $$b; done
+	@shopt -s nullglob; for b in bench/*.py; do echo "==> $$b"; $(PY) $$b; done
 
 # Regenerate requirements.lock from requirements.in in a scratch venv (needs the registry).
 lock:

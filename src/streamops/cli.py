@@ -85,7 +85,9 @@ def local_status(bundle: BundleOpt = Path("bundle.yml")) -> None:
     for svc in LocalStack(_cache_dir(bundle)).status():
         state = "up" if svc.running else "down"
         ok = ok and svc.running
-        out.print(f"{svc.name:8} {state:5} {svc.address or '-':24} pid {svc.pid or '-'}", markup=False)
+        out.print(
+            f"{svc.name:8} {state:5} {svc.address or '-':24} pid {svc.pid or '-'}", markup=False
+        )
     if not ok:
         raise typer.Exit(1)
 
@@ -117,7 +119,9 @@ def demo(
             markup=False,
         )
 
-    summaries = run_demo(b, say=lambda m: out.print(f"==> {m}", markup=False), on_batch=on_batch, scale=scale)
+    summaries = run_demo(
+        b, say=lambda m: out.print(f"==> {m}", markup=False), on_batch=on_batch, scale=scale
+    )
     table = Table(title="streamops demo: local target")
     for col in ("job", "produced", "input rows", "malformed", "late-dropped", "events in table",
                 "window rows", "version", "batches", "lag at end", "check"):  # fmt: skip
@@ -151,12 +155,16 @@ def run_cmd(
     job: Annotated[str, typer.Option("--job", "-j", help="job name in bundle.yml")],
     bundle: BundleOpt = Path("bundle.yml"),
     target: TargetOpt = "local",
-    available_now: Annotated[bool, typer.Option("--available-now", help="catch up, then stop")] = False,
+    available_now: Annotated[
+        bool, typer.Option("--available-now", help="catch up, then stop")
+    ] = False,
 ) -> None:
     """Run one streaming job (what `spark-submit jobs/stream.py` does)."""
     from streamops.jobs_entry import run_from_args
 
-    run_from_args(bundle, target, job, available_now=available_now, say=lambda m: out.print(m, markup=False))
+    run_from_args(
+        bundle, target, job, available_now=available_now, say=lambda m: out.print(m, markup=False)
+    )
 
 
 def _cache_dir(bundle: Path) -> Path:

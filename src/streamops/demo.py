@@ -96,7 +96,9 @@ def run_demo(
         say(f"clearing the local target's previous demo data in {data_root}")
         shutil.rmtree(data_root)
     stack = LocalStack(bundle.cache_dir, state_dir=bundle.cache_dir / "demo-stack")
-    own_broker = bundle.bootstrap_override is None and bundle.target.kafka.bootstrap_servers == "embedded"
+    own_broker = (
+        bundle.bootstrap_override is None and bundle.target.kafka.bootstrap_servers == "embedded"
+    )
     try:
         if own_broker:
             stack.up(services=("broker",), progress=say)
@@ -108,7 +110,9 @@ def run_demo(
         say(f"Spark ready in {time.monotonic() - t0:.1f} s")
         summaries = []
         for name in bundle.jobs:
-            summaries.append(_demo_job(bundle, name, spark, bootstrap, say, on_batch, scale, batch_rows))
+            summaries.append(
+                _demo_job(bundle, name, spark, bootstrap, say, on_batch, scale, batch_rows)
+            )
         return summaries
     finally:
         if own_broker:
@@ -132,7 +136,12 @@ def _demo_job(
     job_b = dataclasses.replace(
         bundle,
         spec=bundle.spec.model_copy(
-            update={"jobs": {**bundle.spec.jobs, name: job.model_copy(update={"max_offsets_per_trigger": batch_rows})}}
+            update={
+                "jobs": {
+                    **bundle.spec.jobs,
+                    name: job.model_copy(update={"max_offsets_per_trigger": batch_rows}),
+                }
+            }
         ),
     )
     ensure_topic(bootstrap, src.topic, src.partitions)
@@ -148,7 +157,9 @@ def _demo_job(
         say(f"[{name}] {label}: produced {len(sample.events)} events to {src.topic} "
             f"({sample.count('malformed')} malformed, {sample.count('late')} late, "
             f"{sample.count('too_late')} too late)")  # fmt: skip
-        runs.append(run_job(job_b, name, spark, available_now=True, on_batch=lambda b: on_batch(name, b)))
+        runs.append(
+            run_job(job_b, name, spark, available_now=True, on_batch=lambda b: on_batch(name, b))
+        )
     both = Sample(phase1.events + phase2.events)
     rows, events, version = table_figures(bundle, name)
     last = runs[-1]

@@ -25,8 +25,9 @@ class Problem:
     def render(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
         tag = "warning: " if self.severity == "warning" else ""
+        message = self.message.rstrip(".")
         fix = f" Fix: {self.fix}" if self.fix else ""
-        return f"{where}: {tag}{self.path}: {self.message}.{fix}".replace("..", ".")
+        return f"{where}: {tag}{self.path}: {message}.{fix}"
 
 
 class BundleError(StreamopsError):

@@ -123,8 +123,8 @@ def run_job(
             if deadline is not None and time.monotonic() > deadline:
                 query.stop()
                 break
-            query.awaitTermination(0.2)
-        query.awaitTermination()
+            time.sleep(0.2)
+        query.awaitTermination()  # raises the query's error, if it failed
     except KeyboardInterrupt:
         query.stop()
         raise

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from streamops.bundle.loader import ENV_BOOTSTRAP
-from tests.unit.helpers import SHIPPED, edited, line_of, write
+from tests.unit.helpers import SHIPPED, edited, line_of, shipped_text, write
 
 PROD_CK = "abfss://checkpoints@streamopsprod.dfs.core.windows.net/streamops"
 CONSOLE_SCRIPT = Path(sys.executable).with_name("streamops")
@@ -67,8 +67,9 @@ def test_the_console_script_validates_the_shipped_bundle() -> None:
     r = streamops("validate", "-b", SHIPPED, "-t", "local", script=True)
     assert r.code == 0, r.output
     (warning,) = r.problem_lines(warnings=True)
+    line = line_of(shipped_text(), "storage_root: .cache/data")
     assert warning == (
-        f"{SHIPPED}:13: warning: targets.local.storage_root: tables are kept under a local folder "
+        f"{SHIPPED}:{line}: warning: targets.local.storage_root: tables are kept under a local folder "
         "('.cache/data'). Fix: fine for the local target; dev/prod must use durable storage "
         "(abfss://)"
     )

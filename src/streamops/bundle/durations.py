@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import PlainValidator, PlainSerializer
+from pydantic import PlainSerializer, PlainValidator
 
 _UNITS = {
     "ms": 0.001, "millisecond": 0.001, "milliseconds": 0.001,

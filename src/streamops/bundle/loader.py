@@ -113,7 +113,9 @@ def load(path: str | os.PathLike[str], target: str, *, strict: bool = True) -> B
     p = Path(path)
     display = str(path)
     if not p.is_file():
-        raise UsageError(f"bundle file '{display}' does not exist. Fix: pass --bundle PATH/bundle.yml")
+        raise UsageError(
+            f"bundle file '{display}' does not exist. Fix: pass --bundle PATH/bundle.yml"
+        )
     try:
         doc, dup_problems = read_yaml(p, display)
     except UnicodeDecodeError as exc:
@@ -125,14 +127,31 @@ def load(path: str | os.PathLike[str], target: str, *, strict: bool = True) -> B
         line = mark.line + 1 if mark is not None else None
         what = getattr(exc, "problem", None) or str(exc)
         raise BundleError(
-            [Problem(display, line, "(yaml)", f"not valid YAML: {what}", "fix the syntax at that line")]
+            [
+                Problem(
+                    display,
+                    line,
+                    "(yaml)",
+                    f"not valid YAML: {what}",
+                    "fix the syntax at that line",
+                )
+            ]
         ) from None
     problems = [
-        Problem(display, line, dotted(ypath), msg, "keep one of them") for ypath, line, msg in dup_problems
+        Problem(display, line, dotted(ypath), msg, "keep one of them")
+        for ypath, line, msg in dup_problems
     ]
     if not isinstance(doc.data, dict):
         raise BundleError(
-            [Problem(display, 1, "(top level)", "the bundle must be a mapping", "see README: bundle.yml")]
+            [
+                Problem(
+                    display,
+                    1,
+                    "(top level)",
+                    "the bundle must be a mapping",
+                    "see README: bundle.yml",
+                )
+            ]
         )
     try:
         spec = BundleSpec.model_validate(doc.data)
@@ -144,7 +163,11 @@ def load(path: str | os.PathLike[str], target: str, *, strict: bool = True) -> B
             f"no target '{target}' in {display}; targets: {', '.join(spec.targets)}"
             + _did_you_mean(target, spec.targets)
         )
-    override = os.environ.get(ENV_BOOTSTRAP) or None
+    # Only the local target may be pointed elsewhere from the environment: a stray variable must
+    # never redirect a production job to another cluster.
+    override = (
+        (os.environ.get(ENV_BOOTSTRAP) or None) if spec.targets[target].mode == "local" else None
+    )
     bundle = Bundle(spec=spec, target_name=target, path=p.resolve(), bootstrap_override=override)
     from streamops.bundle.rules import check  # rules need the Bundle type
 

@@ -133,7 +133,9 @@ class FieldSpec(Frozen):
     def _type(cls, v: str) -> str:
         v = v.strip().lower()
         if v not in SPARK_TYPES and not _DECIMAL.match(v):
-            raise ValueError(f"unknown type '{v}'; use one of {', '.join(SPARK_TYPES)}, decimal(p,s)")
+            raise ValueError(
+                f"unknown type '{v}'; use one of {', '.join(SPARK_TYPES)}, decimal(p,s)"
+            )
         return v
 
 

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 from streamops.bundle.durations import human
 from streamops.bundle.models import (
     NUMERIC,
-    JoinStep,
     Job,
+    JoinStep,
     WatermarkStep,
     WindowAggregateStep,
 )
@@ -26,7 +26,16 @@ if TYPE_CHECKING:
 
 # Partitions beyond this many per core mean many scheduling waves per batch for little work.
 PARTITIONS_PER_CORE_MAX = 4
-DURABLE_SCHEMES = ("abfss://", "abfs://", "wasbs://", "s3://", "s3a://", "gs://", "dbfs:/", "/Volumes/")
+DURABLE_SCHEMES = (
+    "abfss://",
+    "abfs://",
+    "wasbs://",
+    "s3://",
+    "s3a://",
+    "gs://",
+    "dbfs:/",
+    "/Volumes/",
+)
 ABFSS_FIX = "use abfss://<container>@<account>.dfs.core.windows.net/<path>"
 
 
@@ -79,18 +88,18 @@ def references(ctx: _Ctx) -> None:
     for name, job in _jobs(ctx):
         base: YamlPath = ("jobs", name)
         if job.source not in spec.sources:
-            ctx.add(base + ("source",), f"unknown source '{job.source}'",
+            ctx.add((*base, "source"), f"unknown source '{job.source}'",
                     f"use one of: {', '.join(spec.sources)}")  # fmt: skip
         if job.sink not in spec.tables:
-            ctx.add(base + ("sink",), f"unknown table '{job.sink}'",
+            ctx.add((*base, "sink"), f"unknown table '{job.sink}'",
                     f"add it under `tables:` or use one of: {', '.join(spec.tables)}")  # fmt: skip
         schema = job.schema_
         ev = schema.get(job.event_time)
         if ev is None:
-            ctx.add(base + ("event_time",), f"'{job.event_time}' is not a field of the schema",
+            ctx.add((*base, "event_time"), f"'{job.event_time}' is not a field of the schema",
                     "name the schema field that holds the event time")  # fmt: skip
         elif ev.type != "timestamp":
-            ctx.add(base + ("schema", job.event_time), f"the event time field has type '{ev.type}'",
+            ctx.add((*base, "schema", job.event_time), f"the event time field has type '{ev.type}'",
                     "declare it as `timestamp` (ISO-8601 text or epoch seconds are parsed)")  # fmt: skip
         for i, step in enumerate(job.steps):
             sp: YamlPath = (*base, "steps", i)
@@ -119,17 +128,17 @@ def references(ctx: _Ctx) -> None:
                     ctx.add((*sp, "window_aggregate", "slide"), "slide is longer than the window; "
                             "events between windows would be skipped", "use slide <= window")  # fmt: skip
             elif isinstance(step, JoinStep):
-                j = step.join
-                if j.source not in spec.sources:
-                    ctx.add((*sp, "join", "source"), f"unknown source '{j.source}'",
+                js = step.join
+                if js.source not in spec.sources:
+                    ctx.add((*sp, "join", "source"), f"unknown source '{js.source}'",
                             f"use one of: {', '.join(spec.sources)}")  # fmt: skip
-                for k, col in enumerate(j.on):
-                    if col not in schema or col not in j.schema_:
+                for k, col in enumerate(js.on):
+                    if col not in schema or col not in js.schema_:
                         ctx.add((*sp, "join", "on", k), f"join key '{col}' must be in both schemas",
                                 "add it to both, or join on another field")  # fmt: skip
-                if j.watermark.column not in j.schema_:
+                if js.watermark.column not in js.schema_:
                     ctx.add((*sp, "join", "watermark", "column"),
-                            f"'{j.watermark.column}' is not a field of the joined schema",
+                            f"'{js.watermark.column}' is not a field of the joined schema",
                             "name the joined source's event time field")  # fmt: skip
         table = spec.tables.get(job.sink)
         if table is not None:
@@ -177,9 +186,9 @@ def durable_storage(ctx: _Ctx) -> None:
     b = ctx.bundle
     t = b.target
     tp: YamlPath = ("targets", b.target_name)
-    places: list[tuple[YamlPath, str, str]] = [(tp + ("storage_root",), t.storage_root, "tables")]
+    places: list[tuple[YamlPath, str, str]] = [((*tp, "storage_root"), t.storage_root, "tables")]
     if t.checkpoint_root:
-        places.append((tp + ("checkpoint_root",), t.checkpoint_root, "checkpoints"))
+        places.append(((*tp, "checkpoint_root"), t.checkpoint_root, "checkpoints"))
     for name, job in _jobs(ctx):
         if job.checkpoint:
             places.append((("jobs", name, "checkpoint"), job.checkpoint, "checkpoints"))
@@ -200,11 +209,11 @@ def durable_storage(ctx: _Ctx) -> None:
             ctx.add(path, f"'{loc}' is not {word} on target '{b.target_name}' ({reason}); "
                     f"{what} there would be lost or reset", ABFSS_FIX)  # fmt: skip
     if t.kafka.bootstrap_servers == "embedded":
-        ctx.add(tp + ("kafka", "bootstrap_servers"),
+        ctx.add((*tp, "kafka", "bootstrap_servers"),
                 "'embedded' (the local broker) is only for the local target",
                 "name the cluster's brokers, e.g. 'broker-1:9093,broker-2:9093'")  # fmt: skip
     if t.databricks is None or not t.databricks.host:
-        ctx.add(tp + ("databricks",), "no Databricks workspace host is set; deploys to this "
+        ctx.add((*tp, "databricks"), "no Databricks workspace host is set; deploys to this "
                 "target will need one", "add `databricks: {host: https://adb-<id>.<n>."
                 "azuredatabricks.net, token: '{{secrets/<scope>/<key>}}'}`", warning=True)  # fmt: skip
 
@@ -359,7 +368,9 @@ def _row_bytes(job: Job) -> int:
     assert agg is not None
     # Unsafe-row overhead + window struct + ~40 B per string key + ~16 B per aggregate buffer
     # (avg keeps sum and count); RocksDB adds its own overhead, so this is a low estimate.
-    per_key = sum(40 if job.schema_[c].type == "string" else 8 for c in agg.group_by if c in job.schema_)
+    per_key = sum(
+        40 if job.schema_[c].type == "string" else 8 for c in agg.group_by if c in job.schema_
+    )
     per_agg = sum(16 if m.fn == "avg" else 8 for m in agg.metrics)
     return 64 + 32 + per_key + per_agg
 

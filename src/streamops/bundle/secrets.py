@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import PlainValidator, PlainSerializer
+from pydantic import PlainSerializer, PlainValidator
 
 from streamops.errors import StreamopsError
 

@@ -66,14 +66,16 @@ def _walk(
             key = key_node.value
             line = key_node.start_mark.line + 1
             if key in seen:
-                problems.append((path + (key,), line, f"duplicate key '{key}' (first at line {seen[key]})"))
+                problems.append(
+                    ((*path, key), line, f"duplicate key '{key}' (first at line {seen[key]})")
+                )
             seen[key] = line
-            lines[path + (key,)] = line
-            _walk(value_node, path + (key,), lines, problems, active)
+            lines[(*path, key)] = line
+            _walk(value_node, (*path, key), lines, problems, active)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            lines[path + (i,)] = item.start_mark.line + 1
-            _walk(item, path + (i,), lines, problems, active)
+            lines[(*path, i)] = item.start_mark.line + 1
+            _walk(item, (*path, i), lines, problems, active)
 
 
 def read_yaml(path: Path, display_name: str | None = None) -> tuple[YamlDocument, list]:

@@ -28,7 +28,9 @@ def parse_offsets(text: str, batch_id: int) -> OffsetsFile:
     """Parse the text of an offsets file; ValueError naming the line on a malformed one."""
     lines = text.splitlines()
     if len(lines) < 2:
-        raise ValueError(f"offsets/{batch_id}: expected a version line and metadata, got {len(lines)} line(s)")
+        raise ValueError(
+            f"offsets/{batch_id}: expected a version line and metadata, got {len(lines)} line(s)"
+        )
     try:
         meta = json.loads(lines[1])
         sources = tuple(None if ln.strip() == "-" else json.loads(ln) for ln in lines[2:])
@@ -37,7 +39,9 @@ def parse_offsets(text: str, batch_id: int) -> OffsetsFile:
     return OffsetsFile(batch_id, lines[0].strip(), meta, sources)
 
 
-def read_offsets(location: str, batch_id: int, storage_options: dict[str, Any] | None = None) -> OffsetsFile:
+def read_offsets(
+    location: str, batch_id: int, storage_options: dict[str, Any] | None = None
+) -> OffsetsFile:
     """Read `offsets/<batch_id>` of the checkpoint at `location`."""
     fs, root = _fs(location, storage_options)
     with fs.open(f"{root}/offsets/{batch_id}", "rt", encoding="utf-8") as fh:

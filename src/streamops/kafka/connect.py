@@ -25,7 +25,7 @@ def security_options(bundle: Bundle, *, prefix: str = "kafka.") -> dict[str, str
     sec = bundle.target.kafka.security
     if sec.protocol == "PLAINTEXT":
         return {}
-    opts = {f"{prefix}security.protocol": sec.protocol}
+    opts: dict[str, str] = {f"{prefix}security.protocol": sec.protocol}
     if sec.sasl_mechanism:
         opts[f"{prefix}sasl.mechanism"] = sec.sasl_mechanism
         user = sec.username.resolve() if sec.username else ""
@@ -36,7 +36,9 @@ def security_options(bundle: Bundle, *, prefix: str = "kafka.") -> dict[str, str
                 if sec.sasl_mechanism == "PLAIN"
                 else "org.apache.kafka.common.security.scram.ScramLoginModule"
             )
-            opts[f"{prefix}sasl.jaas.config"] = f'{module} required username="{user}" password="{pwd}";'
+            opts[f"{prefix}sasl.jaas.config"] = (
+                f'{module} required username="{user}" password="{pwd}";'
+            )
         else:
             opts[f"{prefix}sasl.username"] = user
             opts[f"{prefix}sasl.password"] = pwd

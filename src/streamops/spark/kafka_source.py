@@ -282,7 +282,7 @@ def read_range(r: KafkaRange) -> Iterator[pa.RecordBatch]:
                         continue
                     raise KafkaError(f"{r.topic}[{r.partition}] at offset {nxt}: {err.str()}")
                 off = m.offset()
-                if off < nxt:
+                if off is None or off < nxt:
                     continue
                 if off >= r.until:
                     nxt = r.until
