@@ -18,6 +18,8 @@ PIP_QUIET := grep -v -e "is ignored: it is neither a file nor a directory" || tr
 
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
+# Spark otherwise resolves the host name and warns when it maps to loopback.
+export SPARK_LOCAL_IP ?= 127.0.0.1
 
 .PHONY: help setup run test lint fmt bench lock clean check-tools
 

@@ -101,7 +101,8 @@ def run_demo(
     )
     try:
         if own_broker:
-            stack.up(services=("broker",), progress=say)
+            # Azurite is started too: it is part of the local stack that dev/prod storage tests use.
+            stack.up(services=("broker", "azurite"), progress=say)
             bundle = dataclasses.replace(bundle, bootstrap_override=stack.broker_bootstrap())
         bootstrap = bundle.bootstrap_override or bundle.target.kafka.bootstrap_servers
         say("starting Spark (local) ...")
@@ -117,7 +118,7 @@ def run_demo(
     finally:
         if own_broker:
             stack.down()
-            say("local broker stopped")
+            say("local stack stopped")
 
 
 def _demo_job(

@@ -185,6 +185,23 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         begin = {
             t: {p: start.get(t, {}).get(p, 0) for p in parts} for t, parts in latest.items()
         }
+        ahead = [
+            (t, p, begin[t][p], end)
+            for t, parts in latest.items()
+            for p, end in parts.items()
+            if begin[t][p] > max(end, (self._latest or {}).get(t, {}).get(p, end))
+        ]
+        if ahead:
+            where = ", ".join(f"{t}[{p}] checkpoint at {a}, broker ends at {b}" for t, p, a, b in ahead)
+            if self.fail_on_data_loss:
+                # Offsets beyond the end mean the topic was deleted and recreated (or the broker
+                # lost data): reading on would silently skip everything up to the old offsets.
+                raise KafkaError(
+                    f"the checkpoint's offsets are beyond the end of the topic: {where}. The topic "
+                    "was probably recreated. Fix: if the old data is gone for good, start the job "
+                    "with a new checkpoint (or set `fail_on_data_loss: false` to continue from the "
+                    "old offsets); otherwise restore the topic"
+                )
         if not isinstance(limit, ReadMaxRows):
             return {t: {p: max(begin[t][p], o) for p, o in parts.items()} for t, parts in latest.items()}
         return _rate_limit(begin, latest, limit.max_rows)

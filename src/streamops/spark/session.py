@@ -38,8 +38,23 @@ def local_session(*, cores: int = 2, app_name: str = "streamops", shuffle_partit
     )
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
+    _quiet_query_failures(spark)
     register_sources(spark)
     return spark
+
+
+def _quiet_query_failures(spark: SparkSession) -> None:
+    # A failed query is reported by streamops with the place and the fix; Spark's own ERROR log
+    # of the same failure is a JVM stack trace that buries that message.
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    level = jvm.org.apache.logging.log4j.Level.OFF
+    configurator = jvm.org.apache.logging.log4j.core.config.Configurator
+    for logger in (
+        "org.apache.spark.sql.execution.streaming.runtime.MicroBatchExecution",
+        "org.apache.spark.sql.execution.streaming.MicroBatchExecution",
+    ):
+        configurator.setLevel(logger, level)
 
 
 def register_sources(spark: SparkSession) -> None:
