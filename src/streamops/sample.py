@@ -101,7 +101,10 @@ def _malformed(job: Job, good: dict[str, Any], rng: random.Random, n: int) -> by
         bad[numeric[0] if numeric else job.event_time] = "not-a-number"
         return _json(bad)
     if kind == "bad_timestamp":
-        return _json(good).replace(b'"' + job.event_time.encode() + b'": "', b'"' + job.event_time.encode() + b'": "yesterday ')
+        return _json(good).replace(
+            b'"' + job.event_time.encode() + b'": "',
+            b'"' + job.event_time.encode() + b'": "yesterday ',
+        )
     return b'["an", "array", "not", "an", "event"]'
 
 
@@ -127,7 +130,9 @@ def generate(
     rng = random.Random(seed)
     wm = job.watermark
     delay = timedelta(seconds=wm.delay.seconds) if wm else timedelta(minutes=10)
-    window = timedelta(seconds=job.aggregate.window.seconds) if job.aggregate else timedelta(hours=1)
+    window = (
+        timedelta(seconds=job.aggregate.window.seconds) if job.aggregate else timedelta(hours=1)
+    )
     late_at = set(rng.sample(range(n // 4, n), min(late, max(0, n - n // 4)))) if late else set()
     bad_at = set(rng.sample(range(n), min(malformed, n))) if malformed else set()
     sample = Sample()
@@ -153,7 +158,11 @@ def generate(
     step = span / max(1, n)
     malformed_n = 0
     for i in range(n):
-        t = start + step * i + timedelta(milliseconds=rng.randrange(0, max(1, int(step.total_seconds() * 500))))
+        t = (
+            start
+            + step * i
+            + timedelta(milliseconds=rng.randrange(0, max(1, int(step.total_seconds() * 500))))
+        )
         ev = make(i, t)
         if i in late_at:
             late_ev = make(i, t - delay / 2)
@@ -186,7 +195,9 @@ def produce(bootstrap_servers: str, topic: str, sample: Sample) -> int:
         else:
             errors.append(f"{topic}[{msg.partition()}]: {err}")
 
-    p = Producer({"bootstrap.servers": bootstrap_servers, "linger.ms": 5, "acks": "all", "log_level": 3})
+    p = Producer(
+        {"bootstrap.servers": bootstrap_servers, "linger.ms": 5, "acks": "all", "log_level": 3}
+    )
     for e in sample.events:
         p.produce(topic, key=e.key, value=e.value, partition=e.partition, on_delivery=on_delivery)
         p.poll(0)
@@ -209,7 +220,9 @@ def ensure_topic(bootstrap_servers: str, topic: str, partitions: int) -> None:
     md = admin.list_topics(timeout=10)
     if topic in md.topics and not md.topics[topic].error:
         return
-    fut = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic]
+    fut = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[
+        topic
+    ]
     try:
         fut.result(30)
     except Exception as exc:

@@ -81,14 +81,17 @@ def produce(
 class Collected:
     """What a foreachBatch saw: one list of rows per batch id, and the DataFrame schemas."""
 
-    batches: dict[int, list[tuple[int, int, bytes, bytes, str, Any, int]]] = field(default_factory=dict)
+    # batch id -> (partition, offset, key, value, topic, timestamp, timestampType) per record
+    batches: dict[int, list[tuple[Any, ...]]] = field(default_factory=dict)
     schemas: list[StructType] = field(default_factory=list)
 
     def __call__(self, df: DataFrame, batch_id: int) -> None:
         self.schemas.append(df.schema)
-        rows = df.select("partition", "offset", "key", "value", "topic", "timestamp", "timestampType")
+        rows = df.select(
+            "partition", "offset", "key", "value", "topic", "timestamp", "timestampType"
+        )
         assert batch_id not in self.batches, f"batch {batch_id} delivered twice"
-        self.batches[batch_id] = [tuple(r) for r in rows.collect()]  # type: ignore[misc]
+        self.batches[batch_id] = [tuple(r) for r in rows.collect()]
 
     def places(self) -> Counter[tuple[int, int]]:
         return Counter((r[0], r[1]) for rows in self.batches.values() for r in rows)
@@ -145,7 +148,9 @@ def test_exact_offset_ranges_read_limit_and_schema(
     produce(bootstrap_servers, topic, counts)
     max_offsets = 100
 
-    got, query = run_stream(spark, bootstrap_servers, topic, tmp_path / "ck", max_offsets=max_offsets)
+    got, query = run_stream(
+        spark, bootstrap_servers, topic, tmp_path / "ck", max_offsets=max_offsets
+    )
 
     # Every offset of every partition exactly once, nothing else.
     assert got.places() == expected_places({p: range(n) for p, n in counts.items()})
@@ -157,7 +162,11 @@ def test_exact_offset_ranges_read_limit_and_schema(
     # Each record is the one produced at that place, with the built-in source's columns.
     for rows in got.batches.values():
         for p, off, key, value, t, ts, ts_type in rows:
-            assert (bytes(value), bytes(key), t) == (f"{p}:{off}".encode(), f"k{off}".encode(), topic)
+            assert (bytes(value), bytes(key), t) == (
+                f"{p}:{off}".encode(),
+                f"k{off}".encode(),
+                topic,
+            )
             assert ts is not None
             assert ts_type == 0  # CreateTime
     assert got.schemas and all(s == BUILTIN_KAFKA_SCHEMA for s in got.schemas)
@@ -187,9 +196,7 @@ def test_restart_from_checkpoint_reads_only_new_records(
     more = {0: 5, 1: 0, 2: 25, 3: 12}
     produce(bootstrap_servers, topic, more, after=first)
     got2, query = run_stream(spark, bootstrap_servers, topic, tmp_path / "ck", max_offsets=35)
-    assert got2.places() == expected_places(
-        {p: range(first[p], first[p] + more[p]) for p in first}
-    )
+    assert got2.places() == expected_places({p: range(first[p], first[p] + more[p]) for p in first})
     # Batch ids continue from the checkpoint rather than starting over.
     assert min(got2.batches) > max(got1.batches)
     assert latest_offset(query) == {topic: {str(p): first[p] + more[p] for p in first}}
@@ -204,7 +211,9 @@ def test_starting_offsets_json(
     # A specific offset, earliest (-2), latest (-1), and another specific offset.
     starting = json.dumps({topic: {"0": 5, "1": -2, "2": -1, "3": 19}})
     got, _ = run_stream(spark, bootstrap_servers, topic, tmp_path / "ck", starting=starting)
-    assert got.places() == expected_places({0: range(5, 20), 1: range(20), 2: range(0), 3: range(19, 20)})
+    assert got.places() == expected_places(
+        {0: range(5, 20), 1: range(20), 2: range(0), 3: range(19, 20)}
+    )
 
     # "latest" starts after the records that exist (Spark still runs its first batch, empty);
     # a restart then reads only what came later.
@@ -245,8 +254,12 @@ def test_true_end_offsets_right_after_batched_produce(
     consumer = Consumer(client_config(bootstrap_servers))
     try:
         reported = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in counts
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in counts
         }
+        # The quirk itself (tansu 0.6.0, pinned): ListOffsets(latest) reports far less than
+        # was produced. Should a broker upgrade fix it, this test no longer covers the fix.
+        assert reported != counts, "the broker reports true ends now; revisit true_end_offsets"
         assert all(0 <= reported[p] <= counts[p] for p in counts), reported
         assert true_end_offsets(consumer, topic, reported) == counts
         assert watermarks(consumer, topic, counts) == {p: (0, n) for p, n in counts.items()}

@@ -49,24 +49,39 @@ def topic_partitions(consumer: Consumer, topic: str, *, timeout: float = 10.0) -
 
 
 def watermarks(
-    consumer: Consumer, topic: str, partitions: Iterable[int], *, timeout: float = 10.0
+    consumer: Consumer,
+    topic: str,
+    partitions: Iterable[int],
+    *,
+    timeout: float = 10.0,
+    confirmed: set[int] | None = None,
 ) -> dict[int, tuple[int, int]]:
     """(earliest, end) per partition, with the end made exact (see true_end_offsets)."""
     parts = list(partitions)
-    reported = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout) for p in parts}
-    ends = true_end_offsets(consumer, topic, {p: hw for p, (_, hw) in reported.items()})
+    reported = {
+        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout) for p in parts
+    }
+    ends = true_end_offsets(
+        consumer, topic, {p: hw for p, (_, hw) in reported.items()}, confirmed=confirmed
+    )
     return {p: (reported[p][0], ends[p]) for p in parts}
 
 
 def true_end_offsets(
-    consumer: Consumer, topic: str, reported: dict[int, int], *, deadline_s: float = 3.0
+    consumer: Consumer,
+    topic: str,
+    reported: dict[int, int],
+    *,
+    deadline_s: float = 3.0,
+    confirmed: set[int] | None = None,
 ) -> dict[int, int]:
     """End offsets confirmed by a fetch.
 
     Some Kafka-compatible brokers under-report ListOffsets(latest) after batched produces, while
     a Fetch response carries the right high watermark. So: assign at the reported end, poll, and
     take the larger of the reported and the fetched high watermark. Records seen by the poll are
-    not consumed by anyone: this consumer commits nothing.
+    not consumed by anyone: this consumer commits nothing. Partitions whose end a fetch
+    confirmed are added to `confirmed`; the others keep the (possibly low) reported end.
     """
     if not reported:
         return {}
@@ -82,6 +97,8 @@ def true_end_offsets(
                 if hw != _UNKNOWN and hw >= 0:
                     ends[p] = max(ends[p], hw)
                     pending.discard(p)
+                    if confirmed is not None:
+                        confirmed.add(p)
     finally:
         consumer.unassign()
     return ends
@@ -112,5 +129,8 @@ def lag(latest: Offsets | None, end: Offsets | None) -> dict[str, dict[str, int]
     out: dict[str, dict[str, int]] = {}
     for topic, parts in latest.items():
         done = (end or {}).get(topic, {})
-        out[topic] = {p: max(0, off - done.get(p, 0)) for p, off in sorted(parts.items(), key=lambda x: int(x[0]))}
+        out[topic] = {
+            p: max(0, off - done.get(p, 0))
+            for p, off in sorted(parts.items(), key=lambda x: int(x[0]))
+        }
     return out

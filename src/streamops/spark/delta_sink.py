@@ -95,7 +95,9 @@ class DeltaRsWriter:
             return
         data = df.toArrow()
         if data.num_rows == 0:
-            self._report(BatchWrite(batch_id, 0, dt.version() if dt else None, False, time.monotonic() - t0))
+            self._report(
+                BatchWrite(batch_id, 0, dt.version() if dt else None, False, time.monotonic() - t0)
+            )
             return
         props = CommitProperties(
             app_transactions=[Transaction(spec.app_id, batch_id)],
@@ -109,7 +111,9 @@ class DeltaRsWriter:
             if spec.mode == "merge" and dt is not None:
                 pred = " AND ".join(f"t.`{k}` = s.`{k}`" for k in spec.merge_keys)
                 (
-                    dt.merge(data, pred, source_alias="s", target_alias="t", commit_properties=props)
+                    dt.merge(
+                        data, pred, source_alias="s", target_alias="t", commit_properties=props
+                    )
                     .when_matched_update_all()
                     .when_not_matched_insert_all()
                     .execute()
@@ -184,7 +188,9 @@ class DeltaSparkWriter:
             self.on_write(BatchWrite(batch_id, -1, None, False, time.monotonic() - t0))
 
 
-def writer_for(engine: str, spec: SinkSpec, on_write: Callable[[BatchWrite], None] | None = None) -> Any:
+def writer_for(
+    engine: str, spec: SinkSpec, on_write: Callable[[BatchWrite], None] | None = None
+) -> Any:
     """The foreachBatch function for the target's sink engine."""
     if engine == "delta-rs":
         return DeltaRsWriter(spec, on_write)

@@ -118,6 +118,8 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         self._consumer: Any = None
         self._latest: dict[str, dict[str, int]] | None = None
         self._cap: dict[str, dict[str, int]] | None = None
+        # Partitions whose end offset a fetch confirmed in the last look (see true_end_offsets).
+        self._confirmed: dict[str, set[int]] = {}
         self.skipped_records = 0
 
     # -- driver-side helpers -------------------------------------------------------------
@@ -134,6 +136,7 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         from streamops.kafka.offsets import topic_partitions, watermarks
 
         out = {}
+        self._confirmed = {}
         for topic in self.topics:
             try:
                 parts = topic_partitions(self._meta(), topic)
@@ -142,11 +145,15 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
                     f"{exc} (bootstrap servers {self.conf['bootstrap.servers']}). Fix: create the "
                     f"topic, or correct `sources.<name>.topic` in bundle.yml"
                 ) from None
-            out[topic] = watermarks(self._meta(), topic, parts)
+            confirmed: set[int] = set()
+            out[topic] = watermarks(self._meta(), topic, parts, confirmed=confirmed)
+            self._confirmed[topic] = confirmed
         return out
 
     def _ends(self) -> dict[str, dict[str, int]]:
-        return {t: {str(p): hw for p, (_, hw) in wm.items()} for t, wm in self._watermarks().items()}
+        return {
+            t: {str(p): hw for p, (_, hw) in wm.items()} for t, wm in self._watermarks().items()
+        }
 
     # -- the streaming source contract ---------------------------------------------------
 
@@ -182,17 +189,19 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
                 for t, parts in latest.items()
             }
         start = start or {}
-        begin = {
-            t: {p: start.get(t, {}).get(p, 0) for p in parts} for t, parts in latest.items()
-        }
+        begin = {t: {p: start.get(t, {}).get(p, 0) for p in parts} for t, parts in latest.items()}
         ahead = [
             (t, p, begin[t][p], end)
             for t, parts in latest.items()
             for p, end in parts.items()
             if begin[t][p] > max(end, (self._latest or {}).get(t, {}).get(p, end))
+            # Only a fetch-confirmed end proves the topic shrank; a slow broker's answer does not.
+            and int(p) in self._confirmed.get(t, set())
         ]
         if ahead:
-            where = ", ".join(f"{t}[{p}] checkpoint at {a}, broker ends at {b}" for t, p, a, b in ahead)
+            where = ", ".join(
+                f"{t}[{p}] checkpoint at {a}, broker ends at {b}" for t, p, a, b in ahead
+            )
             if self.fail_on_data_loss:
                 # Offsets beyond the end mean the topic was deleted and recreated (or the broker
                 # lost data): reading on would silently skip everything up to the old offsets.
@@ -203,7 +212,9 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
                     "old offsets); otherwise restore the topic"
                 )
         if not isinstance(limit, ReadMaxRows):
-            return {t: {p: max(begin[t][p], o) for p, o in parts.items()} for t, parts in latest.items()}
+            return {
+                t: {p: max(begin[t][p], o) for p, o in parts.items()} for t, parts in latest.items()
+            }
         return _rate_limit(begin, latest, limit.max_rows)
 
     def reportLatestOffset(self) -> dict | None:
@@ -249,9 +260,7 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
 
 def _rate_limit(begin: dict, latest: dict, max_rows: int) -> dict:
     """Split `max_rows` across partitions in proportion to what each has, as Spark's source does."""
-    avail = {
-        (t, p): max(0, latest[t][p] - begin[t][p]) for t in latest for p in latest[t]
-    }
+    avail = {(t, p): max(0, latest[t][p] - begin[t][p]) for t in latest for p in latest[t]}
     total = sum(avail.values())
     end = {t: dict(parts) for t, parts in begin.items()}
     if total <= max_rows:

@@ -23,10 +23,14 @@ def event_schema(fields: dict[str, Any]) -> StructType:
     """The Spark schema of the events, from the bundle's `schema:` mapping."""
     from pyspark.sql.types import StructField, StructType, _parse_datatype_string
 
-    return StructType([StructField(n, _parse_datatype_string(f.type), True) for n, f in fields.items()])
+    return StructType(
+        [StructField(n, _parse_datatype_string(f.type), True) for n, f in fields.items()]
+    )
 
 
-def source_options(bundle: Bundle, job: Job, bootstrap_servers: str, secrets: dict[str, str]) -> dict[str, str]:
+def source_options(
+    bundle: Bundle, job: Job, bootstrap_servers: str, secrets: dict[str, str]
+) -> dict[str, str]:
     """Options for format('kafka') or format('streamops_kafka'): the built-in source's names."""
     src = bundle.source(job)
     opts = {
@@ -41,7 +45,9 @@ def source_options(bundle: Bundle, job: Job, bootstrap_servers: str, secrets: di
     return opts
 
 
-def read_source(spark: SparkSession, bundle: Bundle, job: Job, options: dict[str, str]) -> DataFrame:
+def read_source(
+    spark: SparkSession, bundle: Bundle, job: Job, options: dict[str, str]
+) -> DataFrame:
     """The raw Kafka stream for `job` with the target's source engine."""
     from streamops.spark.kafka_source import FORMAT
 
@@ -83,7 +89,11 @@ def aggregate(events: DataFrame, job: Job, agg: WindowAggregateSpec) -> DataFram
         else F.window(F.col(job.event_time), agg.window.text)
     )
     exprs = [
-        (F.count(F.lit(1)) if m.fn == "count" and not m.column else fns[m.fn](F.col(m.column or "*"))).alias(m.name)
+        (
+            F.count(F.lit(1))
+            if m.fn == "count" and not m.column
+            else fns[m.fn](F.col(m.column or "*"))
+        ).alias(m.name)
         for m in agg.metrics
     ]
     out = events.groupBy(window.alias("window"), *[F.col(c) for c in agg.group_by]).agg(*exprs)
@@ -126,7 +136,11 @@ def join(left: DataFrame, job: Job, other_raw: DataFrame) -> DataFrame:
         .withWatermark(spec.watermark.column, spec.watermark.delay.text)
     )
     lt, rt = job.event_time, spec.watermark.column
-    cols_r = [F.col(f"r.{c}").alias(c if c not in job.schema_ else f"{spec.source}_{c}") for c in spec.schema_ if c not in spec.on]
+    cols_r = [
+        F.col(f"r.{c}").alias(c if c not in job.schema_ else f"{spec.source}_{c}")
+        for c in spec.schema_
+        if c not in spec.on
+    ]
     cond = [F.col(f"l.{k}") == F.col(f"r.{k}") for k in spec.on]
     cond.append(F.col(f"r.{rt}").between(
         F.col(f"l.{lt}") - F.expr(f"INTERVAL {int(spec.within.seconds)} SECONDS"),

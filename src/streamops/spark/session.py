@@ -12,7 +12,9 @@ if TYPE_CHECKING:
     from streamops.bundle import Bundle
 
 
-def local_session(*, cores: int = 2, app_name: str = "streamops", shuffle_partitions: int | None = None) -> SparkSession:
+def local_session(
+    *, cores: int = 2, app_name: str = "streamops", shuffle_partitions: int | None = None
+) -> SparkSession:
     """A local[cores] session with RocksDB state and the streamops Kafka source registered."""
     # Python workers must run the same interpreter (and so see the same packages) as the driver.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)

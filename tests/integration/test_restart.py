@@ -1,0 +1,175 @@
+"""Exactly once across a stop and a restart from the checkpoint, and a replayed sink batch.
+
+A query stopped mid-stream (a batch possibly cut off halfway) and started again from its
+checkpoint must leave the table exactly as one uninterrupted run would: no record counted twice,
+none missing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from deltalake import DeltaTable
+from pyspark.sql import SparkSession
+
+from streamops.bundle.models import Trigger
+from streamops.runner import run_job
+from streamops.sample import Sample, generate, produce, utc
+from streamops.spark.delta_sink import (
+    META_BATCH,
+    META_END_OFFSETS,
+    META_QUERY,
+    BatchWrite,
+    DeltaRsWriter,
+    SinkSpec,
+)
+from streamops.spark.progress import BatchProgress
+from tests.integration.helpers import expected_hourly, local_bundle, table_rows
+
+START = utc("2026-11-24T06:00:00Z")
+
+
+@pytest.mark.slow
+def test_stop_mid_stream_then_restart_is_exactly_once(
+    spark: SparkSession, bootstrap_servers: str, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    topic = new_topic(4, prefix="claims-restart")
+    bundle = local_bundle(
+        tmp_path, bootstrap_servers, topics={"claims": topic},
+        jobs={"claims_hourly": {
+            "trigger": Trigger.model_validate({"processing_time": "1 second"}),
+            "max_offsets_per_trigger": 300,
+        }},
+    )  # fmt: skip
+    job = bundle.job("claims_hourly")
+    phase1 = generate(job, partitions=4, start=START, span=timedelta(hours=2), n=1600,
+                      malformed=12, late=9, too_late=3, seed=31)  # fmt: skip
+    phase2 = generate(job, partitions=4, start=START + timedelta(hours=2), span=timedelta(hours=2),
+                      n=800, malformed=7, late=6, too_late=4, seed=32, first_index=1600)  # fmt: skip
+    produce(bootstrap_servers, topic, phase1)
+
+    # Run 1: the bundle's processingTime trigger (1 s here); stopped as soon as two batches
+    # have completed, so the query dies while it still has phase 1 to read (the batch running
+    # then is cut off and must be replayed from the checkpoint).
+    def stop_after_two(b: BatchProgress) -> None:
+        if b.batch_id >= 1:
+            for q in spark.streams.active:
+                if q.name == job.query_name:
+                    q.stop()
+
+    run1 = run_job(bundle, "claims_hourly", spark, timeout_s=300, on_batch=stop_after_two)
+    assert not any(q.name == job.query_name for q in spark.streams.active)
+    assert len(run1.batches) >= 2 and run1.input_rows < len(phase1.events)
+    assert [b.batch_id for b in run1.batches] == list(range(len(run1.batches)))
+
+    # More events arrive while the query is down; run 2 catches up on all of it.
+    produce(bootstrap_servers, topic, phase2)
+    run2 = run_job(bundle, "claims_hourly", spark, available_now=True, timeout_s=300)
+    assert min(b.batch_id for b in run2.batches) > max(b.batch_id for b in run1.batches)
+
+    both = Sample(phase1.events + phase2.events)
+    # Each record went into exactly one completed batch over the two runs.
+    assert run1.input_rows + run2.input_rows == len(both.events)
+    assert run1.malformed_rows + run2.malformed_rows == both.count("malformed")
+    assert run1.dropped_by_watermark + run2.dropped_by_watermark == both.count("too_late")
+    assert all(n == 0 for parts in run2.lag_end.values() for n in parts.values())
+
+    expected = expected_hourly(both.valid_events(), ("claim_type", "region"), "claim_amount")
+    rows = table_rows(run2.table_uri, ("claim_type", "region"))
+    assert set(rows) == set(expected)
+    for key, amounts in expected.items():
+        assert rows[key]["claims"] == len(amounts), key
+        assert rows[key]["total_amount"] == pytest.approx(sum(amounts), rel=1e-9), key
+        assert rows[key]["avg_amount"] == pytest.approx(sum(amounts) / len(amounts), rel=1e-9)
+    # The table remembers the last batch it took from this query: the last one run 2 ran
+    # with rows (a batch without output commits nothing).
+    dt = DeltaTable(run2.table_uri)
+    written = [w.batch_id for w in run1.writes + run2.writes if w.rows > 0 and not w.skipped]
+    last = max(written)
+    assert dt.transaction_version(job.query_name) == last
+    before = (dt.version(), rows)
+
+    # A crash right after the sink committed batch `last`, before Spark recorded the batch as
+    # done: its commit file (and every later batch's files) are missing. The restart replays
+    # batch `last` with the same offsets; the sink must skip it (and still run the plan, or the
+    # state store's validation fails the query), leaving the table untouched.
+    forget_batches_from(Path(run2.checkpoint), last)
+    run3 = run_job(bundle, "claims_hourly", spark, available_now=True, timeout_s=300)
+    assert run3.batches[0].batch_id == last
+    assert (
+        run3.batches[0].input_rows == next(b for b in run2.batches if b.batch_id == last).input_rows
+    )
+    assert (run3.writes[0].batch_id, run3.writes[0].rows, run3.writes[0].skipped) == (last, 0, True)
+    assert all(w.rows == 0 for w in run3.writes)
+    dt = DeltaTable(run2.table_uri)
+    assert (dt.version(), table_rows(run2.table_uri, ("claim_type", "region"))) == before
+
+
+def forget_batches_from(checkpoint: Path, batch_id: int) -> None:
+    """Remove the commit of `batch_id` and everything Spark logged for later batches."""
+    for n in range(batch_id, batch_id + 1000):
+        for kind in ("commits", "offsets") if n > batch_id else ("commits",):
+            for name in (str(n), f".{n}.crc"):
+                (checkpoint / kind / name).unlink(missing_ok=True)
+    assert (checkpoint / "offsets" / str(batch_id)).is_file()
+
+
+def _write_offsets_file(
+    checkpoint: Path, batch_id: int, offsets: dict[str, dict[str, int]]
+) -> None:
+    """offsets/N as Spark writes it: version line, batch metadata, one line per source."""
+    (checkpoint / "offsets").mkdir(parents=True, exist_ok=True)
+    meta = {"batchWatermarkMs": 0, "batchTimestampMs": 1795564800000, "conf": {}}
+    (checkpoint / "offsets" / str(batch_id)).write_text(
+        f"v1\n{json.dumps(meta)}\n{json.dumps(offsets)}", encoding="utf-8"
+    )
+
+
+def test_sink_replayed_batch_writes_nothing(spark: SparkSession, tmp_path: Path) -> None:
+    checkpoint = tmp_path / "checkpoint"
+    _write_offsets_file(checkpoint, 0, {"events": {"0": 3, "1": 2}})
+    _write_offsets_file(checkpoint, 1, {"events": {"0": 5, "1": 4}})
+    spec = SinkSpec(
+        table_uri=str(tmp_path / "table"), app_id="replay_test", checkpoint=str(checkpoint),
+        mode="append",
+    )  # fmt: skip
+    writes: list[BatchWrite] = []
+    writer = DeltaRsWriter(spec, writes.append)
+    batch0 = spark.createDataFrame([(i, f"e{i}") for i in range(5)], "id long, name string")
+    batch1 = spark.createDataFrame([(i, f"e{i}") for i in range(5, 9)], "id long, name string")
+
+    writer(batch0, 0)
+    dt = DeltaTable(spec.table_uri)
+    assert (dt.version(), dt.to_pyarrow_table().num_rows) == (0, 5)
+    assert dt.transaction_version("replay_test") == 0
+    commit = dt.history(1)[0]
+    assert commit[META_QUERY] == "replay_test"
+    assert commit[META_BATCH] == "0"
+    assert json.loads(commit[META_END_OFFSETS]) == [{"events": {"0": 3, "1": 2}}]
+
+    # Spark replays batch 0 after a crash: same id, same data. Nothing may be added.
+    writer(batch0, 0)
+    dt = DeltaTable(spec.table_uri)
+    assert (dt.version(), dt.to_pyarrow_table().num_rows) == (0, 5)
+    assert writes[-1] == BatchWrite(0, 0, 0, True, writes[-1].seconds)
+
+    # The next batch is written, with its own end offsets; replaying either is then a no-op.
+    writer(batch1, 1)
+    writer(batch0, 0)
+    writer(batch1, 1)
+    dt = DeltaTable(spec.table_uri)
+    assert dt.version() == 1
+    assert sorted(dt.to_pyarrow_table().column("id").to_pylist()) == list(range(9))
+    assert dt.transaction_version("replay_test") == 1
+    commit = dt.history(1)[0]
+    assert (commit[META_BATCH], json.loads(commit[META_END_OFFSETS])) == (
+        "1",
+        [{"events": {"0": 5, "1": 4}}],
+    )
+    assert [(w.batch_id, w.rows, w.skipped) for w in writes] == [
+        (0, 5, False), (0, 0, True), (1, 4, False), (0, 0, True), (1, 0, True),
+    ]  # fmt: skip
