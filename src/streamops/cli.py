@@ -167,6 +167,15 @@ def run_cmd(
     )
 
 
+# --- command groups that live in their own modules --------------------------------------------
+# Each module in streamops.commands defines `register(app)`; add one line per module here.
+def _register_command_modules() -> None:
+    pass
+
+
+_register_command_modules()
+
+
 def _cache_dir(bundle: Path) -> Path:
     # The local stack belongs to the project folder that holds bundle.yml; no YAML is read.
     return bundle.resolve().parent / ".cache"
