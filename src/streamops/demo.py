@@ -41,11 +41,16 @@ class JobSummary:
     batches: int
     lag_end: dict[str, dict[str, int]]
     table_uri: str
+    bronze_rows: int = 0
+    quarantined_rows: int = 0
+    expected_bronze: int = 0
 
     @property
     def ok(self) -> bool:
         return (
             self.input_rows == self.produced
+            and self.bronze_rows == self.expected_bronze
+            and self.quarantined_rows == self.expected_malformed
             and self.malformed_rows == self.expected_malformed
             and self.dropped_by_watermark == self.expected_dropped
             and self.table_events == self.expected_in_table
@@ -73,6 +78,17 @@ def table_figures(bundle: Bundle, job_name: str) -> tuple[int, int, int]:
     metric = _count_metric(bundle, job_name)
     events = int(sum(v or 0 for v in tbl.column(metric).to_pylist())) if metric else tbl.num_rows
     return tbl.num_rows, events, dt.version()
+
+
+def row_count(uri: str) -> int:
+    """Rows of a Delta table, 0 when it does not exist (nothing was ever written to it)."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        return int(DeltaTable(uri).to_pyarrow_dataset().count_rows())
+    except TableNotFoundError:
+        return 0
 
 
 def run_demo(
@@ -179,4 +195,7 @@ def _demo_job(
         batches=sum(len(r.batches) for r in runs),
         lag_end=last.lag_end,
         table_uri=last.table_uri,
+        bronze_rows=row_count(last.bronze_uri),
+        quarantined_rows=row_count(last.quarantine_uri),
+        expected_bronze=both.count("on_time", "late", "too_late"),
     )

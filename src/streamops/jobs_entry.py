@@ -29,7 +29,7 @@ def run_from_args(
         from streamops.spark.progress import BatchProgress
 
         assert isinstance(bp, BatchProgress)
-        say(f"[{job}] batch {bp.batch_id}: {bp.input_rows} rows, {bp.malformed_rows} malformed, "
+        say(f"[{bp.query_name}] batch {bp.batch_id}: {bp.input_rows} rows, {bp.malformed_rows} malformed, "
             f"{bp.dropped_by_watermark} late-dropped, {bp.duration_ms} ms, lag {bp.total_lag}")  # fmt: skip
 
     run = run_job(bundle, job, spark, available_now=True if available_now else None, on_batch=line)

@@ -1,4 +1,9 @@
-"""Run one streaming job of the bundle: build the query, start it, collect its progress."""
+"""Run one streaming job of the bundle: its bronze and gold queries, with checks before and after.
+
+bronze: every Kafka record -> the bronze table (good events) or the quarantine table (with the
+reason), written in one idempotent batch. gold: good events -> watermark -> aggregation -> the
+job's sink table. Each query has its own stable name and checkpoint.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,15 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streamops.errors import KafkaError, SinkError, StreamopsError
 from streamops.kafka.connect import bootstrap_servers, security_options
+from streamops.kafka.preflight import check_source
+from streamops.sizing import FileSizeWatch
 from streamops.spark import pipeline
-from streamops.spark.delta_sink import BatchWrite, SinkSpec, writer_for
+from streamops.spark.delta_sink import BatchWrite, BronzeWriter, SinkSpec, writer_for
 from streamops.spark.progress import BatchProgress, parse_progress
 
 if TYPE_CHECKING:
@@ -20,17 +28,25 @@ if TYPE_CHECKING:
 
     from streamops.bundle import Bundle
 
+Say = Callable[[str], None]
+
 
 @dataclass
 class JobRun:
-    """What one run of a job did, batch by batch."""
+    """What one run of a job did, batch by batch, for both of its queries."""
 
     job: str
     query_name: str
     table_uri: str
     checkpoint: str
-    batches: list[BatchProgress] = field(default_factory=list)
+    bronze_uri: str = ""
+    quarantine_uri: str = ""
+    batches: list[BatchProgress] = field(default_factory=list)  # gold query
     writes: list[BatchWrite] = field(default_factory=list)
+    bronze_batches: list[BatchProgress] = field(default_factory=list)
+    bronze_writes: list[BatchWrite] = field(default_factory=list)
+    skipped_records: int = 0  # lost to retention and skipped (failOnDataLoss: false)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def input_rows(self) -> int:
@@ -43,6 +59,14 @@ class JobRun:
     @property
     def dropped_by_watermark(self) -> int:
         return sum(b.dropped_by_watermark for b in self.batches)
+
+    @property
+    def bronze_input_rows(self) -> int:
+        return sum(b.input_rows for b in self.bronze_batches)
+
+    @property
+    def quarantined_rows(self) -> int:
+        return sum(w.quarantined for w in self.bronze_writes)
 
     @property
     def lag_end(self) -> dict[str, dict[str, int]]:
@@ -72,61 +96,142 @@ def run_job(
     available_now: bool | None = None,
     timeout_s: float | None = None,
     on_batch: Callable[[BatchProgress], None] | None = None,
+    say: Say | None = None,
+    after_commit: Callable[[int], None] | None = None,
+    queries: tuple[str, ...] = ("bronze", "gold"),
 ) -> JobRun:
     """Run `job_name` until it ends (availableNow), `timeout_s` passes, or it fails.
 
     available_now=None uses the job's trigger from the bundle; True forces a catch-up run.
+    `after_commit` runs after each gold Delta commit, before Spark writes its commit file (a
+    fault-injection point for crash tests).
     """
+    say = say or (lambda _m: None)
     job = bundle.job(job_name)
     source = bundle.source(job)
     run = JobRun(
-        job_name, job.query_name, bundle.table_location(job.sink), bundle.checkpoint_location(job)
+        job_name,
+        job.query_name,
+        bundle.table_location(job.sink),
+        bundle.checkpoint_location(job),
+        bronze_uri=bundle.bronze_location(job),
+        quarantine_uri=bundle.quarantine_location(job),
     )
     bootstrap = bootstrap_servers(bundle, source)
+    cores = spark.sparkContext.defaultParallelism
+    for warning in check_source(bundle, job_name, bootstrap, cores=cores, say=say):
+        run.warnings.append(warning)
+        say(f"warning: {warning}")
     opts = pipeline.source_options(bundle, job, bootstrap, security_options(bundle))
-    raw = pipeline.read_source(spark, bundle, job, opts)
-    other = None
-    if job.join is not None:
-        other_src = bundle.spec.sources[job.join.source]
-        other_opts = dict(opts, subscribe=other_src.topic)
-        other = pipeline.read_source(spark, bundle, job, other_opts)
-    df = pipeline.transform(raw, job, other)
-    spec = SinkSpec(
-        table_uri=run.table_uri,
-        app_id=job.query_name,
-        checkpoint=run.checkpoint,
-        mode="merge" if job.aggregate is not None else "append",
-        merge_keys=pipeline.merge_keys(job),
-        partition_by=tuple(bundle.table(job.sink).partition_by),
-    )
-    writer = writer_for(bundle.target.resolved_engines.sink, spec, run.writes.append)
-
-    writer_stream = (
-        df.writeStream.queryName(job.query_name)
-        .outputMode(pipeline.output_mode(job))
-        .option("checkpointLocation", run.checkpoint)
-        .foreachBatch(writer)
-    )
+    loss_log = bundle.cache_dir / "metrics" / f"{job.query_name}_lost_offsets.jsonl"
+    loss_start = loss_log.stat().st_size if loss_log.exists() else 0
+    if bundle.target.resolved_engines.source == "python-kafka":
+        loss_log.parent.mkdir(parents=True, exist_ok=True)
+        opts["streamops.lossLog"] = str(loss_log)
     use_available_now = job.trigger.available_now if available_now is None else available_now
-    if use_available_now:
-        writer_stream = writer_stream.trigger(availableNow=True)
-    else:
-        assert job.trigger.processing_time is not None
-        writer_stream = writer_stream.trigger(processingTime=job.trigger.processing_time.text)
-    query = writer_stream.start()
+    engine = bundle.target.resolved_engines.sink
+    lo, hi = bundle.target.file_size_band_mb
+    watch = FileSizeWatch(
+        band_mb=(lo, hi),
+        trigger_seconds=None if use_available_now or not job.trigger.processing_time
+        else job.trigger.processing_time.seconds,
+        max_offsets=job.max_offsets_per_trigger,
+    )  # fmt: skip
+
+    def on_bronze_write(w: BatchWrite) -> None:
+        run.bronze_writes.append(w)
+        advice = watch.add(w.file_sizes)
+        if advice:
+            run.warnings.append(advice)
+            say(f"warning: [{job_name}] {advice}")
+
+    started: list[tuple[str, Any]] = []
+    try:
+        if "bronze" in queries:
+            raw = pipeline.read_source(spark, bundle, job, opts)
+            writer = BronzeWriter(
+                SinkSpec(run.bronze_uri, job.bronze_query_name, bundle.bronze_checkpoint_location(job)),
+                SinkSpec(run.quarantine_uri, job.bronze_query_name, bundle.bronze_checkpoint_location(job)),
+                tuple(job.schema_),
+                on_write=on_bronze_write,
+            )  # fmt: skip
+            stream = (
+                pipeline.bronze(raw, job)
+                .writeStream.queryName(job.bronze_query_name)
+                .option("checkpointLocation", bundle.bronze_checkpoint_location(job))
+                .foreachBatch(writer)
+            )
+            started.append(("bronze", _start(stream, job, use_available_now)))
+        if "gold" in queries:
+            raw = pipeline.read_source(spark, bundle, job, opts)
+            other = None
+            if job.join is not None:
+                other_src = bundle.spec.sources[job.join.source]
+                other = pipeline.read_source(
+                    spark, bundle, job, dict(opts, subscribe=other_src.topic)
+                )
+            spec = SinkSpec(
+                table_uri=run.table_uri,
+                app_id=job.query_name,
+                checkpoint=run.checkpoint,
+                mode="merge" if job.aggregate is not None else "append",
+                merge_keys=pipeline.merge_keys(job),
+                partition_by=tuple(bundle.table(job.sink).partition_by),
+            )
+            gold_writer = writer_for(engine, spec, run.writes.append, after_commit)
+            stream = (
+                pipeline.transform(raw, job, other)
+                .writeStream.queryName(job.query_name)
+                .outputMode(pipeline.output_mode(job))
+                .option("checkpointLocation", run.checkpoint)
+                .foreachBatch(gold_writer)
+            )
+            started.append(("gold", _start(stream, job, use_available_now)))
+        _await(started, run, on_batch, timeout_s)
+    finally:
+        for _, q in started:
+            if q.isActive:
+                q.stop()
+    run.skipped_records = _lost_since(loss_log, loss_start)
+    if run.skipped_records:
+        say(
+            f"warning: [{job_name}] {run.skipped_records} records were lost to retention and skipped"
+        )
+    return run
+
+
+def _start(stream: Any, job: Any, available_now: bool) -> Any:
+    if available_now:
+        return stream.trigger(availableNow=True).start()
+    assert job.trigger.processing_time is not None
+    return stream.trigger(processingTime=job.trigger.processing_time.text).start()
+
+
+def _await(
+    started: list[tuple[str, Any]],
+    run: JobRun,
+    on_batch: Callable[[BatchProgress], None] | None,
+    timeout_s: float | None,
+) -> None:
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     try:
-        # Poll the query's own progress log rather than a listener: it holds every batch of this
-        # run, in order, even the ones that finish while the query shuts down.
-        while query.isActive:
-            _collect(query, run, on_batch)
+        # Poll the queries' own progress logs rather than a listener: they hold every batch of
+        # this run, in order, even the ones that finish while a query shuts down.
+        while any(q.isActive for _, q in started):
+            for kind, q in started:
+                _collect(q, run, kind, on_batch)
+                if q.exception() is not None:
+                    raise q.exception()
             if deadline is not None and time.monotonic() > deadline:
-                query.stop()
+                for _, q in started:
+                    q.stop()
                 break
             time.sleep(0.2)
-        query.awaitTermination()  # raises the query's error, if it failed
+        for _, q in started:
+            q.awaitTermination()  # raises the query's error, if it failed
     except KeyboardInterrupt:
-        query.stop()
+        for _, q in started:
+            q.stop()
         raise
     except Exception as exc:
         ours = _explain(exc)
@@ -134,18 +239,29 @@ def run_job(
             raise ours from None
         raise
     finally:
-        _collect(query, run, on_batch)
-    return run
+        for kind, q in started:
+            _collect(q, run, kind, on_batch)
 
 
-def _collect(query: Any, run: JobRun, on_batch: Callable[[BatchProgress], None] | None) -> None:
-    seen = {b.batch_id for b in run.batches}
+def _collect(
+    query: Any, run: JobRun, kind: str, on_batch: Callable[[BatchProgress], None] | None
+) -> None:
+    batches = run.bronze_batches if kind == "bronze" else run.batches
+    seen = {b.batch_id for b in batches}
     for p in query.recentProgress:
         raw = p.json if hasattr(p, "json") else json.dumps(p)
         bp = parse_progress(json.loads(raw))
-        if bp.batch_id in seen or bp.query_name != run.query_name:
+        if bp.batch_id in seen:
             continue
         seen.add(bp.batch_id)
-        run.batches.append(bp)
+        batches.append(bp)
         if on_batch is not None:
             on_batch(bp)
+
+
+def _lost_since(path: Path, offset: int) -> int:
+    if not path.exists():
+        return 0
+    with path.open("rb") as fh:
+        fh.seek(offset)
+        return sum(int(json.loads(line).get("skipped", 0)) for line in fh if line.strip())

@@ -9,6 +9,7 @@ One Spark task reads one partition's exact offset range [from, until).
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import uuid
@@ -115,6 +116,8 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         mo = self.options.get("maxoffsetspertrigger")
         self.max_offsets = int(mo) if mo else None
         self.fail_on_data_loss = self.options.get("failondataloss", "true").lower() != "false"
+        # Where skipped (lost) offset ranges are recorded when failOnDataLoss is false.
+        self.loss_log = self.options.get("streamops.losslog")
         self._consumer: Any = None
         self._latest: dict[str, dict[str, int]] | None = None
         self._cap: dict[str, dict[str, int]] | None = None
@@ -242,6 +245,11 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
                     f"set `fail_on_data_loss: false` on the source to skip them and count the loss"
                 )
             self.skipped_records += sum(b - a for _, _, a, b in lost)
+            if self.loss_log:
+                with open(self.loss_log, "a", encoding="utf-8") as fh:
+                    for t, p, a, b in lost:
+                        fh.write(json.dumps({"time": time.time(), "topic": t, "partition": int(p),
+                                             "from": a, "to": b, "skipped": b - a}) + "\n")  # fmt: skip
         return ranges
 
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:

@@ -55,26 +55,51 @@ def read_source(
     return spark.readStream.format(fmt).options(**options).load()
 
 
-def malformed_condition(job: Job, parsed: Column) -> Column:
-    """True for events that are not JSON objects or miss a required field (or have a wrong type)."""
-    return malformed_condition_fields(job.schema_, parsed)
+def _with_reason(raw: DataFrame, job: Job) -> DataFrame:
+    from pyspark.sql import functions as F
+
+    from streamops.spark.quality import reason_column
+
+    schema = event_schema(job.schema_)
+    parsed = raw.withColumn(
+        "e", F.from_json(F.col("value").cast("string"), schema, {"mode": "PERMISSIVE"})
+    )
+    return parsed.withColumn("reason", reason_column(job, F.col("e")))
 
 
 def parse(raw: DataFrame, job: Job) -> DataFrame:
-    """Kafka rows -> typed events; counts input and malformed rows per batch as observed metrics."""
+    """Kafka rows -> good typed events; counts input and quarantined rows per batch (observed)."""
     from pyspark.sql import functions as F
 
-    schema = event_schema(job.schema_)
-    parsed = raw.select(
-        F.from_json(F.col("value").cast("string"), schema, {"mode": "PERMISSIVE"}).alias("e"),
-    )
-    flagged = parsed.withColumn("_malformed", malformed_condition(job, F.col("e")))
+    flagged = _with_reason(raw, job)
     observed = flagged.observe(
         QUALITY,
         F.count(F.lit(1)).alias("input_rows"),
-        F.sum(F.col("_malformed").cast("long")).alias("malformed_rows"),
+        F.sum(F.col("reason").isNotNull().cast("long")).alias("malformed_rows"),
     )
-    return observed.filter(~F.col("_malformed")).select("e.*")
+    return observed.filter(F.col("reason").isNull()).select("e.*")
+
+
+def bronze(raw: DataFrame, job: Job) -> DataFrame:
+    """Every Kafka row with its parsed event, Kafka coordinates and quarantine reason (or null)."""
+    from pyspark.sql import functions as F
+
+    flagged = _with_reason(raw, job)
+    observed = flagged.observe(
+        QUALITY,
+        F.count(F.lit(1)).alias("input_rows"),
+        F.sum(F.col("reason").isNotNull().cast("long")).alias("malformed_rows"),
+    )
+    return observed.select(
+        *[F.col(f"e.{n}").alias(n) for n in job.schema_],
+        F.col("topic").alias("kafka_topic"),
+        F.col("partition").alias("kafka_partition"),
+        F.col("offset").alias("kafka_offset"),
+        F.col("timestamp").alias("kafka_timestamp"),
+        "key",
+        "value",
+        "reason",
+    )
 
 
 def aggregate(events: DataFrame, job: Job, agg: WindowAggregateSpec) -> DataFrame:

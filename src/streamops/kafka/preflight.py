@@ -1,0 +1,94 @@
+"""Checks before a job starts: the broker answers, the topic exists, partitions vs cores."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from streamops.errors import KafkaError
+
+if TYPE_CHECKING:
+    from streamops.bundle import Bundle
+
+# Partitions beyond this many per core mean many scheduling waves per batch.
+PARTITIONS_PER_CORE_MAX = 4
+
+
+def wait_for_broker(
+    bootstrap: str,
+    *,
+    attempts: int = 5,
+    first_backoff_s: float = 1.0,
+    sleep: Callable[[float], None] = time.sleep,
+    say: Callable[[str], None] | None = None,
+) -> dict[str, int]:
+    """Topic -> partition count, once the broker answers; KafkaError after `attempts` tries."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, "socket.timeout.ms": 5000})
+    backoff = first_backoff_s
+    last = ""
+    for attempt in range(1, attempts + 1):
+        try:
+            md = admin.list_topics(timeout=5)
+            return {t: len(m.partitions) for t, m in md.topics.items() if m.error is None}
+        except Exception as exc:  # the client raises KafkaException with a transport error
+            last = str(exc)
+            if attempt == attempts:
+                break
+            if say:
+                say(
+                    f"Kafka at {bootstrap} not reachable (attempt {attempt}/{attempts}); retrying in {backoff:g} s"
+                )
+            sleep(backoff)
+            backoff *= 2
+    raise KafkaError(
+        f"cannot reach Kafka at {bootstrap} after {attempts} attempts ({last}). Fix: check the "
+        "brokers are up and reachable from here, and the bootstrap servers in bundle.yml "
+        "(targets.<target>.kafka.bootstrap_servers); locally run `streamops local up`"
+    )
+
+
+def check_source(
+    bundle: Bundle,
+    job_name: str,
+    bootstrap: str,
+    *,
+    cores: int,
+    say: Callable[[str], None],
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[str]:
+    """Fail on an unreachable broker or a missing topic; return warnings; log the sizing."""
+    job = bundle.job(job_name)
+    src_name = job.source
+    src = bundle.spec.sources[src_name]
+    topics = wait_for_broker(bootstrap, sleep=sleep, say=say)
+    if src.topic not in topics:
+        raise KafkaError(
+            f"topic '{src.topic}' (sources.{src_name}.topic in {bundle.path.name}) does not exist "
+            f"on {bootstrap}. Fix: create it with {src.partitions} partitions, or correct the "
+            "topic name in the bundle"
+        )
+    partitions = topics[src.topic]
+    say(
+        f"[{job_name}] topic {src.topic}: {partitions} partitions; {cores} cores available; "
+        f"repartition: {job.repartition or 'none'}"
+    )
+    warnings = []
+    if partitions != src.partitions:
+        warnings.append(
+            f"topic '{src.topic}' has {partitions} partitions but sources.{src_name}.partitions "
+            f"declares {src.partitions}; sizing checks assume the declared number. Fix: update the bundle"
+        )
+    if partitions > PARTITIONS_PER_CORE_MAX * cores:
+        warnings.append(
+            f"{partitions} partitions far exceed the {cores} cores: "
+            f"{-(-partitions // cores)} task waves per batch. Fix: a bigger cluster or fewer partitions"
+        )
+    if job.cpu_heavy and partitions < cores and not job.repartition:
+        warnings.append(
+            f"CPU-heavy job '{job_name}' reads {partitions} partitions on {cores} cores: "
+            f"{cores - partitions} cores idle. Fix: add `repartition: {cores}` to the job"
+        )
+    return warnings

@@ -1,0 +1,78 @@
+"""Which events did the aggregate miss? Bronze holds every good event; gold only the on-time ones.
+
+Per window and group: events in bronze minus events counted in gold. A positive difference is
+events that arrived after the watermark closed their window (dropped from gold, kept in bronze).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from streamops.errors import UsageError
+
+if TYPE_CHECKING:
+    from streamops.bundle import Bundle
+
+
+@dataclass(frozen=True)
+class MissedWindow:
+    window_start: str
+    window_end: str
+    group: dict[str, Any]
+    bronze_events: int
+    gold_events: int
+
+    @property
+    def missed(self) -> int:
+        return self.bronze_events - self.gold_events
+
+
+def late_report(bundle: Bundle, job_name: str) -> list[MissedWindow]:
+    """Windows where bronze holds more events than the gold aggregate counted, oldest first."""
+    import pandas as pd
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    job = bundle.job(job_name)
+    agg = job.aggregate
+    if agg is None:
+        raise UsageError(f"job '{job_name}' has no window_aggregate step; nothing to compare")
+    count = next((m.name for m in agg.metrics if m.fn == "count"), None)
+    if count is None:
+        raise UsageError(
+            f"job '{job_name}' has no count metric, so gold cannot say how many events it "
+            "counted. Fix: add `- {name: events, fn: count}` to its metrics"
+        )
+    keys = list(agg.group_by)
+    try:
+        bronze = DeltaTable(bundle.bronze_location(job)).to_pandas(columns=[job.event_time, *keys])
+    except TableNotFoundError:
+        return []
+    try:
+        gold = DeltaTable(bundle.table_location(job.sink)).to_pandas(
+            columns=["window_start", "window_end", *keys, count]
+        )
+    except TableNotFoundError:
+        gold = pd.DataFrame(columns=["window_start", "window_end", *keys, count])
+    # Tumbling windows start at multiples of the window length from the epoch, as Spark's do.
+    # (For sliding windows this compares each event with the window that starts at its floor.)
+    step = f"{int(agg.window.seconds)}s"
+    ts = pd.to_datetime(bronze[job.event_time], utc=True)
+    bronze = bronze.assign(window_start=ts.dt.floor(step))
+    b = bronze.groupby(["window_start", *keys], dropna=False).size().rename("bronze_events")
+    gold = gold.assign(window_start=pd.to_datetime(gold["window_start"], utc=True))
+    g = gold.groupby(["window_start", *keys], dropna=False)[count].sum().rename("gold_events")
+    both = pd.concat([b, g], axis=1).fillna(0).reset_index()
+    both = both[both["bronze_events"] > both["gold_events"]].sort_values(["window_start", *keys])
+    width = pd.Timedelta(seconds=agg.window.seconds)
+    return [
+        MissedWindow(
+            window_start=row.window_start.isoformat(),
+            window_end=(row.window_start + width).isoformat(),
+            group={k: getattr(row, k) for k in keys},
+            bronze_events=int(row.bronze_events),
+            gold_events=int(row.gold_events),
+        )
+        for row in both.itertuples(index=False)
+    ]
