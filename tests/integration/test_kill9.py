@@ -1,0 +1,130 @@
+"""Exactly-once through crashes: kill -9 the driver again and again while events keep coming.
+
+Half of the kills land at the worst moment: the gold Delta commit is done but Spark has not
+written its commit file, so the batch is replayed on restart and must be skipped by the sink.
+At the end bronze, quarantine and gold must equal exactly what the produced events imply.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from deltalake import DeltaTable
+
+from streamops.bundle import load
+from streamops.sample import generate, produce, utc
+from tests.integration.helpers import SHIPPED_BUNDLE, expected_hourly, table_rows
+from tests.stack_fixtures import PROJECT
+
+KILLS = 10
+START = utc("2026-11-24T06:00:00Z")
+
+
+def _bundle_file(tmp_path: Path, topic: str) -> Path:
+    doc = yaml.safe_load(SHIPPED_BUNDLE.read_text())
+    doc["targets"]["local"]["storage_root"] = str(tmp_path / "data")
+    doc["sources"]["claims"]["topic"] = topic
+    job = doc["jobs"]["claims_hourly"]
+    job["trigger"] = {"processing_time": "1 second"}
+    job["max_offsets_per_trigger"] = 400
+    path = tmp_path / "bundle.yml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def _start(bundle: Path, bootstrap: str, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, STREAMOPS_KAFKA_BOOTSTRAP_SERVERS=bootstrap, SPARK_LOCAL_IP="127.0.0.1")
+    cmd = [sys.executable, "-m", "streamops.cli", "run", "--bundle", str(bundle), "--target", "local",
+           "--job", "claims_hourly", *extra]  # fmt: skip
+    return subprocess.Popen(cmd, cwd=PROJECT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
+
+
+def _wait(cond: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path, limit_s: float = 120) -> None:
+    deadline = time.monotonic() + limit_s
+    while not cond():
+        if proc.poll() is not None:
+            raise AssertionError(f"job exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for the job:\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)
+
+
+def _kill9(proc: subprocess.Popen[bytes]) -> None:
+    # The whole session: the Python driver and the JVM it started die together, as in a crash.
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+
+
+@pytest.mark.slow
+def test_exactly_once_through_repeated_kill_minus_9(
+    tmp_path: Path, bootstrap_servers: str, new_topic: Callable[..., str]
+) -> None:
+    topic = new_topic(partitions=4)
+    bundle_path = _bundle_file(tmp_path, topic)
+    bundle = load(bundle_path, "local")
+    job = bundle.job("claims_hourly")
+    sample = generate(job, partitions=4, start=START, span=timedelta(hours=2), n=4000, malformed=60, seed=99)
+    log = tmp_path / "job.log"
+    rng = random.Random(4)
+
+    def producer() -> None:
+        from streamops.sample import Sample
+
+        events = sample.events
+        for i in range(0, len(events), 40):
+            produce(bootstrap_servers, topic, Sample(events[i : i + 40]))
+            time.sleep(0.25)
+
+    feeder = threading.Thread(target=producer, daemon=True)
+    feeder.start()
+    kinds = []
+    for i in range(KILLS):
+        marker = tmp_path / f"paused-{i}"
+        before = log.read_text() if log.exists() else ""
+        if i % 2 == 0:
+            # Worst moment: Delta commit done, Spark's commit file not yet written.
+            proc = _start(bundle_path, bootstrap_servers, log, "--test-pause-after-commit", str(marker))
+            _wait(marker.exists, proc, log)
+            kinds.append(f"after delta commit of batch {marker.read_text()}")
+        else:
+            proc = _start(bundle_path, bootstrap_servers, log)
+            _wait(lambda b=before: log.read_text().count("batch") > b.count("batch"), proc, log)
+            time.sleep(rng.uniform(0.0, 2.5))
+            kinds.append("at a random point")
+        _kill9(proc)
+    feeder.join(180)
+    assert not feeder.is_alive()
+
+    # Catch up to the end without a crash, then compare with what was produced.
+    final = _start(bundle_path, bootstrap_servers, log, "--available-now")
+    assert final.wait(300) == 0, log.read_text()[-3000:]
+
+    good = [e for e in sample.events if e.kind != "malformed"]
+    bronze = DeltaTable(bundle.bronze_location(job)).to_pyarrow_table()
+    coords = list(zip(bronze.column("kafka_partition").to_pylist(), bronze.column("kafka_offset").to_pylist(), strict=True))
+    assert len(coords) == len(set(coords)), "a record was written to bronze twice"
+    assert sorted(bronze.column("claim_id").to_pylist()) == sorted(e.event["claim_id"] for e in good if e.event)
+
+    quarantine = DeltaTable(bundle.quarantine_location(job)).to_pyarrow_table()
+    q_coords = list(zip(quarantine.column("kafka_partition").to_pylist(), quarantine.column("kafka_offset").to_pylist(), strict=True))
+    assert len(q_coords) == len(set(q_coords)) == sample.count("malformed")
+
+    expected = expected_hourly(sample.valid_events(), ("claim_type", "region"), "claim_amount")
+    rows = table_rows(bundle.table_location(job.sink), ("claim_type", "region"))
+    assert set(rows) == set(expected)
+    for key, amounts in expected.items():
+        assert rows[key]["claims"] == len(amounts), key
+        assert rows[key]["total_amount"] == pytest.approx(sum(amounts), rel=1e-9), key
+    assert len([k for k in kinds if k.startswith("after")]) >= KILLS // 2, kinds
