@@ -21,7 +21,7 @@ export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 # Spark otherwise resolves the host name and warns when it maps to loopback.
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: help setup run test lint fmt bench lock clean check-tools
+.PHONY: help setup run test lint fmt bench lock clean check-tools chromium
 
 help:
 	@echo "make run    - run the sample streaming jobs end to end on the local target"
@@ -56,7 +56,12 @@ $(NODE_STAMP): $(LOCAL_PKG)/package.json $(LOCAL_PKG)/package-lock.json
 run: setup
 	$(VENV)/bin/streamops demo --bundle bundle.yml --target local
 
-test: setup
+# Debian's chromium for the UI test (tests/e2e/test_deploy_ui.py); skipped when present.
+chromium:
+	@test -x /usr/bin/chromium || { echo "==> installing Debian's chromium (UI test)"; \
+	  apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
+test: setup chromium
 	$(PY) -m pytest -q
 
 lint: setup

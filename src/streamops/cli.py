@@ -25,7 +25,7 @@ app.add_typer(local_app, name="local")
 
 out = Console(highlight=False, soft_wrap=True)
 if not out.is_terminal:  # logs and CI: do not squeeze tables into 80 columns
-    out = Console(highlight=False, soft_wrap=True, width=160)
+    out = Console(highlight=False, soft_wrap=True, width=200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 BundleOpt = Annotated[Path, typer.Option("--bundle", "-b", help="path to bundle.yml")]
@@ -113,7 +113,7 @@ def demo(
 
         assert isinstance(bp, BatchProgress)
         out.print(
-            f"  [{job}] batch {bp.batch_id}: {bp.input_rows} rows in {bp.duration_ms} ms, "
+            f"  [{bp.query_name}] batch {bp.batch_id}: {bp.input_rows} rows in {bp.duration_ms} ms, "
             f"{bp.malformed_rows} malformed, {bp.dropped_by_watermark} late-dropped, "
             f"lag {bp.total_lag}, state {bp.state_rows} rows",
             markup=False,
@@ -123,7 +123,7 @@ def demo(
         b, say=lambda m: out.print(f"==> {m}", markup=False), on_batch=on_batch, scale=scale
     )
     table = Table(title="streamops demo: local target")
-    for col in ("job", "produced", "input rows", "malformed", "late-dropped", "events in table",
+    for col in ("job", "produced", "input rows", "bronze", "quarantined", "late-dropped", "events in gold",
                 "window rows", "version", "batches", "lag at end", "check"):  # fmt: skip
         table.add_column(col, justify="left" if col in ("job", "lag at end", "check") else "right")
     for s in summaries:
@@ -135,7 +135,8 @@ def demo(
         )
         table.add_row(
             s.job, str(s.produced), str(s.input_rows),
-            f"{s.malformed_rows} / {s.expected_malformed}",
+            f"{s.bronze_rows} / {s.expected_bronze}",
+            f"{s.quarantined_rows} / {s.expected_malformed}",
             f"{s.dropped_by_watermark} / {s.expected_dropped}",
             f"{s.table_events} / {s.expected_in_table}",
             str(s.table_rows), str(s.table_version), str(s.batches), lag or "-",
@@ -144,10 +145,44 @@ def demo(
     out.print(table)
     out.print("(a / b = what the job reports / what the produced sample implies)", markup=False)
     for s in summaries:
-        out.print(f"  {s.job}: Delta table at {s.table_uri}", markup=False)
+        out.print(f"  {s.job}: gold {s.table_uri} (bronze and quarantine beside it)", markup=False)
     if not all(s.ok for s in summaries):
         err.print("some jobs do not agree with what was produced (see MISMATCH)", markup=False)
         raise typer.Exit(1)
+
+
+@app.command("late-report")
+def late_report_cmd(
+    job: Annotated[str, typer.Option("--job", "-j", help="job name in bundle.yml")],
+    bundle: BundleOpt = Path("bundle.yml"),
+    target: TargetOpt = "local",
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """List, per window, the events in bronze that the gold aggregate missed (too late)."""
+    import json
+
+    from streamops.bundle import load
+    from streamops.late_report import late_report
+
+    windows = late_report(load(bundle, target), job)
+    if as_json:
+        rows = [dict(w.__dict__, missed=w.missed) for w in windows]
+        out.print(json.dumps(rows, default=str, indent=2), markup=False)
+        return
+    if not windows:
+        out.print(f"{job}: every good event in bronze is counted in gold", markup=False)
+        return
+    for w in windows:
+        group = " ".join(f"{k}={v}" for k, v in w.group.items())
+        out.print(
+            f"{w.window_start} .. {w.window_end}  {group}: {w.missed} missed "
+            f"(bronze {w.bronze_events}, gold {w.gold_events})",
+            markup=False,
+        )
+    total = sum(w.missed for w in windows)
+    out.print(
+        f"{job}: {total} late events in {len(windows)} windows are in bronze only", markup=False
+    )
 
 
 @app.command("run")
@@ -158,19 +193,35 @@ def run_cmd(
     available_now: Annotated[
         bool, typer.Option("--available-now", help="catch up, then stop")
     ] = False,
+    test_pause_after_commit: Annotated[
+        Path | None,
+        typer.Option(
+            hidden=True, help="crash tests: after each gold Delta commit, write FILE and hang"
+        ),
+    ] = None,
 ) -> None:
     """Run one streaming job (what `spark-submit jobs/stream.py` does)."""
-    from streamops.jobs_entry import run_from_args
+    from streamops.jobs_entry import pause_after_commit, run_from_args
 
     run_from_args(
-        bundle, target, job, available_now=available_now, say=lambda m: out.print(m, markup=False)
+        bundle,
+        target,
+        job,
+        available_now=available_now,
+        say=lambda m: out.print(m, markup=False),
+        after_commit=pause_after_commit(test_pause_after_commit)
+        if test_pause_after_commit
+        else None,
     )
 
 
 # --- command groups that live in their own modules --------------------------------------------
 # Each module in streamops.commands defines `register(app)`; add one line per module here.
 def _register_command_modules() -> None:
-    pass
+    from streamops.commands import compact, deploy
+
+    compact.register(app)
+    deploy.register(app)
 
 
 _register_command_modules()

@@ -64,3 +64,15 @@ class MissingDependencyError(StreamopsError):
             f"the Python package '{package}' is needed here but is not installed. "
             f"Fix: pip install 'streamops[{extra}]' (or run `make setup`)."
         )
+
+
+class CompactionError(StreamopsError):
+    """A Delta table could not be compacted or vacuumed (commit conflicts kept winning, a failed
+    statement on Databricks, an unreadable log)."""
+
+
+class UnsafeVacuumError(CompactionError):
+    """A VACUUM retention shorter than a streaming reader's lag, or than Delta's 168-hour floor;
+    running it would delete files a reader (or time travel) still needs."""
+
+    exit_code = 2

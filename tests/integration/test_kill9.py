@@ -51,7 +51,9 @@ def _start(bundle: Path, bootstrap: str, log: Path, *extra: str) -> subprocess.P
                             start_new_session=True)  # fmt: skip
 
 
-def _wait(cond: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path, limit_s: float = 120) -> None:
+def _wait(
+    cond: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path, limit_s: float = 120
+) -> None:
     deadline = time.monotonic() + limit_s
     while not cond():
         if proc.poll() is not None:
@@ -75,7 +77,9 @@ def test_exactly_once_through_repeated_kill_minus_9(
     bundle_path = _bundle_file(tmp_path, topic)
     bundle = load(bundle_path, "local")
     job = bundle.job("claims_hourly")
-    sample = generate(job, partitions=4, start=START, span=timedelta(hours=2), n=4000, malformed=60, seed=99)
+    sample = generate(
+        job, partitions=4, start=START, span=timedelta(hours=2), n=4000, malformed=60, seed=99
+    )
     log = tmp_path / "job.log"
     rng = random.Random(4)
 
@@ -95,7 +99,9 @@ def test_exactly_once_through_repeated_kill_minus_9(
         before = log.read_text() if log.exists() else ""
         if i % 2 == 0:
             # Worst moment: Delta commit done, Spark's commit file not yet written.
-            proc = _start(bundle_path, bootstrap_servers, log, "--test-pause-after-commit", str(marker))
+            proc = _start(
+                bundle_path, bootstrap_servers, log, "--test-pause-after-commit", str(marker)
+            )
             _wait(marker.exists, proc, log)
             kinds.append(f"after delta commit of batch {marker.read_text()}")
         else:
@@ -113,12 +119,26 @@ def test_exactly_once_through_repeated_kill_minus_9(
 
     good = [e for e in sample.events if e.kind != "malformed"]
     bronze = DeltaTable(bundle.bronze_location(job)).to_pyarrow_table()
-    coords = list(zip(bronze.column("kafka_partition").to_pylist(), bronze.column("kafka_offset").to_pylist(), strict=True))
+    coords = list(
+        zip(
+            bronze.column("kafka_partition").to_pylist(),
+            bronze.column("kafka_offset").to_pylist(),
+            strict=True,
+        )
+    )
     assert len(coords) == len(set(coords)), "a record was written to bronze twice"
-    assert sorted(bronze.column("claim_id").to_pylist()) == sorted(e.event["claim_id"] for e in good if e.event)
+    assert sorted(bronze.column("claim_id").to_pylist()) == sorted(
+        e.event["claim_id"] for e in good if e.event
+    )
 
     quarantine = DeltaTable(bundle.quarantine_location(job)).to_pyarrow_table()
-    q_coords = list(zip(quarantine.column("kafka_partition").to_pylist(), quarantine.column("kafka_offset").to_pylist(), strict=True))
+    q_coords = list(
+        zip(
+            quarantine.column("kafka_partition").to_pylist(),
+            quarantine.column("kafka_offset").to_pylist(),
+            strict=True,
+        )
+    )
     assert len(q_coords) == len(set(q_coords)) == sample.count("malformed")
 
     expected = expected_hourly(sample.valid_events(), ("claim_type", "region"), "claim_amount")

@@ -105,9 +105,17 @@ def test_every_bad_record_is_quarantined_with_its_reason(
         assert row["kafka_timestamp"] is not None and row["batch_id"] >= 0
 
     bronze = DeltaTable(bundle.bronze_location(job)).to_pyarrow_table()
-    coords = list(zip(bronze.column("kafka_partition").to_pylist(), bronze.column("kafka_offset").to_pylist(), strict=True))
+    coords = list(
+        zip(
+            bronze.column("kafka_partition").to_pylist(),
+            bronze.column("kafka_offset").to_pylist(),
+            strict=True,
+        )
+    )
     assert len(coords) == len(set(coords)) == len(sample.events), "each good record exactly once"
-    assert set(bronze.column("claim_id").to_pylist()) == {e.event["claim_id"] for e in sample.events if e.event}
+    assert set(bronze.column("claim_id").to_pylist()) == {
+        e.event["claim_id"] for e in sample.events if e.event
+    }
 
     # Per batch and in total: input = good + quarantined.
     for w in run.bronze_writes:
@@ -129,13 +137,21 @@ def test_every_bad_record_is_quarantined_with_its_reason(
     run2 = run_job(bundle, "claims_hourly", spark, available_now=True)
     assert run2.dropped_by_watermark == 3
     # Late events stay in bronze; the late report names exactly the windows gold missed.
-    bronze_ids = set(DeltaTable(bundle.bronze_location(job)).to_pyarrow_table().column("claim_id").to_pylist())
+    bronze_ids = set(
+        DeltaTable(bundle.bronze_location(job)).to_pyarrow_table().column("claim_id").to_pylist()
+    )
     assert {e.event["claim_id"] for e in late.events if e.event} <= bronze_ids
     missed = late_report(bundle, "claims_hourly")
     assert sum(m.missed for m in missed) == 3
     too_late_windows = {
-        (e.event["event_time"].replace(minute=0, second=0, microsecond=0).isoformat(), e.event["claim_type"], e.event["region"])
+        (
+            e.event["event_time"].replace(minute=0, second=0, microsecond=0).isoformat(),
+            e.event["claim_type"],
+            e.event["region"],
+        )
         for e in late.events
         if e.event
     }
-    assert {(m.window_start, m.group["claim_type"], m.group["region"]) for m in missed} == too_late_windows
+    assert {
+        (m.window_start, m.group["claim_type"], m.group["region"]) for m in missed
+    } == too_late_windows

@@ -93,6 +93,18 @@ class Bundle:
             return self._resolve(job.checkpoint)
         return f"{self.checkpoint_root}/{job.query_name}"
 
+    def bronze_checkpoint_location(self, job: Job) -> str:
+        """Checkpoint of the job's bronze query, beside the gold one and named the same way."""
+        return f"{self.checkpoint_location(job).rstrip('/')}_bronze"
+
+    def bronze_location(self, job: Job) -> str:
+        """Raw parsed events of the job, with their Kafka coordinates."""
+        return f"{self.storage_root}/tables/{job.query_name}_bronze"
+
+    def quarantine_location(self, job: Job) -> str:
+        """Events the job could not use, with their raw bytes and the reason."""
+        return f"{self.storage_root}/tables/{job.query_name}_quarantine"
+
     def table_location(self, key: str) -> str:
         t = self.spec.tables[key]
         return self._resolve(t.location) if t.location else f"{self.storage_root}/tables/{key}"
@@ -291,3 +303,11 @@ def _show(value: Any) -> str:
         return repr(MASK)
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+ENV_TARGET = "STREAMOPS_TARGET"
+
+
+def default_target() -> str:
+    """The target a DAG or job uses when none is given: $STREAMOPS_TARGET, else 'local'."""
+    return os.environ.get(ENV_TARGET) or "local"

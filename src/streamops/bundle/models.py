@@ -82,6 +82,19 @@ class DatabricksSettings(Frozen):
     host: str | None = None
     token: SecretField | None = None
     airflow_conn_id: str = "databricks_default"
+    # --- deploy (streamops.deploy): how each job becomes a Databricks job ---------------------
+    # Where bundle.yml and jobs/ are synced in the workspace; default /Workspace/Shared/<project>.
+    workspace_root: str | None = None
+    # Jobs API 2.2 library specs (`- whl: ...`, `- pypi: {package: ...}`); default: the streamops
+    # wheel under <workspace_root>/dist/.
+    libraries: list[dict[str, Any]] = Field(default_factory=list)
+    tags: dict[str, str] = Field(default_factory=dict)
+    # Wait between automatic retries of a failed streaming run (retries are unlimited).
+    retry_interval: DurationField = parse_duration("1 minute")
+    # Extra Jobs API 2.2 settings merged into every job (e.g. email_notifications, health) and
+    # into the job cluster (e.g. spark_conf, azure_attributes); key names are validated.
+    job_settings: dict[str, Any] = Field(default_factory=dict)
+    cluster_settings: dict[str, Any] = Field(default_factory=dict)
 
 
 class Target(Frozen):
@@ -247,6 +260,13 @@ class Trigger(Frozen):
         return self
 
 
+class EventTypeSpec(Frozen):
+    """Events carry a type field; only these types are processed, others are quarantined."""
+
+    field: str
+    values: list[str] = Field(min_length=1)
+
+
 class Job(Frozen):
     query_name: str = Field(pattern=NAME, description="stable streaming query name; never rename")
     description: str = ""
@@ -261,11 +281,25 @@ class Job(Frozen):
     cpu_heavy: bool = False
     checkpoint: str | None = None
     state_row_bytes: int | None = Field(None, gt=0)
+    # Quarantine rules: what makes an event unusable (besides bad JSON, types, missing fields).
+    key_required: bool = True
+    max_key_bytes: int = Field(1024, ge=1)
+    max_event_bytes: int = Field(1_048_576, ge=1)
+    max_clock_skew: DurationField = parse_duration("1 hour")
+    event_type: EventTypeSpec | None = None
+    # Databricks: a continuous job (always on, restarted by the platform) or a triggered one.
+    continuous: bool = False
+    tags: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("schema_", mode="before")
     @classmethod
     def _schema(cls, v: Any) -> Any:
         return {k: _field_spec(x) for k, x in v.items()} if isinstance(v, dict) else v
+
+    @property
+    def bronze_query_name(self) -> str:
+        """The bronze query (raw events + quarantine) has its own stable name and checkpoint."""
+        return f"{self.query_name}_bronze"
 
     @property
     def watermark(self) -> WatermarkSpec | None:
@@ -293,12 +327,24 @@ class Job(Frozen):
         return self.aggregate is not None or self.join is not None
 
 
+class Reader(Frozen):
+    """A streaming query that reads a table (Delta as a source); VACUUM must keep what it may read."""
+
+    name: str = Field(min_length=1)
+    max_lag: DurationField
+
+
 class Table(Frozen):
     name: str | None = None  # Unity Catalog name (catalog.schema.table) on Databricks
     location: str | None = None
     partition_by: list[str] = Field(default_factory=list)
     zorder_by: list[str] = Field(default_factory=list)
     target_file_size_mb: int = Field(256, ge=1)
+    # Streaming readers of this table: VACUUM retention covers the slowest one's lag + a margin.
+    readers: list[Reader] = Field(default_factory=list)
+    # A partition column derived from event time (date, hour): its newest value is still being
+    # written, so compaction leaves it alone until the next run.
+    time_partition: str | None = None
 
 
 class Alerts(Frozen):
@@ -316,6 +362,52 @@ class Alerts(Frozen):
     runbook_url: str | None = None
 
 
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?-]+$")
+
+
+class Compaction(Frozen):
+    """Nightly Delta compaction (OPTIMIZE, Z-ORDER on changed partitions, safe VACUUM)."""
+
+    schedule: str = "0 2 * * *"
+    timezone: str = "UTC"
+    # Added to the slowest reader's lag to get the VACUUM retention (never below 168 hours).
+    vacuum_margin: DurationField = parse_duration("24 hours")
+    # Commit conflicts with streaming writers: retries with exponential backoff from `backoff`.
+    max_retries: int = Field(5, ge=0, le=20)
+    backoff: DurationField = parse_duration("2 seconds")
+    # Airflow task retries per table before it pages, and the wait between them.
+    task_retries: int = Field(2, ge=0)
+    task_retry_delay: DurationField = parse_duration("5 minutes")
+    # A file below this share of the table's target size counts as small in the report.
+    small_file_fraction: float = Field(0.25, gt=0, le=1)
+    # SQL warehouse per Databricks target that runs OPTIMIZE / VACUUM (the databricks-sql engine).
+    warehouse_ids: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        parts = v.split()
+        if len(parts) != 5 or not all(_CRON_FIELD.match(p) for p in parts):
+            raise ValueError(
+                f"'{v}' is not a cron expression; write five fields "
+                "(minute hour day-of-month month day-of-week), e.g. '0 2 * * *'"
+            )
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone '{v}'; use an IANA name such as 'UTC' or 'Europe/Berlin'"
+            ) from None
+        return v
+
+
 class BundleSpec(Frozen):
     """The whole bundle.yml, as written."""
 
@@ -326,3 +418,4 @@ class BundleSpec(Frozen):
     tables: dict[str, Table] = Field(min_length=1)
     jobs: dict[str, Job] = Field(min_length=1)
     alerts: Alerts = Alerts()
+    compaction: Compaction = Compaction()

@@ -435,3 +435,76 @@ def literal_secrets(ctx: _Ctx) -> None:
                     "signature or private key); it would be committed and logged",
                     "store it in a secret scope or environment variable and write "
                     "'{{secrets/<scope>/<key>}}' or '{{env/VAR_NAME}}'")  # fmt: skip
+
+
+# --- compaction -------------------------------------------------------------------------------
+
+
+@rule
+def compaction_tables(ctx: _Ctx) -> None:
+    for key, table in ctx.bundle.spec.tables.items():
+        base: YamlPath = ("tables", key)
+        if table.time_partition and table.time_partition not in table.partition_by:
+            ctx.add((*base, "time_partition"),
+                    f"'{table.time_partition}' is not one of the table's partition columns",
+                    f"add it to `partition_by` or name one of: {', '.join(table.partition_by) or '(none)'}")  # fmt: skip
+        for k, col in enumerate(table.zorder_by):
+            if col in table.partition_by:
+                ctx.add((*base, "zorder_by", k),
+                        f"'{col}' is a partition column; Z-ORDER BY a partition column does nothing "
+                        "(Databricks refuses it)", "Z-order by a data column instead")  # fmt: skip
+        names = [r.name for r in table.readers]
+        for k, name in enumerate(names):
+            if name in names[:k]:
+                ctx.add((*base, "readers", k, "name"), f"reader '{name}' is listed twice",
+                        "keep one entry per streaming reader")  # fmt: skip
+
+
+@rule
+def compaction_warehouses(ctx: _Ctx) -> None:
+    spec = ctx.bundle.spec
+    for name in spec.compaction.warehouse_ids:
+        if name not in spec.targets:
+            ctx.add(("compaction", "warehouse_ids", name), f"unknown target '{name}'",
+                    f"use one of: {', '.join(spec.targets)}")  # fmt: skip
+    t = ctx.bundle.target
+    if (
+        t.resolved_engines.compaction == "databricks-sql"
+        and ctx.bundle.target_name not in spec.compaction.warehouse_ids
+    ):
+        ctx.add(("compaction",),
+                f"target '{ctx.bundle.target_name}' compacts with databricks-sql but names no SQL "
+                "warehouse; nightly compaction would fail there",
+                f"add `warehouse_ids: {{{ctx.bundle.target_name}: <warehouse id>}}` under "
+                "`compaction:`", warning=True)  # fmt: skip
+
+
+# --- Databricks job settings (streamops.deploy) ---------------------------------------------
+
+
+@rule
+def databricks_job_settings(ctx: _Ctx) -> None:
+    """Hand-written Jobs API settings: every key must be a Jobs API 2.2 field (never dropped)."""
+    from streamops.deploy import validate as v
+
+    checks = (("job_settings", v.job_settings_problems), ("cluster_settings", v.cluster_problems),
+              ("libraries", v.library_problems))  # fmt: skip
+    for tname, target in ctx.bundle.spec.targets.items():
+        db = target.databricks
+        if db is None:
+            continue
+        for key, fn in checks:
+            for p in fn(getattr(db, key)):
+                ctx.add(("targets", tname, "databricks", key, *p.path), p.message, p.fix)
+    t = ctx.bundle.target
+    if t.mode == "databricks" and not (t.cluster.spark_version and t.cluster.node_type_id):
+        ctx.add(("targets", ctx.bundle.target_name, "cluster"),
+                "spark_version and node_type_id are not set: `streamops deploy` cannot build "
+                "the job cluster", "set e.g. `spark_version: 16.4.x-scala2.13` and "
+                "`node_type_id: Standard_D8ds_v5`", warning=True)  # fmt: skip
+    for name, job in _jobs(ctx):
+        if job.continuous and job.trigger.available_now:
+            ctx.add(("jobs", name, "continuous"),
+                    "a continuous job restarts as soon as it stops, but `available_now` stops "
+                    "after catching up: it would run in a loop",
+                    "use `continuous: false` for catch-up jobs, or a processing_time trigger")  # fmt: skip

@@ -1,0 +1,1 @@
+"""Airflow adapters over streamops (thin: parse params, call one streamops function, log)."""

@@ -1,0 +1,19 @@
+"""Nightly Delta compaction: OPTIMIZE toward the bundle's file size, Z-ORDER on changed
+partitions, safe VACUUM; delta-rs locally, SQL on Databricks, one plan for both.
+
+`compact_table(bundle, key, ...)` is the entry point (CLI, Airflow); importing this package
+imports no engine (deltalake, the Databricks provider are imported when used).
+"""
+
+from streamops.compaction.plan import CompactionPlan, build_plan, vacuum_plan
+from streamops.compaction.report import CompactionReport
+from streamops.compaction.run import compact_table, plan_table
+
+__all__ = [
+    "CompactionPlan",
+    "CompactionReport",
+    "build_plan",
+    "compact_table",
+    "plan_table",
+    "vacuum_plan",
+]

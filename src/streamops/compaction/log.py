@@ -1,0 +1,166 @@
+"""Reading what compaction needs from a Delta table: live files, the last compaction, changes since.
+
+The last successful compaction is the newest commit carrying the `streamops.compaction` marker
+in its commit metadata (delta-rs custom metadata, or Spark's `userMetadata`); it records the
+table version the compaction read and the partitions it deferred. Partitions changed since are
+those with data-changing `add` actions in later commits (OPTIMIZE adds have dataChange=false).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from streamops.compaction.plan import FileInfo, Partition, TableState, partitions_from_values
+from streamops.errors import CompactionError
+
+MARKER = "streamops.compaction"
+# Walking further back than this many commits costs more than compacting every partition.
+MAX_WALK = 20_000
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
+
+
+@dataclass(frozen=True)
+class Marker:
+    """What a compaction commit records about itself."""
+
+    run_id: str
+    read_version: int
+    deferred: tuple[Partition, ...] = ()
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "runId": self.run_id,
+                "readVersion": self.read_version,
+                "deferred": [dict(p) for p in self.deferred],
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_commit_info(cls, info: dict[str, Any], columns: tuple[str, ...]) -> Marker | None:
+        raw = info.get(MARKER)
+        if raw is None and isinstance(info.get("userMetadata"), str):
+            try:
+                raw = json.loads(info["userMetadata"]).get(MARKER)
+            except (ValueError, AttributeError):
+                raw = None
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw) if isinstance(raw, str) else raw
+            return cls(
+                run_id=str(data["runId"]),
+                read_version=int(data["readVersion"]),
+                deferred=tuple(
+                    partitions_from_values(columns, d) for d in data.get("deferred", [])
+                ),
+            )
+        except (ValueError, KeyError, TypeError):
+            return None  # someone else's metadata under our key: not a boundary
+
+
+def open_table(location: str, storage_options: dict[str, str] | None = None) -> Any:
+    """The DeltaTable at `location`, or None when no table exists there yet."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        return DeltaTable(location, storage_options=storage_options)
+    except TableNotFoundError:
+        return None
+
+
+def live_files(dt: Any) -> tuple[FileInfo, ...]:
+    """The table's current data files with their sizes and partition values."""
+    import pyarrow as pa
+
+    columns = tuple(dt.metadata().partition_columns)
+    t = pa.table(dt.get_add_actions(flatten=True))
+    paths = t.column("path").to_pylist()
+    sizes = t.column("size_bytes").to_pylist()
+    parts = [t.column(f"partition.{c}").to_pylist() for c in columns]
+    out = []
+    for i, (path, size) in enumerate(zip(paths, sizes, strict=True)):
+        values = tuple((c, None if parts[j][i] is None else str(parts[j][i]))
+                       for j, c in enumerate(columns))  # fmt: skip
+        out.append(FileInfo(path, int(size), values))
+    return tuple(out)
+
+
+def _commit_lines(
+    location: str, version: int, storage_options: dict[str, str] | None
+) -> Iterator[dict[str, Any]]:
+    name = f"_delta_log/{version:020d}.json"
+    if _SCHEME.match(location):
+        import fsspec
+
+        with fsspec.open(f"{location.rstrip('/')}/{name}", "rt", **(storage_options or {})) as fh:
+            text = fh.read()
+    else:
+        text = (Path(location) / name).read_text(encoding="utf-8")
+    for line in text.splitlines():
+        if line.strip():
+            yield json.loads(line)
+
+
+def read_state(location: str, storage_options: dict[str, str] | None = None) -> TableState | None:
+    """The table's state for planning, or None when there is no table at `location` yet."""
+    dt = open_table(location, storage_options)
+    if dt is None:
+        return None
+    version = dt.version()
+    columns = tuple(dt.metadata().partition_columns)
+    changed: set[Partition] = set()
+    since: int | None = None
+    complete = False
+    try:
+        for v in range(version, max(-1, version - MAX_WALK), -1):
+            actions = list(_commit_lines(location, v, storage_options))
+            info: dict[str, Any] = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
+            marker = Marker.from_commit_info(info, columns)
+            if marker is not None:
+                since = marker.read_version
+                changed.update(marker.deferred)
+                # Commits between what the compaction read and its own commit were written
+                # concurrently and were not compacted: walk on down to its read version.
+                for w in range(v - 1, marker.read_version, -1):
+                    changed.update(_changed_in(location, w, storage_options, columns))
+                complete = True
+                break
+            changed.update(_adds(actions, columns))
+        else:
+            complete = False
+    except FileNotFoundError:
+        complete = False  # log cleaned up past the last compaction: every partition is a candidate
+    except (OSError, ValueError) as exc:
+        raise CompactionError(
+            f"cannot read the Delta log of {location}: {exc}. Fix: check the path and access"
+        ) from exc
+    return TableState(
+        version=version,
+        partition_columns=columns,
+        files=live_files(dt),
+        since_version=since,
+        changed=frozenset(changed) if complete else None,
+    )
+
+
+def _changed_in(
+    location: str, version: int, storage_options: dict[str, str] | None, columns: tuple[str, ...]
+) -> set[Partition]:
+    return _adds(list(_commit_lines(location, version, storage_options)), columns)
+
+
+def _adds(actions: list[dict[str, Any]], columns: tuple[str, ...]) -> set[Partition]:
+    out: set[Partition] = set()
+    for a in actions:
+        add = a.get("add")
+        if add is not None and add.get("dataChange", True):
+            out.add(partitions_from_values(columns, add.get("partitionValues") or {}))
+    return out

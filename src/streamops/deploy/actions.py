@@ -1,0 +1,199 @@
+"""What an operator can ask for: deploy, restart, backfill, stop (recover: not yet).
+
+Each action takes a provider hook and a bundle loaded for the target, and returns an
+`ActionResult` that names the Databricks job and run (with its link). `check_request` validates
+what a user typed (UI params, CLI options) before any remote call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from streamops.deploy import client, specs
+from streamops.deploy.errors import DeployError, DriftError
+from streamops.deploy.guard import check_before_deploy
+from streamops.deploy.plan import Plan, make_plan, with_fingerprint
+
+if TYPE_CHECKING:
+    from airflow.providers.databricks.hooks.databricks import DatabricksHook
+
+    from streamops.bundle import Bundle
+
+Action = Literal["deploy", "restart", "backfill", "stop", "recover"]
+ACTIONS: tuple[Action, ...] = ("deploy", "restart", "backfill", "stop", "recover")
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    action: str
+    job_name: str
+    job_id: int | None = None
+    run_id: int | None = None
+    run_url: str | None = None
+    plan: Plan | None = None
+    message: str = ""
+
+    def render(self) -> str:
+        lines = [self.message] if self.message else []
+        if self.plan is not None:
+            lines.append(self.plan.render())
+        if self.run_url:
+            lines.append(f"Databricks run {self.run_id}: {self.run_url}")
+        return "\n".join(lines)
+
+
+def check_request(bundle_targets: dict[str, str], jobs: list[str], params: dict[str, Any]) -> None:
+    """Refuse bad params with one message naming each problem and the fix (no remote call).
+
+    `bundle_targets` maps target name -> mode; `jobs` are the bundle's job names.
+    """
+    problems: list[str] = []
+    job = params.get("job")
+    target = params.get("target")
+    action = params.get("action")
+    if job not in jobs:
+        problems.append(f"job: {job!r} is not a job of bundle.yml; use one of {', '.join(jobs)}")
+    if target not in bundle_targets:
+        problems.append(f"target: {target!r} is not a target of bundle.yml; use one of "
+                        f"{', '.join(bundle_targets)}")  # fmt: skip
+    elif bundle_targets[target] != "databricks":
+        dbx = [t for t, m in bundle_targets.items() if m == "databricks"]
+        problems.append(f"target: {target!r} runs on this machine (mode local), not on "
+                        f"Databricks; use one of {', '.join(dbx)}")  # fmt: skip
+    if action not in ACTIONS:
+        problems.append(f"action: {action!r} is unknown; use one of {', '.join(ACTIONS)}")
+    elif action == "recover":
+        problems.append("action: 'recover' (restart from offsets reconstructed from the Delta "
+                        "sink) is not available yet: it needs the checkpoint recovery of "
+                        "streamops.checkpoint; use 'restart' or 'backfill' meanwhile")  # fmt: skip
+    for flag in ("dry_run", "force"):
+        if not isinstance(params.get(flag, False), bool):
+            problems.append(f"{flag}: {params.get(flag)!r} must be true or false")
+    if params.get("dry_run") and action not in ("deploy", None):
+        problems.append(f"dry_run: only 'deploy' has a dry run (a plan); got action {action!r}")
+    if problems:
+        raise DeployError("bad parameters:\n  " + "\n  ".join(problems))
+
+
+def plan(hook: DatabricksHook, bundle: Bundle, job_key: str) -> tuple[Plan, Any]:
+    desired = specs.build_job_settings(bundle, job_key)
+    live = client.find_job(hook, desired.name or "")
+    p = make_plan(desired, live.settings if live else None, live.job_id if live else None)
+    return p, desired
+
+
+def deploy(
+    hook: DatabricksHook,
+    bundle: Bundle,
+    job_key: str,
+    *,
+    dry_run: bool = False,
+    force: bool = False,
+    start: bool = True,
+    token: str | None = None,
+    **wait: Any,
+) -> ActionResult:
+    """Create or reset the job by name; restart a running job whose settings changed.
+
+    A deploy with nothing to change changes nothing and restarts nothing. A live job edited
+    outside bundle.yml is refused (DriftError) unless `force`.
+    """
+    problems = [p for p in check_before_deploy(bundle, job_key) if p.severity == "error"]
+    if problems:
+        raise DeployError("deploy refused by the pre-deploy checks:\n" +
+                          "\n".join(p.render() for p in problems))  # fmt: skip
+    p, desired = plan(hook, bundle, job_key)
+    name = p.job_name
+    if dry_run:
+        return ActionResult("deploy", name, p.job_id, plan=p, message="dry run: nothing changed")
+    if p.action == "unchanged":
+        return ActionResult("deploy", name, p.job_id, plan=p, message="nothing to do")
+    if p.drift and p.action == "update" and not force:
+        raise DriftError(
+            f"job '{name}' (id {p.job_id}): {p.drift_reason}; deploying would undo that edit.\n"
+            + "\n".join(p.diff)
+            + "\nFix: put the change into bundle.yml, or deploy with --force (action param "
+            "force=true) to overwrite it"
+        )
+    body = with_fingerprint(desired).as_dict()
+    specs.check_settings(body)
+    job = bundle.job(job_key)
+    if p.action == "create":
+        job_id = client.create_job(hook, body)
+        if not start or job.trigger.available_now or job.continuous:
+            return ActionResult("deploy", name, job_id, plan=p, message=f"created job {job_id}")
+        run_id = client.run_now(hook, job_id, idempotency_token=token)
+        return ActionResult("deploy", name, job_id, run_id, client.run_url(hook, run_id), p,
+                            f"created job {job_id} and started it")  # fmt: skip
+    assert p.job_id is not None
+    client.reset_job(hook, p.job_id, body)
+    if not start or job.trigger.available_now:
+        return ActionResult("deploy", name, p.job_id, plan=p, message=f"updated job {p.job_id}")
+    res = _restart(hook, bundle, job_key, p.job_id, token=token, **wait)
+    return ActionResult("deploy", name, p.job_id, res.run_id, res.run_url, p,
+                        f"updated job {p.job_id}; {res.message}")  # fmt: skip
+
+
+def _require_job(hook: DatabricksHook, bundle: Bundle, job_key: str) -> client.LiveJob:
+    name = specs.job_name(bundle, job_key)
+    live = client.find_job(hook, name)
+    if live is None:
+        raise DeployError(f"job '{name}' does not exist in the workspace. Fix: deploy it first "
+                          f"(action=deploy, or `streamops deploy --job {job_key} --target "
+                          f"{bundle.target_name}`)")  # fmt: skip
+    return live
+
+
+def _restart(
+    hook: DatabricksHook, bundle: Bundle, job_key: str, job_id: int, *, token: str | None,
+    **wait: Any,
+) -> ActionResult:  # fmt: skip
+    name = specs.job_name(bundle, job_key)
+    running = client.active_runs(hook, job_id)
+    client.cancel_and_wait(hook, running, **wait)
+    stopped = f"stopped run(s) {running}, " if running else ""
+    run_id = client.run_now(hook, job_id, idempotency_token=token)
+    return ActionResult("restart", name, job_id, run_id, client.run_url(hook, run_id),
+                        message=f"{stopped}started run {run_id}")  # fmt: skip
+
+
+def restart(
+    hook: DatabricksHook, bundle: Bundle, job_key: str, *, token: str | None = None, **wait: Any
+) -> ActionResult:
+    """Cancel the active run, wait until it has ended, then start a new run."""
+    live = _require_job(hook, bundle, job_key)
+    if bundle.job(job_key).continuous:
+        client.set_paused(hook, live.job_id, False)
+    return _restart(hook, bundle, job_key, live.job_id, token=token, **wait)
+
+
+def backfill(
+    hook: DatabricksHook, bundle: Bundle, job_key: str, *, token: str | None = None
+) -> ActionResult:
+    """Run the job once in availableNow mode: catch up with what Kafka holds, then stop."""
+    live = _require_job(hook, bundle, job_key)
+    running = client.active_runs(hook, live.job_id)
+    if running:
+        raise DeployError(
+            f"job '{specs.job_name(bundle, job_key)}' has an active run ({running[0]}): a "
+            "backfill would share its checkpoint. Fix: action=stop first, then backfill "
+            "(or action=restart to pick up where it left)"
+        )
+    params = specs.task_parameters(bundle, job_key, available_now=True)
+    run_id = client.run_now(hook, live.job_id, python_params=params, idempotency_token=token)
+    return ActionResult("backfill", specs.job_name(bundle, job_key), live.job_id, run_id,
+                        client.run_url(hook, run_id), message=f"started availableNow run {run_id}")  # fmt: skip
+
+
+def stop(hook: DatabricksHook, bundle: Bundle, job_key: str, **wait: Any) -> ActionResult:
+    """Cancel the active runs and wait until they have ended (continuous jobs: pause first)."""
+    live = _require_job(hook, bundle, job_key)
+    if bundle.job(job_key).continuous:
+        client.set_paused(hook, live.job_id, True)
+    running = client.active_runs(hook, live.job_id)
+    client.cancel_and_wait(hook, running, **wait)
+    url = client.run_url(hook, running[0]) if running else None
+    return ActionResult("stop", specs.job_name(bundle, job_key), live.job_id,
+                        running[0] if running else None, url,
+                        message=f"stopped run(s) {running}" if running else "no active run")  # fmt: skip

@@ -1,0 +1,168 @@
+"""bundle -> Databricks job settings (`jobs.JobSettings`), one job per streaming job of the bundle.
+
+Every job: one task running `jobs/stream.py` on a job cluster sized from `targets.<t>.cluster`,
+the bundle's libraries, one run at a time, no timeout, tags naming where it came from, and
+retries suited to streaming: unlimited with a wait between attempts (continuous jobs: the
+platform's own retry with exponential backoff). Catch-up (`available_now`) jobs retry 3 times.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, Any
+
+from streamops import __version__
+from streamops.deploy.errors import DeployError
+from streamops.deploy.validate import (
+    FieldProblem,
+    cluster_problems,
+    dotted,
+    job_settings_problems,
+    library_problems,
+)
+
+if TYPE_CHECKING:
+    from databricks.sdk.service import jobs
+
+    from streamops.bundle import Bundle
+
+CLUSTER_KEY = "streamops"
+ENTRYPOINT = "jobs/stream.py"
+# A failing catch-up run is retried a few times only: it is re-run by hand (action=backfill).
+AVAILABLE_NOW_RETRIES = 3
+
+
+def job_name(bundle: Bundle, job_key: str) -> str:
+    """The Databricks job name; deploy finds the live job by it, so it must never change."""
+    return f"{bundle.spec.project}-{bundle.target_name}-{job_key}"
+
+
+def workspace_root(bundle: Bundle) -> str:
+    db = bundle.target.databricks
+    root = db.workspace_root if db and db.workspace_root else None
+    return (root or f"/Workspace/Shared/{bundle.spec.project}").rstrip("/")
+
+
+def task_parameters(bundle: Bundle, job_key: str, *, available_now: bool = False) -> list[str]:
+    """Arguments of `jobs/stream.py` (what `python_params` of run-now replaces)."""
+    params = ["--bundle", f"{workspace_root(bundle)}/bundle.yml", "--target", bundle.target_name,
+              "--job", job_key]  # fmt: skip
+    return [*params, "--available-now"] if available_now else params
+
+
+def _databricks_target(bundle: Bundle) -> None:
+    if bundle.target.mode != "databricks":
+        raise DeployError(
+            f"target '{bundle.target_name}' has mode '{bundle.target.mode}': there is no "
+            "Databricks workspace to deploy to. Fix: pick a target with `mode: databricks` "
+            f"({', '.join(n for n, t in bundle.spec.targets.items() if t.mode == 'databricks')})"
+        )
+
+
+def _raise(bundle: Bundle, base: tuple[str | int, ...], problems: list[FieldProblem]) -> None:
+    if problems:
+        lines = [f"{bundle.path.name}: {dotted((*base, *p.path))}: {p.message}. Fix: {p.fix}"
+                 for p in problems]  # fmt: skip
+        raise DeployError("\n".join(lines))
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def tags(bundle: Bundle, job_key: str) -> dict[str, str]:
+    job = bundle.job(job_key)
+    db = bundle.target.databricks
+    base = {
+        "managed_by": "streamops",
+        "streamops_project": bundle.spec.project,
+        "streamops_target": bundle.target_name,
+        "streamops_job": job_key,
+        "streamops_query": job.query_name,
+    }
+    return {**base, **(db.tags if db else {}), **job.tags}
+
+
+def build_job_settings(bundle: Bundle, job_key: str) -> jobs.JobSettings:
+    """The Databricks job for `job_key` on the bundle's target, as typed sdk dataclasses."""
+    from databricks.sdk.service import compute, jobs
+
+    _databricks_target(bundle)
+    job = bundle.job(job_key)
+    db = bundle.target.databricks
+    cl = bundle.target.cluster
+    tbase = ("targets", bundle.target_name, "databricks")
+    if not cl.spark_version or not cl.node_type_id:
+        raise DeployError(
+            f"{bundle.path.name}: targets.{bundle.target_name}.cluster: spark_version and "
+            "node_type_id are needed for the job cluster. Fix: set e.g. "
+            "`spark_version: 16.4.x-scala2.13` and `node_type_id: Standard_D8ds_v5`"
+        )
+    root = workspace_root(bundle)
+
+    cluster_extra = db.cluster_settings if db else {}
+    _raise(bundle, (*tbase, "cluster_settings"), cluster_problems(cluster_extra))
+    cluster = compute.ClusterSpec(
+        spark_version=cl.spark_version,
+        node_type_id=cl.node_type_id,
+        num_workers=cl.workers,
+        spark_env_vars={"PYSPARK_PYTHON": "/databricks/python3/bin/python3"},
+    )
+    if cluster_extra:
+        cluster = compute.ClusterSpec.from_dict(_merge(cluster.as_dict(), cluster_extra))
+
+    lib_specs = (db.libraries if db else []) or [
+        {"whl": f"{root}/dist/streamops-{__version__}-py3-none-any.whl"}
+    ]
+    _raise(bundle, (*tbase, "libraries"), library_problems(lib_specs))
+    libraries = [compute.Library.from_dict(x) for x in lib_specs]
+
+    available_now = job.trigger.available_now
+    task = jobs.Task(
+        task_key=job_key,
+        description=job.description or None,
+        job_cluster_key=CLUSTER_KEY,
+        spark_python_task=jobs.SparkPythonTask(
+            python_file=f"{root}/{ENTRYPOINT}", parameters=task_parameters(bundle, job_key)
+        ),
+        libraries=libraries,
+        timeout_seconds=0,
+    )
+    if not job.continuous:  # continuous jobs retry on their own (exponential backoff)
+        task.max_retries = AVAILABLE_NOW_RETRIES if available_now else -1
+        task.min_retry_interval_millis = int((db.retry_interval if db else 60.0) * 1000)
+        task.retry_on_timeout = False
+    settings = jobs.JobSettings(
+        name=job_name(bundle, job_key),
+        description=job.description or None,
+        tags=tags(bundle, job_key),
+        max_concurrent_runs=1,
+        timeout_seconds=0,
+        job_clusters=[jobs.JobCluster(job_cluster_key=CLUSTER_KEY, new_cluster=cluster)],
+        tasks=[task],
+        queue=jobs.QueueSettings(enabled=False),
+    )
+    if job.continuous:
+        settings.continuous = jobs.Continuous(
+            pause_status=jobs.PauseStatus.UNPAUSED,
+            task_retry_mode=jobs.TaskRetryMode.ON_FAILURE,
+        )
+    job_extra = db.job_settings if db else {}
+    _raise(bundle, (*tbase, "job_settings"), job_settings_problems(job_extra))
+    if job_extra:
+        settings = jobs.JobSettings.from_dict(_merge(settings.as_dict(), job_extra))
+    check_settings(settings.as_dict())
+    return settings
+
+
+def check_settings(payload: dict[str, Any]) -> None:
+    """Refuse a payload with a key the Jobs API 2.2 does not know (a bug here, not the user's)."""
+    problems = job_settings_problems(payload)
+    if problems:
+        raise DeployError("; ".join(f"{dotted(p.path)}: {p.message}" for p in problems))

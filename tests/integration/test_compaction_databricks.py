@@ -1,0 +1,172 @@
+"""The Databricks engine through the real Airflow Databricks provider hook, against a local HTTP
+server speaking the SQL Statement Execution API (`/api/2.0/sql/statements`): exact SQL text,
+polling to a terminal state, Delta conflicts retried, failures raised with Databricks' words."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from deltalake import write_deltalake
+
+from streamops.bundle import Bundle, load
+from streamops.compaction import compact_table
+from streamops.compaction.databricks import DatabricksSqlRunner
+from streamops.errors import CompactionError
+from tests.airflow_env import configure
+from tests.unit.helpers import edited, write
+
+# Airflow reads its configuration when first imported (here lazily, by the runner's hook): point
+# it at the shared test home, never ~/airflow.
+configure()
+
+TOKEN = "dapi-test-not-a-secret"
+CONN_ID = "streamops_dbx_test"
+
+
+class FakeWarehouse:
+    """The far side of the wire: records statements; `script` decides each one's fate."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.auth: list[str] = []
+        self.statements: dict[str, dict[str, Any]] = {}
+        self.polls: dict[str, int] = {}
+        # statement prefix -> list of outcomes, consumed in order ("ok" or an error message)
+        self.script: dict[str, list[str]] = {}
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _send(self, code: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:
+                fake.auth.append(self.headers.get("Authorization", ""))
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
+                if self.path != "/api/2.0/sql/statements":
+                    return self._send(404, {"error_code": "NOT_FOUND", "message": self.path})
+                fake.requests.append(body)
+                sid = f"stmt-{len(fake.requests)}"
+                sql = body["statement"]
+                outcome = "ok"
+                for prefix, outcomes in fake.script.items():
+                    if sql.startswith(prefix) and outcomes:
+                        outcome = outcomes.pop(0)
+                fake.statements[sid] = {"sql": sql, "outcome": outcome}
+                self._send(200, {"statement_id": sid, "status": {"state": "PENDING"}})
+
+            def do_GET(self) -> None:
+                sid = self.path.rsplit("/", 1)[-1]
+                st = fake.statements.get(sid)
+                if st is None:
+                    return self._send(404, {"error_code": "NOT_FOUND", "message": sid})
+                fake.polls[sid] = fake.polls.get(sid, 0) + 1
+                if fake.polls[sid] < 2:
+                    return self._send(200, {"statement_id": sid, "status": {"state": "RUNNING"}})
+                if st["outcome"] == "ok":
+                    return self._send(200, {"statement_id": sid, "status": {"state": "SUCCEEDED"}})
+                return self._send(200, {"statement_id": sid, "status": {
+                    "state": "FAILED",
+                    "error": {"error_code": "INTERNAL_ERROR", "message": st["outcome"]}}})  # fmt: skip
+
+        return H
+
+
+@pytest.fixture
+def warehouse(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeWarehouse]:
+    fake = FakeWarehouse()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), fake.handler())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    conn = {"conn_type": "databricks", "host": "127.0.0.1", "port": server.server_address[1],
+            "schema": "http", "password": TOKEN}  # fmt: skip
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(conn))
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+TABLES = """tables:
+  events:
+    name: main.plant.events
+    partition_by: [day]
+    time_partition: day
+    zorder_by: [device_id]
+    target_file_size_mb: 1
+    readers:
+      - {name: weekly_fraud_scan, max_lag: 8 days}
+"""
+
+
+@pytest.fixture
+def bundle(tmp_path: Path) -> Bundle:
+    b = load(write(tmp_path, edited(("tables:\n", TABLES))), "local")
+    uri = b.table_location("events")
+    for i in range(9):
+        day = ["2026-11-20", "2026-11-21", "2026-11-22"][i % 3]
+        data = pa.table({"id": [i], "device_id": [f"d{i}"], "day": [day]})
+        write_deltalake(uri, data, mode="append", partition_by=["day"])
+    return b
+
+
+def runner() -> DatabricksSqlRunner:
+    return DatabricksSqlRunner(
+        conn_id=CONN_ID, warehouse_id="wh-123", poll_s=0, sleep=lambda s: None
+    )
+
+
+def test_the_plan_runs_as_sql_statements_through_the_provider_hook(
+    bundle: Bundle, warehouse: FakeWarehouse
+) -> None:
+    r = compact_table(
+        bundle, "events", zorder=True, vacuum=True, engine="databricks-sql", runner=runner()
+    )
+    assert r.status == "compacted" and r.engine == "databricks-sql"
+    assert [q["statement"] for q in warehouse.requests] == [
+        "ALTER TABLE `main`.`plant`.`events` SET TBLPROPERTIES ('delta.targetFileSize' = '1048576')",
+        "OPTIMIZE `main`.`plant`.`events` WHERE `day` IN ('2026-11-20', '2026-11-21') "
+        "ZORDER BY (`device_id`)",
+        "VACUUM `main`.`plant`.`events` RETAIN 216 HOURS",
+    ]
+    assert all(q["warehouse_id"] == "wh-123" for q in warehouse.requests)
+    assert all(a == f"Bearer {TOKEN}" for a in warehouse.auth)
+    assert all(n >= 2 for n in warehouse.polls.values())  # waited until a terminal state
+    assert r.partitions_skipped and "2026-11-22" in r.partitions_skipped[0]
+
+
+def test_a_delta_conflict_on_databricks_is_retried(
+    bundle: Bundle, warehouse: FakeWarehouse
+) -> None:
+    warehouse.script["OPTIMIZE"] = ["ConcurrentAppendException: Files were added to partition"]
+    r = compact_table(
+        bundle, "events", engine="databricks-sql", runner=runner(), sleep=lambda s: None
+    )
+    optimizes = [q for q in warehouse.requests if q["statement"].startswith("OPTIMIZE")]
+    assert len(optimizes) == 2 and r.retries == 1
+
+
+def test_a_failed_statement_is_an_error_with_databricks_words(
+    bundle: Bundle, warehouse: FakeWarehouse
+) -> None:
+    warehouse.script["OPTIMIZE"] = ["PERMISSION_DENIED: User does not have MODIFY on table"]
+    with pytest.raises(CompactionError, match="PERMISSION_DENIED: User does not have MODIFY"):
+        compact_table(bundle, "events", engine="databricks-sql", runner=runner())
+    assert [q["statement"].split()[0] for q in warehouse.requests] == ["ALTER", "OPTIMIZE"]

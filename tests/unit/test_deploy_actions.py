@@ -1,0 +1,248 @@
+"""Deploy actions against a local Jobs API 2.2 server, through the real provider hook."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.airflow_env import configure
+
+configure()
+
+from tenacity import stop_after_attempt, wait_exponential  # noqa: E402
+
+from streamops.bundle import load  # noqa: E402
+from streamops.deploy import actions, client, specs  # noqa: E402
+from streamops.deploy.errors import DeployError, DriftError  # noqa: E402
+from streamops.deploy.plan import SPEC_TAG, fingerprint, with_fingerprint  # noqa: E402
+from tests.fake_databricks import FakeJobsApi, Fault  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+JOB = "claims_hourly"
+NAME = "streamops-demo-prod-claims_hourly"
+ROOTW = "/Workspace/Shared/streamops-demo"
+PARAMS = ["--bundle", f"{ROOTW}/bundle.yml", "--target", "prod", "--job", JOB]
+EXPECTED_SETTINGS: dict[str, Any] = {
+    "name": NAME,
+    "description": "Insurance claims per hour, by claim type and region.",
+    "max_concurrent_runs": 1,
+    "timeout_seconds": 0,
+    "queue": {"enabled": False},
+    "tags": {
+        "managed_by": "streamops",
+        "streamops_project": "streamops-demo",
+        "streamops_target": "prod",
+        "streamops_job": JOB,
+        "streamops_query": "claims_hourly",
+    },
+    "job_clusters": [{"job_cluster_key": "streamops", "new_cluster": {
+        "spark_version": "16.4.x-scala2.13", "node_type_id": "Standard_E8ds_v5", "num_workers": 4,
+        "spark_env_vars": {"PYSPARK_PYTHON": "/databricks/python3/bin/python3"}}}],
+    "tasks": [{
+        "task_key": JOB,
+        "description": "Insurance claims per hour, by claim type and region.",
+        "job_cluster_key": "streamops",
+        "spark_python_task": {"python_file": f"{ROOTW}/jobs/stream.py", "parameters": PARAMS},
+        "libraries": [{"whl": f"{ROOTW}/dist/streamops-0.1.0-py3-none-any.whl"}],
+        "timeout_seconds": 0,
+        "max_retries": -1,
+        "min_retry_interval_millis": 60000,
+        "retry_on_timeout": False,
+    }],
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bundle() -> Any:
+    return load(ROOT / "bundle.yml", "prod")
+
+
+@pytest.fixture
+def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeJobsApi]:
+    with FakeJobsApi() as server:
+        monkeypatch.setenv("AIRFLOW_CONN_DATABRICKS_PROD", server.connection_uri())
+        yield server
+
+
+@pytest.fixture
+def hook(api: FakeJobsApi) -> Any:
+    # The provider's own retry loop, with waits short enough for a test.
+    return client.make_hook(
+        "databricks_prod",
+        timeout_seconds=1,
+        retry_limit=4,
+        retry_args={
+            "stop": stop_after_attempt(4),
+            "wait": wait_exponential(multiplier=0.02, max=0.1),
+        },
+    )
+
+
+def _expected_body() -> dict[str, Any]:
+    body = {**EXPECTED_SETTINGS, "tags": {**EXPECTED_SETTINGS["tags"]}}
+    body["tags"][SPEC_TAG] = fingerprint(EXPECTED_SETTINGS)
+    return body
+
+
+def test_job_settings_from_bundle(bundle: Any) -> None:
+    assert specs.build_job_settings(bundle, JOB).as_dict() == EXPECTED_SETTINGS
+
+
+def test_available_now_and_continuous_jobs(bundle: Any) -> None:
+    d = specs.build_job_settings(bundle, "transactions_backfill").as_dict()
+    assert d["tasks"][0]["max_retries"] == specs.AVAILABLE_NOW_RETRIES
+    cont = bundle.spec.model_copy(update={"jobs": {**bundle.spec.jobs, JOB: bundle.job(JOB).model_copy(update={"continuous": True})}})  # fmt: skip
+    b2 = type(bundle)(spec=cont, target_name="prod", path=bundle.path)
+    d2 = specs.build_job_settings(b2, JOB).as_dict()
+    assert d2["continuous"] == {"pause_status": "UNPAUSED", "task_retry_mode": "ON_FAILURE"}
+    assert "max_retries" not in d2["tasks"][0]
+
+
+def test_local_target_is_refused() -> None:
+    b = load(ROOT / "bundle.yml", "local")
+    with pytest.raises(DeployError, match="mode 'local'"):
+        specs.build_job_settings(b, JOB)
+
+
+def test_create_then_noop_redeploy(api: FakeJobsApi, hook: Any, bundle: Any) -> None:
+    res = actions.deploy(hook, bundle, JOB, token="t1")
+    assert res.plan is not None and res.plan.action == "create"
+    writes = api.writes()
+    assert writes == [
+        ("create", _expected_body()),
+        ("run-now", {"job_id": res.job_id, "idempotency_token": "t1"}),
+    ]
+    assert res.run_url == f"{api.url}/jobs/{res.job_id}/runs/{res.run_id}"
+    api.state.calls.clear()
+    again = actions.deploy(hook, bundle, JOB)
+    assert again.plan is not None and again.plan.action == "unchanged"
+    assert api.writes() == []  # nothing changed, nothing restarted
+    assert [c.path for c in api.calls()] == ["/api/2.2/jobs/list", "/api/2.2/jobs/get"]
+
+
+def test_changed_bundle_resets_and_restarts(api: FakeJobsApi, hook: Any, bundle: Any) -> None:
+    old = {**EXPECTED_SETTINGS, "max_concurrent_runs": 2}
+    job_id = api.add_job(with_fingerprint(specs_from(old)).as_dict())
+    run = api.start_run(job_id)
+    dry = actions.deploy(hook, bundle, JOB, dry_run=True)
+    assert dry.plan is not None and dry.plan.action == "update" and not dry.plan.drift
+    assert '-  "max_concurrent_runs": 2,' in dry.plan.diff
+    assert '+  "max_concurrent_runs": 1,' in dry.plan.diff
+    assert api.writes() == []
+    res = actions.deploy(hook, bundle, JOB, token="t2", poll_s=0.01)
+    assert api.writes() == [
+        ("reset", {"job_id": str(job_id), "new_settings": _expected_body()}),
+        ("runs/cancel", {"run_id": run}),
+        ("run-now", {"job_id": job_id, "idempotency_token": "t2"}),
+    ]
+    assert res.run_id not in (None, run)
+
+
+def specs_from(d: dict[str, Any]) -> Any:
+    from databricks.sdk.service import jobs
+
+    return jobs.JobSettings.from_dict(d)
+
+
+def test_drift_is_refused_unless_forced(api: FakeJobsApi, hook: Any, bundle: Any) -> None:
+    deployed = with_fingerprint(specs_from(EXPECTED_SETTINGS)).as_dict()
+    deployed["tasks"][0]["max_retries"] = 5  # edited in the workspace UI; the tag still says -1
+    job_id = api.add_job(deployed)
+    with pytest.raises(DriftError, match=r"edited outside bundle\.yml") as exc:
+        actions.deploy(hook, bundle, JOB)
+    assert '-      "max_retries": 5,' in str(exc.value)
+    assert api.writes() == []
+    actions.deploy(hook, bundle, JOB, force=True, start=False)
+    assert api.writes() == [("reset", {"job_id": str(job_id), "new_settings": _expected_body()})]
+
+
+def test_restart_cancels_waits_then_starts(api: FakeJobsApi, hook: Any, bundle: Any) -> None:
+    job_id = api.add_job(with_fingerprint(specs_from(EXPECTED_SETTINGS)).as_dict())
+    run = api.start_run(job_id)
+    api.state.calls.clear()
+    res = actions.restart(hook, bundle, JOB, token="r1", poll_s=0.01)
+    seq = [(c.method, c.path.removeprefix("/api/2.2/jobs/"), c.body.get("run_id"))
+           for c in api.calls() if "runs" in c.path or "run-now" in c.path]  # fmt: skip
+    assert seq == [
+        ("GET", "runs/list", None),
+        ("POST", "runs/cancel", run),
+        ("GET", "runs/get", str(run)),  # TERMINATING
+        ("GET", "runs/get", str(run)),  # TERMINATED: only now a new run starts
+        ("POST", "run-now", None),
+        ("GET", "runs/get", str(res.run_id)),  # the run page link
+    ]
+    assert api.state.runs[run].state == "TERMINATED"
+
+
+def test_backfill_runs_once_available_now(api: FakeJobsApi, hook: Any, bundle: Any) -> None:
+    job_id = api.add_job(with_fingerprint(specs_from(EXPECTED_SETTINGS)).as_dict())
+    res = actions.backfill(hook, bundle, JOB, token="b1")
+    assert api.writes() == [("run-now", {"job_id": job_id, "idempotency_token": "b1",
+                                         "python_params": [*PARAMS, "--available-now"]})]  # fmt: skip
+    assert res.run_url and str(res.run_id) in res.run_url
+    with pytest.raises(DeployError, match="active run"):
+        actions.backfill(hook, bundle, JOB)  # the first is still running: same checkpoint
+
+
+def test_stop(api: FakeJobsApi, hook: Any, bundle: Any) -> None:
+    job_id = api.add_job(with_fingerprint(specs_from(EXPECTED_SETTINGS)).as_dict())
+    run = api.start_run(job_id)
+    res = actions.stop(hook, bundle, JOB, poll_s=0.01)
+    assert api.writes() == [("runs/cancel", {"run_id": run})]
+    assert res.run_id == run and api.state.runs[run].state == "TERMINATED"
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault(status=500),
+        Fault(status=429),
+        Fault(status=503, commit=True),
+        Fault(status=200, sleep=1.5, commit=True),
+    ],
+    ids=["500", "429", "500-after-commit", "timeout-after-commit"],
+)
+def test_create_retried_never_duplicated(
+    api: FakeJobsApi, hook: Any, bundle: Any, fault: Fault
+) -> None:
+    api.fail("POST", "/api/2.2/jobs/create", fault)
+    api.fail("GET", "/api/2.2/jobs/list", Fault(status=500))
+    res = actions.deploy(hook, bundle, JOB, start=False)
+    assert list(api.state.jobs) == [res.job_id]  # exactly one job, whatever was lost
+    creates = [c for c in api.calls() if c.path.endswith("/create")]
+    assert len(creates) == (1 if fault.commit else 2)
+
+
+def test_run_now_retry_starts_one_run(api: FakeJobsApi, hook: Any, bundle: Any) -> None:
+    job_id = api.add_job(with_fingerprint(specs_from(EXPECTED_SETTINGS)).as_dict())
+    api.fail("POST", "/api/2.2/jobs/run-now", Fault(status=502, commit=True), Fault(status=429))
+    actions.backfill(hook, bundle, JOB, token="once")
+    assert len(api.state.runs) == 1
+    assert len([c for c in api.calls() if c.path.endswith("run-now")]) == 3
+    assert api.state.runs[next(iter(api.state.runs))].job_id == job_id
+
+
+def test_create_gives_up_with_clear_error(api: FakeJobsApi, hook: Any, bundle: Any) -> None:
+    api.fail("POST", "/api/2.2/jobs/create", *[Fault(status=500)] * 4)
+    with pytest.raises(DeployError, match=r"failed 4 times.*Nothing was created twice"):
+        actions.deploy(hook, bundle, JOB, start=False)
+    assert api.state.jobs == {}
+
+
+@pytest.mark.parametrize(
+    ("params", "needle"),
+    [
+        ({"job": "claimz", "target": "prod", "action": "deploy"}, "job: 'claimz' is not a job"),
+        ({"job": JOB, "target": "local", "action": "deploy"}, "not on Databricks; use one of dev, prod"),
+        ({"job": JOB, "target": "prod", "action": "explode"}, "action: 'explode' is unknown"),
+        ({"job": JOB, "target": "prod", "action": "restart", "dry_run": True}, "only 'deploy' has a dry run"),
+        ({"job": JOB, "target": "prod", "action": "recover"}, "not available yet"),
+    ],
+)  # fmt: skip
+def test_bad_params(params: dict[str, Any], needle: str) -> None:
+    with pytest.raises(DeployError, match=needle.replace("(", r"\(")):
+        actions.check_request({"local": "local", "dev": "databricks", "prod": "databricks"},
+                              ["claims_hourly", "telemetry_5min"], params)  # fmt: skip
