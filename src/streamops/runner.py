@@ -187,7 +187,7 @@ def run_job(
                 .foreachBatch(gold_writer)
             )
             started.append(("gold", _start(stream, job, use_available_now)))
-        _await(started, run, on_batch, timeout_s)
+        _await(started, run, on_batch, timeout_s, use_available_now)
     finally:
         for _, q in started:
             if q.isActive:
@@ -212,6 +212,7 @@ def _await(
     run: JobRun,
     on_batch: Callable[[BatchProgress], None] | None,
     timeout_s: float | None,
+    available_now: bool,
 ) -> None:
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     try:
@@ -222,6 +223,12 @@ def _await(
                 _collect(q, run, kind, on_batch)
                 if q.exception() is not None:
                     raise q.exception()
+            # A job is both of its queries: when a continuous one is stopped, the other is not left
+            # running half a job. (availableNow queries each end on their own at the end.)
+            if not available_now and any(not q.isActive for _, q in started):
+                for _, q in started:
+                    q.stop()
+                break
             if deadline is not None and time.monotonic() > deadline:
                 for _, q in started:
                     q.stop()

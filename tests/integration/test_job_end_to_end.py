@@ -108,6 +108,9 @@ def test_missing_topic_raises_kafka_error(
 ) -> None:
     topic = f"claims-never-created-{uuid.uuid4().hex[:8]}"
     bundle = local_bundle(tmp_path, bootstrap_servers, topics={"claims": topic})
-    with pytest.raises(KafkaError, match=rf"topic '{topic}' does not exist") as info:
+    with pytest.raises(
+        KafkaError,
+        match=rf"topic '{topic}' \(sources\.claims\.topic in bundle\.yml\) does not exist",
+    ) as info:
         run_job(bundle, "claims_hourly", spark, available_now=True, timeout_s=120)
-    assert "sources.<name>.topic" in str(info.value)
+    assert "Fix: create it with 4 partitions" in str(info.value)

@@ -56,7 +56,7 @@ def test_stop_mid_stream_then_restart_is_exactly_once(
     # have completed, so the query dies while it still has phase 1 to read (the batch running
     # then is cut off and must be replayed from the checkpoint).
     def stop_after_two(b: BatchProgress) -> None:
-        if b.batch_id >= 1:
+        if b.query_name == job.query_name and b.batch_id >= 1:
             for q in spark.streams.active:
                 if q.name == job.query_name:
                     q.stop()

@@ -682,3 +682,16 @@ def test_event_time_must_be_a_timestamp(tmp_path: Path) -> None:
 def test_count_of_a_string_is_fine(tmp_path: Path) -> None:
     text = edited(("- {name: claims, fn: count}", "- {name: claims, fn: count, column: claim_id}"))
     load(write(tmp_path, text), "prod")
+
+
+def test_a_query_name_may_not_take_another_jobs_bronze_name(tmp_path: Path) -> None:
+    text = shipped_text().replace(
+        "    query_name: telemetry_5min\n", "    query_name: claims_hourly_bronze\n"
+    )
+    path = tmp_path / "bundle.yml"
+    path.write_text(text)
+    with pytest.raises(BundleError) as info:
+        load(path, "local")
+    found = [p for p in info.value.problems if "bronze query" in p.message]
+    assert len(found) == 1 and found[0].path == "jobs.telemetry_5min.query_name"
+    assert found[0].line == text.splitlines().index("    query_name: claims_hourly_bronze") + 1

@@ -508,3 +508,18 @@ def databricks_job_settings(ctx: _Ctx) -> None:
                     "a continuous job restarts as soon as it stops, but `available_now` stops "
                     "after catching up: it would run in a loop",
                     "use `continuous: false` for catch-up jobs, or a processing_time trigger")  # fmt: skip
+
+
+@rule
+def bronze_query_names(ctx: _Ctx) -> None:
+    """Each job also runs `<query_name>_bronze`; no other query may take that name."""
+    names = {job.query_name: name for name, job in _jobs(ctx)}
+    for name, job in _jobs(ctx):
+        other = names.get(job.bronze_query_name)
+        if other is not None:
+            ctx.add(
+                ("jobs", other, "query_name"),
+                f"'{job.bronze_query_name}' is the name of job '{name}''s bronze query; two "
+                "queries would share its checkpoint",
+                "choose a query name that does not end in '_bronze'",
+            )
