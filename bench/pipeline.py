@@ -26,6 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS = 60_000
 PARTITIONS = 4
+FIELDS = ("claim_id", "policy_id", "claim_type", "region", "claim_amount", "event_time")
 
 
 def _bundle(storage: Path, bootstrap: str, topic: str) -> Any:
@@ -109,10 +110,17 @@ def variant_plain(storage: Path, bootstrap: str, topic: str) -> dict[str, Any]:
             if m.error() is not None:
                 continue
             n += 1
+            # The minimum any consumer must do: drop what does not parse or has the wrong shape.
             try:
-                batch.append(json.loads(m.value()))
+                ev = json.loads(m.value())
             except (ValueError, TypeError):
-                pass
+                continue
+            if (
+                isinstance(ev, dict)
+                and all(ev.get(f) is not None for f in FIELDS)
+                and isinstance(ev["claim_amount"], int | float)
+            ):
+                batch.append(ev)
         if len(batch) >= 20_000 or (n >= EVENTS and batch):
             write_deltalake(uri, pa.Table.from_pylist(batch), mode="append")
             batch = []
@@ -125,9 +133,8 @@ def _peak_rss_of(cmd: list[str]) -> tuple[dict[str, Any], int]:
     import psutil
 
     env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1")
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=ROOT
-    )
+    err = tempfile.TemporaryFile()  # noqa: SIM115 - read back after the process ends
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=env, cwd=ROOT)
     ps = psutil.Process(proc.pid)
     peak = 0
     while proc.poll() is None:
@@ -139,7 +146,9 @@ def _peak_rss_of(cmd: list[str]) -> tuple[dict[str, Any], int]:
         time.sleep(0.1)
     out = proc.stdout.read().decode() if proc.stdout else ""
     if proc.returncode != 0:
-        raise SystemExit(f"variant failed: {' '.join(cmd)}\n{out}")
+        err.seek(0)
+        tail = err.read().decode(errors="replace")[-3000:]
+        raise SystemExit(f"variant failed: {' '.join(cmd)}\n{out}\n{tail}")
     return json.loads(out.strip().splitlines()[-1]), peak
 
 
@@ -156,7 +165,7 @@ def main() -> None:
             ensure_topic(bs, topic, PARTITIONS)
             job = _bundle(Path(tmp), bs, topic).job("claims_hourly")
             sample = generate(job, partitions=PARTITIONS, start=utc("2026-11-24T00:00:00Z"),
-                              span=timedelta(hours=24), n=EVENTS - 600, malformed=600)  # fmt: skip
+                              span=timedelta(hours=24), n=EVENTS, malformed=600)  # fmt: skip
             produce(bs, topic, sample)
             results: dict[str, Any] = {}
             for name in ("full", "bare", "plain"):
