@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,13 +18,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", default="local", help="target in bundle.yml")
     parser.add_argument("--job", required=True, help="job name in bundle.yml")
     parser.add_argument("--available-now", action="store_true", help="catch up, then stop")
+    parser.add_argument("--reset-from", help="offsets file of `streamops checkpoint reconstruct`")
     args = parser.parse_args(argv)
 
     from streamops.errors import StreamopsError, UsageError
     from streamops.jobs_entry import run_from_args
 
     try:
-        return run_from_args(args.bundle, args.target, args.job, available_now=args.available_now)
+        return run_from_args(
+            args.bundle, args.target, args.job, available_now=args.available_now,
+            reset_from=Path(args.reset_from) if args.reset_from else None,
+        )  # fmt: skip
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -146,6 +146,11 @@ def demo(
     out.print("(a / b = what the job reports / what the produced sample implies)", markup=False)
     for s in summaries:
         out.print(f"  {s.job}: gold {s.table_uri} (bronze and quarantine beside it)", markup=False)
+    from streamops.report import render_report
+
+    for s in summaries:
+        r = render_report(b, s.job)
+        out.print(f"  {s.job}: report {r.html} (and {r.png.name})", markup=False)
     if not all(s.ok for s in summaries):
         err.print("some jobs do not agree with what was produced (see MISMATCH)", markup=False)
         raise typer.Exit(1)
@@ -199,6 +204,13 @@ def run_cmd(
             hidden=True, help="crash tests: after each gold Delta commit, write FILE and hang"
         ),
     ] = None,
+    reset_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--reset-from",
+            help="start from the offsets file of `streamops checkpoint reconstruct` (recorded)",
+        ),
+    ] = None,
 ) -> None:
     """Run one streaming job (what `spark-submit jobs/stream.py` does)."""
     from streamops.jobs_entry import pause_after_commit, run_from_args
@@ -212,16 +224,20 @@ def run_cmd(
         after_commit=pause_after_commit(test_pause_after_commit)
         if test_pause_after_commit
         else None,
+        reset_from=reset_from,
     )
 
 
 # --- command groups that live in their own modules --------------------------------------------
 # Each module in streamops.commands defines `register(app)`; add one line per module here.
 def _register_command_modules() -> None:
-    from streamops.commands import compact, deploy
+    from streamops.commands import alerts, checkpoint, compact, deploy, report
 
+    alerts.register(app)
+    checkpoint.register(app)
     compact.register(app)
     deploy.register(app)
+    report.register(app)
 
 
 _register_command_modules()

@@ -76,3 +76,12 @@ class UnsafeVacuumError(CompactionError):
     running it would delete files a reader (or time travel) still needs."""
 
     exit_code = 2
+
+
+class CheckpointError(StreamopsError):
+    """A checkpoint (or its registry, backup or offsets file) cannot be used as it is."""
+
+
+class CheckpointGuardError(CheckpointError):
+    """Starting or deploying would silently restart a query from scratch (its checkpoint moved,
+    vanished while the sink holds data, was reset, or its query name changed)."""

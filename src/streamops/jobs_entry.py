@@ -18,6 +18,7 @@ def run_from_args(
     available_now: bool = False,
     say: Callable[[str], None] = print,
     after_commit: Callable[[int], None] | None = None,
+    reset_from: Path | None = None,
 ) -> int:
     """Run `job` of the bundle on `target`; print one line per batch; return an exit code."""
     bundle = load(bundle_path, target)
@@ -41,6 +42,7 @@ def run_from_args(
         on_batch=line,
         say=say,
         after_commit=after_commit,
+        reset_from=reset_from,
     )
     say(f"[{job}] done: {len(run.batches)} batches, {run.input_rows} rows in, "
         f"{run.quarantined_rows} quarantined, {run.dropped_by_watermark} dropped by the watermark")  # fmt: skip

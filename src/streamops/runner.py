@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from streamops.checkpoint.registry import guard as checkpoint_guard
 from streamops.errors import KafkaError, SinkError, StreamopsError
 from streamops.kafka.connect import bootstrap_servers, security_options
 from streamops.kafka.preflight import check_source
+from streamops.monitor import JobMonitor
 from streamops.sizing import FileSizeWatch
 from streamops.spark import pipeline
 from streamops.spark.delta_sink import BatchWrite, BronzeWriter, SinkSpec, writer_for
@@ -99,15 +101,18 @@ def run_job(
     say: Say | None = None,
     after_commit: Callable[[int], None] | None = None,
     queries: tuple[str, ...] = ("bronze", "gold"),
+    reset_from: Path | None = None,
 ) -> JobRun:
     """Run `job_name` until it ends (availableNow), `timeout_s` passes, or it fails.
 
     available_now=None uses the job's trigger from the bundle; True forces a catch-up run.
     `after_commit` runs after each gold Delta commit, before Spark writes its commit file (a
-    fault-injection point for crash tests).
+    fault-injection point for crash tests). `reset_from`: an offsets file from `streamops checkpoint
+    reconstruct`, the only way past the checkpoint guard (docs/checkpoint.md).
     """
     say = say or (lambda _m: None)
     job = bundle.job(job_name)
+    starting = checkpoint_guard(bundle, job_name, event="start", reset_from=reset_from, say=say)
     source = bundle.source(job)
     run = JobRun(
         job_name,
@@ -145,10 +150,18 @@ def run_job(
             run.warnings.append(advice)
             say(f"warning: [{job_name}] {advice}")
 
+    # Metrics, fast-path alerts and the consumer-group commit ride on the polled progress.
+    monitor = JobMonitor.for_job(
+        bundle, job_name, bootstrap=bootstrap, say=say,
+        trigger_seconds=None if use_available_now or not job.trigger.processing_time
+        else job.trigger.processing_time.seconds,
+    )  # fmt: skip
     started: list[tuple[str, Any]] = []
     try:
         if "bronze" in queries:
-            raw = pipeline.read_source(spark, bundle, job, opts)
+            raw = pipeline.read_source(
+                spark, bundle, job, _at(opts, starting, job.bronze_query_name)
+            )
             writer = BronzeWriter(
                 SinkSpec(run.bronze_uri, job.bronze_query_name, bundle.bronze_checkpoint_location(job)),
                 SinkSpec(run.quarantine_uri, job.bronze_query_name, bundle.bronze_checkpoint_location(job)),
@@ -163,7 +176,7 @@ def run_job(
             )
             started.append(("bronze", _start(stream, job, use_available_now)))
         if "gold" in queries:
-            raw = pipeline.read_source(spark, bundle, job, opts)
+            raw = pipeline.read_source(spark, bundle, job, _at(opts, starting, job.query_name))
             other = None
             if job.join is not None:
                 other_src = bundle.spec.sources[job.join.source]
@@ -187,17 +200,23 @@ def run_job(
                 .foreachBatch(gold_writer)
             )
             started.append(("gold", _start(stream, job, use_available_now)))
-        _await(started, run, on_batch, timeout_s, use_available_now)
+        _await(started, run, monitor.wrap(on_batch), timeout_s, use_available_now)
     finally:
         for _, q in started:
             if q.isActive:
                 q.stop()
+        monitor.close()
     run.skipped_records = _lost_since(loss_log, loss_start)
     if run.skipped_records:
         say(
             f"warning: [{job_name}] {run.skipped_records} records were lost to retention and skipped"
         )
     return run
+
+
+def _at(opts: dict[str, str], starting: dict[str, str], query_name: str) -> dict[str, str]:
+    """Source options with the reconstructed startingOffsets of `query_name`, if it has them."""
+    return dict(opts, startingOffsets=starting[query_name]) if query_name in starting else opts
 
 
 def _start(stream: Any, job: Any, available_now: bool) -> Any:

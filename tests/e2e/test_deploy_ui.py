@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,8 +50,17 @@ class Airflow:
             self.url + path, method=method, data=json.dumps(body).encode() if body is not None else None,
             headers={"Content-Type": "application/json"},
         )  # fmt: skip
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return json.loads(resp.read() or b"null")
+        # Airflow standalone runs on SQLite: under load a write can fail with "database is
+        # locked" and a 500. A failed write changed nothing, so trying again is safe; bounded.
+        for attempt in range(4):
+            try:
+                with urllib.request.urlopen(req, timeout=30) as resp:
+                    return json.loads(resp.read() or b"null")
+            except urllib.error.HTTPError as exc:
+                if exc.code < 500 or attempt == 3:
+                    raise
+                time.sleep(2 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     def wait_run(self, run_id: str, timeout: float = 120) -> str:
         deadline = time.monotonic() + timeout

@@ -58,6 +58,14 @@ class KafkaSettings(Frozen):
     security: KafkaSecurity = KafkaSecurity()
 
 
+class CheckpointSettings(Frozen):
+    """Checkpoint backups and the integrity DAG (docs/checkpoint.md)."""
+
+    backup_root: str | None = None  # default: <checkpoint_root>/_backups
+    backup_retention: int = Field(7, ge=1)
+    integrity_schedule: str = "@hourly"
+
+
 class Cluster(Frozen):
     """Compute that runs the jobs; sizes feed the partitions-vs-cores and state-size checks."""
 
@@ -97,6 +105,37 @@ class DatabricksSettings(Frozen):
     cluster_settings: dict[str, Any] = Field(default_factory=dict)
 
 
+class Monitoring(Frozen):
+    """Where a target's metrics and pages go (streamops.metrics, streamops.paging)."""
+
+    # jsonl: <cache_dir>/metrics/<query>.jsonl; azure-monitor: a Log Analytics workspace, queried
+    # with azure-monitor-query (the custom table is fed by a Data Collection Rule).
+    metrics: Literal["jsonl", "azure-monitor"] = "jsonl"
+    paging: Literal["log", "pagerduty", "webhook"] = "log"
+    pagerduty_routing_key: SecretField | None = None
+    pagerduty_url: str = "https://events.pagerduty.com/v2/enqueue"
+    webhook_url: SecretField | None = None
+    workspace_id: str | None = None  # Log Analytics workspace (azure-monitor)
+    logs_endpoint: str = "https://api.loganalytics.io/v1"
+    metrics_table: str = Field("StreamopsMetrics_CL", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # Buffered metric batches per exporter before new ones are dropped (and counted).
+    buffer_batches: int = Field(1000, ge=1)
+    # After each batch, commit its end offsets to a consumer group named after the query.
+    commit_offsets: bool = True
+
+    @model_validator(mode="after")
+    def _complete(self) -> Monitoring:
+        if self.paging == "pagerduty" and self.pagerduty_routing_key is None:
+            raise ValueError(
+                "paging: pagerduty needs `pagerduty_routing_key: '{{conn/pagerduty/password}}'`"
+            )
+        if self.paging == "webhook" and self.webhook_url is None:
+            raise ValueError("paging: webhook needs `webhook_url: '{{env/STREAMOPS_WEBHOOK}}'`")
+        if self.metrics == "azure-monitor" and not self.workspace_id:
+            raise ValueError("metrics: azure-monitor needs `workspace_id: <Log Analytics id>`")
+        return self
+
+
 class Target(Frozen):
     mode: Literal["local", "databricks"]
     engines: Engines | None = None
@@ -107,6 +146,8 @@ class Target(Frozen):
     databricks: DatabricksSettings | None = None
     # Rule of thumb for output files; the local target scales it down for small samples.
     file_size_band_mb: tuple[float, float] = (50.0, 500.0)
+    checkpoints: CheckpointSettings = Field(default_factory=lambda: CheckpointSettings())
+    monitoring: Monitoring = Monitoring()
 
     @property
     def resolved_engines(self) -> Engines:

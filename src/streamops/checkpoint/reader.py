@@ -1,12 +1,22 @@
-"""Read Spark's checkpoint files (local paths, Azurite and ADLS through fsspec: one code path)."""
+"""Read Spark's checkpoint files (local paths, Azurite and ADLS through fsspec: one code path).
+
+Layout (Spark 4): `metadata` {"id": query id}; `offsets/N` (version line, batch metadata, one line
+per source); `commits/N` (version line, {"nextBatchWatermarkMs": ...}); `sources/<i>/0`;
+`state/<operator>/<partition>/<version>.{delta,snapshot,zip}` (+ `SSTs/` for RocksDB) and
+`state/<operator>/_metadata/metadata`. Hidden `.crc` files sit beside each.
+
+One recursive listing finds every file; only the files a check needs are then read.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
+
+KNOWN_VERSIONS = ("v1",)
 
 
 @dataclass(frozen=True)
@@ -17,6 +27,80 @@ class OffsetsFile:
     version: str
     metadata: dict[str, Any]
     sources: tuple[dict[str, Any] | None, ...]
+
+
+@dataclass(frozen=True)
+class CommitFile:
+    """`commits/N`: a version line and {"nextBatchWatermarkMs": ...}."""
+
+    batch_id: int
+    version: str
+    next_batch_watermark_ms: int | None
+
+
+@dataclass(frozen=True)
+class StateFile:
+    """One file of `state/<operator>/<partition>/`; version N+1 belongs to batch N."""
+
+    operator: str
+    partition: str
+    name: str
+    version: int | None  # None for files that carry no version (SSTs, logs)
+    kind: str  # "delta" | "snapshot" | "zip" (RocksDB) | "sst" | "other"
+
+
+@dataclass(frozen=True)
+class StateOperator:
+    """`state/<operator>/`: its partitions and whether `_metadata/metadata` is there."""
+
+    operator: str
+    partitions: tuple[str, ...]
+    has_metadata: bool
+
+
+@dataclass(frozen=True)
+class Listing:
+    """Every file under a checkpoint (paths relative to it, hidden .crc files left out)."""
+
+    location: str
+    sizes: dict[str, int] = field(repr=False)
+    offsets: tuple[int, ...]
+    commits: tuple[int, ...]
+    sources: tuple[str, ...]
+    state_files: tuple[StateFile, ...]
+    operators: tuple[StateOperator, ...]
+    odd_names: tuple[str, ...]  # files under offsets/ or commits/ that are not a batch number
+
+    @property
+    def empty(self) -> bool:
+        return not self.sizes
+
+    @property
+    def has_metadata(self) -> bool:
+        return "metadata" in self.sizes
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What `read_checkpoint` found: the listing, the query id and the newest batch files."""
+
+    listing: Listing
+    query_id: str | None
+    offsets: tuple[OffsetsFile, ...]  # the newest few, oldest first
+    commits: tuple[CommitFile, ...]
+
+    @property
+    def last_committed(self) -> int | None:
+        return self.listing.commits[-1] if self.listing.commits else None
+
+    def committed_offsets(self) -> OffsetsFile | None:
+        """The offsets of the last committed batch (where a restart resumes), if read."""
+        last = self.last_committed
+        return next((o for o in self.offsets if o.batch_id == last), None)
+
+
+class CheckpointUnreadable(OSError):
+    """The checkpoint location does not exist or cannot be listed."""
 
 
 def _fs(location: str, storage_options: dict[str, Any] | None = None) -> tuple[Any, str]:
@@ -36,13 +120,162 @@ def parse_offsets(text: str, batch_id: int) -> OffsetsFile:
         sources = tuple(None if ln.strip() == "-" else json.loads(ln) for ln in lines[2:])
     except json.JSONDecodeError as exc:
         raise ValueError(f"offsets/{batch_id}: invalid JSON ({exc.msg})") from None
+    if not isinstance(meta, dict) or not all(s is None or isinstance(s, dict) for s in sources):
+        raise ValueError(f"offsets/{batch_id}: metadata and source lines must be JSON objects")
     return OffsetsFile(batch_id, lines[0].strip(), meta, sources)
+
+
+def parse_commit(text: str, batch_id: int) -> CommitFile:
+    """Parse the text of a commits file; ValueError on a malformed one."""
+    lines = text.splitlines()
+    if len(lines) < 2:
+        raise ValueError(f"commits/{batch_id}: expected a version line and JSON, got {len(lines)}")
+    try:
+        meta = json.loads(lines[1])
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"commits/{batch_id}: invalid JSON ({exc.msg})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"commits/{batch_id}: the second line must be a JSON object")
+    wm = meta.get("nextBatchWatermarkMs")
+    return CommitFile(batch_id, lines[0].strip(), int(wm) if isinstance(wm, int) else None)
+
+
+def parse_metadata(text: str) -> str:
+    """The query id in `metadata`; ValueError when it is not {"id": "..."}."""
+    try:
+        data = json.loads(text.splitlines()[0] if text.strip() else "")
+    except (json.JSONDecodeError, IndexError) as exc:
+        raise ValueError(f"metadata: invalid JSON ({getattr(exc, 'msg', exc)})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not data["id"]:
+        raise ValueError('metadata: expected {"id": "<query id>"}')
+    return str(data["id"])
+
+
+def read_text(location: str, rel: str, storage_options: dict[str, Any] | None = None) -> str:
+    fs, root = _fs(location, storage_options)
+    with fs.open(f"{root}/{rel}", "rt", encoding="utf-8") as fh:
+        return str(fh.read())
 
 
 def read_offsets(
     location: str, batch_id: int, storage_options: dict[str, Any] | None = None
 ) -> OffsetsFile:
     """Read `offsets/<batch_id>` of the checkpoint at `location`."""
+    return parse_offsets(read_text(location, f"offsets/{batch_id}", storage_options), batch_id)
+
+
+def read_commit(
+    location: str, batch_id: int, storage_options: dict[str, Any] | None = None
+) -> CommitFile:
+    """Read `commits/<batch_id>` of the checkpoint at `location`."""
+    return parse_commit(read_text(location, f"commits/{batch_id}", storage_options), batch_id)
+
+
+def read_query_id(location: str, storage_options: dict[str, Any] | None = None) -> str | None:
+    """The query id in `metadata`, or None when the file is not there (a new checkpoint)."""
+    try:
+        return parse_metadata(read_text(location, "metadata", storage_options))
+    except FileNotFoundError:
+        return None
+
+
+def _state_file(parts: list[str]) -> StateFile | None:
+    # state/<op>/<partition>/<name> or state/<op>/<partition>/SSTs/<name>
+    if len(parts) < 4 or parts[2] == "_metadata":
+        return None
+    op, part, name = parts[1], parts[2], parts[-1]
+    if len(parts) > 4:
+        return StateFile(op, part, name, None, "sst" if name.endswith(".sst") else "other")
+    stem, _, ext = name.partition(".")
+    num = stem.split("_", 1)[0]
+    version = int(num) if num.isdigit() else None
+    kind = ext if ext in ("delta", "snapshot", "zip") else "other"
+    return StateFile(op, part, name, version, kind)
+
+
+def list_checkpoint(location: str, storage_options: dict[str, Any] | None = None) -> Listing:
+    """One recursive listing of the checkpoint; CheckpointUnreadable if it is not there."""
     fs, root = _fs(location, storage_options)
-    with fs.open(f"{root}/offsets/{batch_id}", "rt", encoding="utf-8") as fh:
-        return parse_offsets(fh.read(), batch_id)
+    try:
+        if not fs.exists(root):
+            raise CheckpointUnreadable(f"{location}: no such checkpoint folder")
+        found = fs.find(root, withdirs=False, detail=True)
+    except CheckpointUnreadable:
+        raise
+    except Exception as exc:
+        raise CheckpointUnreadable(f"{location}: cannot list the checkpoint ({exc})") from exc
+    return listing_from(location, root, found)
+
+
+def listing_from(location: str, root: str, found: dict[str, Any]) -> Listing:
+    """Build a Listing from fsspec `find(detail=True)` output (full paths -> info)."""
+    sizes: dict[str, int] = {}
+    offsets: list[int] = []
+    commits: list[int] = []
+    sources: list[str] = []
+    state: list[StateFile] = []
+    ops: dict[str, set[str]] = {}
+    op_meta: set[str] = set()
+    odd: list[str] = []
+    prefix = root.rstrip("/") + "/"
+    for full, info in found.items():
+        path = str(full)
+        rel = path[len(prefix) :] if path.startswith(prefix) else path.rsplit("/", 1)[-1]
+        name = rel.rsplit("/", 1)[-1]
+        if name.endswith(".crc") or name.startswith("."):
+            continue
+        sizes[rel] = int(info.get("size") or 0)
+        parts = rel.split("/")
+        if parts[0] in ("offsets", "commits") and len(parts) == 2:
+            if name.isdigit():
+                (offsets if parts[0] == "offsets" else commits).append(int(name))
+            else:
+                odd.append(rel)
+        elif parts[0] == "sources":
+            sources.append(rel)
+        elif parts[0] == "state" and len(parts) >= 3:
+            ops.setdefault(parts[1], set())
+            if parts[2] == "_metadata":
+                op_meta.add(parts[1])
+            else:
+                ops[parts[1]].add(parts[2])
+            sf = _state_file(parts)
+            if sf is not None:
+                state.append(sf)
+    operators = tuple(
+        StateOperator(op, tuple(sorted(p, key=lambda x: (len(x), x))), op in op_meta)
+        for op, p in sorted(ops.items())
+    )
+    return Listing(
+        location, sizes, tuple(sorted(offsets)), tuple(sorted(commits)), tuple(sorted(sources)),
+        tuple(state), operators, tuple(sorted(odd)),
+    )  # fmt: skip
+
+
+def read_checkpoint(
+    location: str, storage_options: dict[str, Any] | None = None, *, newest: int = 3
+) -> Checkpoint:
+    """List the checkpoint and parse its metadata and newest `newest` offsets and commits.
+
+    Unparseable files are left out here; `rules.check` reports them.
+    """
+    listing = list_checkpoint(location, storage_options)
+    qid = None
+    if listing.has_metadata:
+        try:
+            qid = parse_metadata(read_text(location, "metadata", storage_options))
+        except ValueError:
+            qid = None
+    offs: list[OffsetsFile] = []
+    for n in listing.offsets[-newest:]:
+        try:
+            offs.append(read_offsets(location, n, storage_options))
+        except (ValueError, OSError):
+            continue
+    coms: list[CommitFile] = []
+    for n in listing.commits[-newest:]:
+        try:
+            coms.append(read_commit(location, n, storage_options))
+        except (ValueError, OSError):
+            continue
+    return Checkpoint(listing, qid, tuple(offs), tuple(coms))

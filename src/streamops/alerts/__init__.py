@@ -1,0 +1,1 @@
+"""Alert rules, their evaluation (local JSON lines or Azure Monitor), open-alert state, KQL."""

@@ -1,0 +1,113 @@
+"""KQL for the Azure Monitor path: the metric points query the watchdog evaluates, and one
+standalone query per rule (shown by `streamops alerts evaluate --explain`; each can also be pasted
+into an Azure Monitor log alert rule).
+
+The custom table (default `StreamopsMetrics_CL`) has one row per metric point:
+TimeGenerated, Name, Value, Unit, Job, Query, Target, Topic, Partition, BatchId.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streamops import metrics as m
+from streamops.alerts.rules import GROWTH_WINDOW, RATE_WINDOW, RULES
+from streamops.bundle.models import Alerts
+
+COLUMNS = ("TimeGenerated", "Name", "Value", "Unit", "Job", "Query", "Target", "Topic",
+           "Partition", "BatchId")  # fmt: skip
+_POINT_KEYS = ("ts", "name", "value", "unit", "job", "query", "target", "topic", "partition",
+               "batch_id")  # fmt: skip
+
+
+def _q(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _span(seconds: float) -> str:
+    return f"{int(seconds)}s"
+
+
+def to_row(point: dict[str, Any]) -> dict[str, Any]:
+    """A metric point as a row of the custom table."""
+    return {c: point.get(k) for c, k in zip(COLUMNS, _POINT_KEYS, strict=True) if k in point}
+
+
+def from_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row of the custom table as a metric point."""
+    out: dict[str, Any] = {}
+    for c, k in zip(COLUMNS, _POINT_KEYS, strict=True):
+        v = row.get(c)
+        if v is None or v == "":
+            continue
+        if c == "TimeGenerated" and hasattr(v, "isoformat"):
+            v = v.isoformat()
+        out[k] = v
+    return out
+
+
+def points_query(table: str, target: str, lookback_s: float) -> str:
+    """Every metric point of the target in the lookback window, oldest first."""
+    return (
+        f"{table}\n| where TimeGenerated > ago({_span(lookback_s)}) and Target == {_q(target)}\n"
+        f"| project {', '.join(COLUMNS)}\n| order by TimeGenerated asc"
+    )
+
+
+def rule_query(rule: str, alerts: Alerts, table: str, target: str) -> str:
+    """A standalone KQL query returning one row per breach of `rule`."""
+    base = f"{table}\n| where Target == {_q(target)}"
+    if rule == "lag_partition":
+        return (
+            f"{base} and Name == {_q(m.LAG)} and TimeGenerated > ago({_span(alerts.lag_for.seconds)})\n"
+            "| summarize MinLag = min(Value), MaxLag = max(Value), Since = min(TimeGenerated) "
+            "by Job, Query, Topic, Partition\n"
+            f"| where MinLag > {alerts.lag_records_per_partition} "
+            f"and Since <= ago({_span(alerts.lag_for.seconds * 0.9)})"
+        )
+    if rule == "slow_batches":
+        k = alerts.consecutive_slow_batches
+        return (
+            f"{base} and Name == {_q(m.BATCH_RATIO)} and TimeGenerated > ago(1d)\n"
+            "| sort by Job asc, Query asc, TimeGenerated desc\n"
+            "| extend Rank = row_number(1, prev(Job) != Job or prev(Query) != Query)\n"
+            f"| where Rank <= {k}\n"
+            f"| summarize N = count(), Slow = countif(Value > {alerts.batch_duration_ratio}), "
+            "Ratios = make_list(Value) by Job, Query\n"
+            f"| where N >= {k} and Slow == N"
+        )
+    if rule == "state_size":
+        return (
+            f"{base} and Name == {_q(m.STATE_MEMORY)} and TimeGenerated > ago(1h)\n"
+            "| summarize arg_max(TimeGenerated, Value) by Job, Query\n"
+            f"| extend StateMB = Value / 1e6\n| where StateMB > {alerts.state_store_mb}"
+        )
+    if rule == "state_growth":
+        return (
+            f"{base} and Name == {_q(m.STATE_MEMORY)} "
+            f"and TimeGenerated > ago({_span(GROWTH_WINDOW.total_seconds())})\n"
+            "| summarize arg_min(TimeGenerated, Value), arg_max(TimeGenerated, Value) by Job, Query\n"
+            "| extend Hours = (TimeGenerated1 - TimeGenerated) / 1h\n"
+            "| where Hours >= 1.0/6 and Value > 0\n"
+            "| extend PctPerHour = (Value1 - Value) / Value * 100 / Hours\n"
+            f"| where PctPerHour > {alerts.state_growth_pct_per_hour}"
+        )
+    if rule in ("watermark_drops", "quarantine_rate"):
+        name, limit = (
+            (m.DROPPED, alerts.dropped_rows_per_minute) if rule == "watermark_drops"
+            else (m.QUARANTINED, alerts.quarantined_rows_per_minute)
+        )  # fmt: skip
+        minutes = RATE_WINDOW.total_seconds() / 60
+        return (
+            f"{base} and Name == {_q(name)} "
+            f"and TimeGenerated > ago({_span(RATE_WINDOW.total_seconds())})\n"
+            f"| summarize RowsPerMinute = sum(Value) / {minutes:g} by Job, Query\n"
+            f"| where RowsPerMinute > {limit}"
+        )
+    if rule == "stalled":
+        return (
+            f"{base} and TimeGenerated > ago(1d)\n"
+            "| summarize LastBatch = max(TimeGenerated) by Job, Query\n"
+            f"| where LastBatch < ago({_span(alerts.stalled_after.seconds)})"
+        )
+    raise KeyError(f"unknown rule '{rule}'; rules: {', '.join(RULES)}")

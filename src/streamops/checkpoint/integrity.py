@@ -1,0 +1,186 @@
+"""Scheduled integrity check of one job's checkpoints (the `streamops_checkpoint_integrity` DAG).
+
+For the job's bronze and gold queries: the structural check, the broker checks when the job's
+broker can be reached, the registry check when a query id is recorded; then a fresh backup of
+each healthy checkpoint. A checkpoint that is not there (the job never ran) is reported as
+`missing`, not as a problem. `check_and_page` pages once per job run with problems (dedup key
+`streamops/<target>/checkpoint/<job>`) and raises, so the Airflow task fails loudly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from streamops.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from streamops.bundle import Bundle
+
+log = logging.getLogger(__name__)
+
+PROBE_TIMEOUT_S = 5.0
+
+
+@dataclass
+class QueryIntegrity:
+    """One checkpoint of the job: what the check found and the backup it got."""
+
+    kind: str  # "bronze" | "gold"
+    query_name: str
+    location: str
+    status: str = "healthy"  # "healthy" | "problems" | "missing" | "unreadable"
+    report: dict[str, Any] | None = None
+    problems: list[str] = field(default_factory=list)
+    backup: str | None = None
+    backup_files: int | None = None
+
+
+@dataclass
+class IntegrityResult:
+    """Both checkpoints of one job, checked (and backed up) once."""
+
+    job: str
+    target: str
+    queries: list[QueryIntegrity]
+    broker: str  # what happened to the broker checks, in words
+
+    @property
+    def dedup_key(self) -> str:
+        return f"streamops/{self.target}/checkpoint/{self.job}"
+
+    @property
+    def problems(self) -> list[str]:
+        return [f"{q.query_name}: {p}" for q in self.queries for p in q.problems]
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"job": self.job, "target": self.target, "healthy": self.healthy,
+                "broker": self.broker, "dedup_key": self.dedup_key,
+                "queries": [asdict(q) for q in self.queries]}  # fmt: skip
+
+    def render(self) -> str:
+        lines = [f"checkpoint integrity of job '{self.job}' (target {self.target})"]
+        for q in self.queries:
+            lines.append(f"  {q.kind} {q.query_name}: {q.status} ({q.location})")
+            lines += [f"    {p}" for p in q.problems]
+            if q.backup:
+                lines.append(f"    backed up {q.backup_files} files -> {q.backup}")
+        lines.append(f"  broker checks: {self.broker}")
+        lines.append("  healthy" if self.healthy else f"  {len(self.problems)} problem(s)")
+        return "\n".join(lines)
+
+
+def _broker(bundle: Bundle, job_name: str) -> tuple[str | None, dict[str, str], str]:
+    """(bootstrap servers or None, client settings, what happened) for the job's source."""
+    from confluent_kafka import Consumer
+
+    from streamops.kafka.groups import librdkafka_security
+    from streamops.kafka.offsets import client_config
+
+    bootstrap = bundle.bootstrap_servers(bundle.source(bundle.job(job_name)))
+    if bootstrap == "embedded":
+        return None, {}, "skipped: the target's broker is 'embedded' (not resolved here)"
+    extra = librdkafka_security(bundle)
+    consumer = Consumer(client_config(bootstrap, extra))
+    try:
+        consumer.list_topics(timeout=PROBE_TIMEOUT_S)
+    except Exception as exc:
+        return None, {}, f"skipped: broker {bootstrap} not reachable ({type(exc).__name__})"
+    finally:
+        consumer.close()
+    return bootstrap, extra, f"ran against {bootstrap}"
+
+
+def check_job(bundle: Bundle, job_name: str, *, backup: bool = True) -> IntegrityResult:
+    """Check both checkpoints of `job_name`; back up each healthy one (read-only otherwise)."""
+    import fsspec
+
+    from streamops.checkpoint import backup as bk
+    from streamops.checkpoint.registry import (
+        load_registry,
+        queries_of,
+        registry_path,
+        storage_options_for,
+    )
+    from streamops.checkpoint.rules import check
+
+    bootstrap, extra, broker_note = _broker(bundle, job_name)
+    recorded: dict[str, Any] = {}
+    root_so = storage_options_for(bundle.checkpoint_root)
+    if root_so is not None:
+        try:
+            recorded = load_registry(registry_path(bundle), root_so)["jobs"].get(job_name, {})
+        except Exception as exc:  # the registry is a cross-check; its absence is no problem
+            log.warning("registry of %s not read: %s", bundle.checkpoint_root, exc)
+    results: list[QueryIntegrity] = []
+    for q in queries_of(bundle, job_name):
+        res = QueryIntegrity(q.kind, q.query_name, q.checkpoint)
+        results.append(res)
+        so = storage_options_for(q.checkpoint)
+        if so is None:
+            res.status = "unreadable"
+            res.problems.append(
+                f"{q.checkpoint}: no storage options for a remote location. Fix: set "
+                "$STREAMOPS_STORAGE_OPTIONS for the Airflow workers"
+            )
+            continue
+        try:
+            fs, path = fsspec.core.url_to_fs(q.checkpoint, **so)
+            there = fs.exists(path.rstrip("/"))
+        except Exception as exc:
+            res.status = "unreadable"
+            res.problems.append(f"{q.checkpoint}: cannot reach the storage ({exc})")
+            continue
+        if not there:
+            res.status = "missing"
+            continue
+        expected = (recorded.get(q.kind) or {}).get("query_id")
+        report = check(q.checkpoint, so, bootstrap_servers=bootstrap, kafka_config=extra,
+                       expected_query_id=expected,
+                       registry_note=f"job '{job_name}' has no query id recorded yet")  # fmt: skip
+        res.report = report.as_dict()
+        if report.unreadable is not None:
+            res.status = "unreadable"
+            res.problems.append(report.unreadable)
+            continue
+        if report.errors:
+            res.status = "problems"
+            res.problems += [f.render() for f in report.errors]
+            continue
+        if backup:
+            try:
+                made = bk.backup(q.checkpoint, q.query_name, bk.backup_root(bundle),
+                                 retention=bundle.target.checkpoints.backup_retention,
+                                 storage_options=so)  # fmt: skip
+            except Exception as exc:
+                res.problems.append(f"backup failed: {exc}")
+            else:
+                res.backup, res.backup_files = made.path, made.files
+    return IntegrityResult(job_name, bundle.target_name, results, broker_note)
+
+
+def check_and_page(bundle: Bundle, job_name: str) -> dict[str, Any]:
+    """What the DAG task runs: check, back up, page once on problems and raise."""
+    from streamops.paging import page
+
+    result = check_job(bundle, job_name)
+    print(result.render())
+    for q in result.queries:
+        if q.status == "missing":
+            log.warning("%s: no checkpoint at %s (the job never ran here)", q.query_name,
+                        q.location)  # fmt: skip
+    if not result.healthy:
+        problems = result.problems
+        summary = (f"checkpoint problems in job '{job_name}' ({bundle.target_name}): "
+                   f"{len(problems)} problem(s), first: {problems[0]}")  # fmt: skip
+        page(bundle, summary=summary, severity="error", dedup_key=result.dedup_key,
+             details=json.loads(json.dumps(result.as_dict(), default=str)),
+             component=job_name, event_class="checkpoint_integrity")  # fmt: skip
+        raise CheckpointError(summary + "\n" + result.render())
+    return result.as_dict()

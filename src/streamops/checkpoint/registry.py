@@ -1,0 +1,303 @@
+"""The reset and drift guard: what each job's queries looked like at the last deploy or start.
+
+The registry is one small JSON file on the checkpoints' own storage,
+`<checkpoint_root>/_streamops_registry.json`:
+
+    {"version": 1,
+     "jobs": {"<job>": {"gold": {"query_name", "checkpoint", "query_id", "offsets", "batch",
+                                 "event", "at"}, "bronze": {...}}},
+     "resets": [{"job", "query", "at", "offsets_file", "starting_offsets", "overrode"}]}
+
+`guard` refuses (CheckpointGuardError) a start or deploy that would silently restart a query from
+scratch; `--reset-from OFFSETS_FILE` is the only way past it, and it is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import fsspec
+
+from streamops.checkpoint.reader import list_checkpoint, read_offsets, read_query_id
+from streamops.errors import CheckpointError, CheckpointGuardError
+
+if TYPE_CHECKING:
+    from streamops.bundle import Bundle
+
+REGISTRY_NAME = "_streamops_registry.json"
+STORAGE_OPTIONS_ENV = "STREAMOPS_STORAGE_OPTIONS"
+
+
+def storage_options_for(location: str) -> dict[str, Any] | None:
+    """fsspec options for `location`: {} for local paths; for remote ones the JSON in
+    $STREAMOPS_STORAGE_OPTIONS, or None when that is not set (the storage cannot be reached)."""
+    if "://" not in location or location.startswith("file://"):
+        return {}
+    raw = os.environ.get(STORAGE_OPTIONS_ENV)
+    if not raw:
+        return None
+    try:
+        opts = json.loads(raw)
+    except json.JSONDecodeError:
+        raise CheckpointError(
+            f"${STORAGE_OPTIONS_ENV} is not valid JSON. Fix: set it to a JSON object of adlfs "
+            'options, e.g. {"account_name": "...", "anon": false}'
+        ) from None
+    return dict(opts)
+
+
+@dataclass(frozen=True)
+class QueryRecord:
+    """One query of a job as recorded at a deploy or a start."""
+
+    query_name: str
+    checkpoint: str
+    query_id: str | None
+    offsets: list[dict[str, Any]] | None
+    batch: int | None
+    event: str
+    at: float
+
+
+@dataclass(frozen=True)
+class QueryNow:
+    """One query of a job as the bundle and the storage show it now."""
+
+    kind: str  # "gold" | "bronze"
+    query_name: str
+    checkpoint: str
+    tables: tuple[str, ...]  # the tables this query writes
+
+
+def queries_of(bundle: Bundle, job_name: str) -> list[QueryNow]:
+    job = bundle.job(job_name)
+    return [
+        QueryNow("bronze", job.bronze_query_name, bundle.bronze_checkpoint_location(job),
+                 (bundle.bronze_location(job), bundle.quarantine_location(job))),
+        QueryNow("gold", job.query_name, bundle.checkpoint_location(job),
+                 (bundle.table_location(job.sink),)),
+    ]  # fmt: skip
+
+
+def registry_path(bundle: Bundle) -> str:
+    return f"{bundle.checkpoint_root.rstrip('/')}/{REGISTRY_NAME}"
+
+
+def load_registry(path: str, so: dict[str, Any] | None) -> dict[str, Any]:
+    fs, p = fsspec.core.url_to_fs(path, **(so or {}))
+    try:
+        with fs.open(p, "rt", encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        return {"version": 1, "jobs": {}, "resets": []}
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(
+            f"{path}: the checkpoint registry is not valid JSON ({exc.msg}). Fix: restore it from "
+            "a checkpoint backup, or delete it to start recording afresh (the guard then has no "
+            "history until the next start)"
+        ) from None
+    data.setdefault("jobs", {})
+    data.setdefault("resets", [])
+    return dict(data)
+
+
+def save_registry(path: str, so: dict[str, Any] | None, data: dict[str, Any]) -> None:
+    fs, p = fsspec.core.url_to_fs(path, **(so or {}))
+    parent = p.rsplit("/", 1)[0]
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    # Write beside, then move: a reader never sees half a file (one rename on ADLS/local).
+    tmp = f"{p}.tmp-{os.getpid()}"
+    with fs.open(tmp, "wt", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=1, sort_keys=True)
+    fs.mv(tmp, p)
+
+
+def recorded(bundle: Bundle, job_name: str, so: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The registry's records of `job_name` by query kind ({} when none)."""
+    so = storage_options_for(bundle.checkpoint_root) if so is None else so
+    data = load_registry(registry_path(bundle), so)
+    return dict(data["jobs"].get(job_name, {}))
+
+
+def _has_data(table: str, so: dict[str, Any] | None) -> bool:
+    fs, p = fsspec.core.url_to_fs(table, **(so or {}))
+    try:
+        return bool(fs.exists(f"{p.rstrip('/')}/_delta_log")) and bool(
+            fs.ls(f"{p.rstrip('/')}/_delta_log")
+        )
+    except FileNotFoundError:
+        return False
+
+
+def _last_offsets(location: str, so: dict[str, Any] | None) -> tuple[int | None, Any]:
+    try:
+        listing = list_checkpoint(location, so)
+    except OSError:
+        return None, None
+    if not listing.commits:
+        return None, None
+    last = listing.commits[-1]
+    try:
+        f = read_offsets(location, last, so)
+    except (OSError, ValueError):
+        return last, None
+    return last, [s for s in f.sources if s is not None]
+
+
+def load_reset_file(path: Path) -> dict[str, Any]:
+    """A file `streamops checkpoint reconstruct` wrote; CheckpointError naming it if unusable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(
+            f"{path}: cannot read the offsets file ({exc}). Fix: write it with "
+            "`streamops checkpoint reconstruct --job J --target T --out FILE`"
+        ) from None
+    if not isinstance(data, dict) or not isinstance(data.get("queries"), dict):
+        raise CheckpointError(
+            f'{path}: expected {{"job": ..., "queries": {{"<query name>": {{"startingOffsets": '
+            "...}}}}. Fix: write it with `streamops checkpoint reconstruct`"
+        )
+    return data
+
+
+def guard(
+    bundle: Bundle,
+    job_name: str,
+    *,
+    event: str,
+    reset_from: Path | None = None,
+    storage_options: dict[str, Any] | None = None,
+    record: bool = True,
+    say: Any = None,
+) -> dict[str, str]:
+    """Refuse a start/deploy that would restart a query of `job_name` from scratch; record it.
+
+    Returns {query name: startingOffsets JSON} from `reset_from` (empty without it). Raises
+    CheckpointGuardError naming the job, the query and the fix.
+    """
+    so = (
+        storage_options
+        if storage_options is not None
+        else storage_options_for(bundle.checkpoint_root)
+    )
+    if so is None:
+        if say is not None:
+            say(f"warning: [{job_name}] checkpoint guard skipped: no storage options for "
+                f"{bundle.checkpoint_root} (set ${STORAGE_OPTIONS_ENV})")  # fmt: skip
+        return {}
+    reg_path = registry_path(bundle)
+    data = load_registry(reg_path, so)
+    job_rec: dict[str, Any] = data["jobs"].get(job_name, {})
+    reset = load_reset_file(reset_from) if reset_from is not None else None
+    if reset is not None and reset.get("job") not in (None, job_name):
+        raise CheckpointGuardError(
+            f"{reset_from} was reconstructed for job '{reset.get('job')}', not '{job_name}'. "
+            f"Fix: run `streamops checkpoint reconstruct --job {job_name}`"
+        )
+    starting: dict[str, str] = {}
+    problems: list[str] = []
+    overrode: dict[str, list[str]] = {}
+    now: dict[str, dict[str, Any]] = {}
+    for q in queries_of(bundle, job_name):
+        rec = job_rec.get(q.kind)
+        qid = read_query_id(q.checkpoint, so)
+        mine: list[str] = []
+        if rec is not None and rec.get("checkpoint") != q.checkpoint:
+            mine.append(
+                f"job '{job_name}' {q.kind} query '{q.query_name}': its checkpoint location "
+                f"changed from {rec.get('checkpoint')} to {q.checkpoint}; starting there would "
+                "re-read the topic from startingOffsets. Fix: put the old location back "
+                "(job.checkpoint in bundle.yml), or move the old checkpoint there"
+            )
+        if rec is not None and rec.get("query_name") != q.query_name:
+            mine.append(
+                f"job '{job_name}' {q.kind} query: its query name changed from "
+                f"'{rec.get('query_name')}' to '{q.query_name}' (the checkpoint and the sink's "
+                "idempotency key follow the name). Fix: put the old query_name back in bundle.yml"
+            )
+        if qid is None and any(_has_data(t, so) for t in q.tables):
+            mine.append(
+                f"job '{job_name}' {q.kind} query '{q.query_name}': the checkpoint "
+                f"{q.checkpoint} is empty or gone while its sink already holds data; starting "
+                "would re-read the topic from startingOffsets and duplicate or skip records. Fix: "
+                "`streamops checkpoint restore --job {job} --target {target}` a backup, or "
+                "`streamops checkpoint reconstruct` and start with --reset-from FILE".format(
+                    job=job_name, target=bundle.target_name
+                )
+            )
+        elif rec is not None and rec.get("query_id") and qid and rec["query_id"] != qid:
+            mine.append(
+                f"job '{job_name}' {q.kind} query '{q.query_name}': query id {qid} in "
+                f"{q.checkpoint} differs from {rec['query_id']} recorded at the last "
+                f"{rec.get('event', 'start')}: the checkpoint was reset or replaced. Fix: restore "
+                "the right backup, or start with --reset-from FILE to accept it"
+            )
+        spec = (reset or {}).get("queries", {}).get(q.query_name)
+        if reset is not None and spec is not None:
+            if qid is not None:
+                raise CheckpointGuardError(
+                    f"job '{job_name}' {q.kind} query '{q.query_name}': --reset-from needs an "
+                    f"empty checkpoint, but {q.checkpoint} holds query {qid} (Spark would ignore "
+                    "the starting offsets). Fix: move that checkpoint away first"
+                )
+            starting[q.query_name] = json.dumps(spec["startingOffsets"], separators=(",", ":"))
+            if record and isinstance(spec.get("batch"), int):
+                seed_checkpoint(q.checkpoint, spec["batch"], spec["startingOffsets"], so)
+        if mine and spec is not None:
+            overrode[q.query_name] = mine
+        else:
+            problems += mine
+        batch, offsets = _last_offsets(q.checkpoint, so) if qid else (None, None)
+        now[q.kind] = {
+            "query_name": q.query_name, "checkpoint": q.checkpoint, "query_id": qid,
+            "offsets": offsets, "batch": batch, "event": event, "at": time.time(),
+        }  # fmt: skip
+    if problems:
+        raise CheckpointGuardError(
+            f"refusing to {event} job '{job_name}' (target {bundle.target_name}):\n  "
+            + "\n  ".join(problems)
+        )
+    if record:
+        data["jobs"][job_name] = now
+        if reset is not None:
+            data["resets"].append({
+                "job": job_name, "at": time.time(), "event": event,
+                "offsets_file": str(reset_from), "starting_offsets": starting,
+                "source": reset.get("source"), "overrode": overrode,
+            })  # fmt: skip
+        save_registry(reg_path, so, data)
+    return starting
+
+
+def seed_checkpoint(
+    location: str, batch: int, offsets: dict[str, Any], so: dict[str, Any] | None
+) -> None:
+    """Start a new checkpoint at batch `batch` (already in the sink) ending at `offsets`.
+
+    The sink skips batch ids it already holds (its idempotency key is the batch id), so a new
+    checkpoint must go on numbering after the sink's last batch rather than at 0: `metadata`
+    with a new query id, `offsets/<batch>` and `commits/<batch>`; Spark resumes at batch+1 from
+    `offsets`. Stateless queries only (a stateful one would look for state of that batch).
+    """
+    import uuid
+
+    fs, root = fsspec.core.url_to_fs(location, **(so or {}))
+    root = root.rstrip("/")
+    for sub in ("offsets", "commits"):
+        fs.makedirs(f"{root}/{sub}", exist_ok=True)
+    meta = {"batchWatermarkMs": 0, "batchTimestampMs": int(time.time() * 1000), "conf": {}}
+    files = {"metadata": json.dumps({"id": str(uuid.uuid4())}) + "\n"}
+    # Spark also reads offsets/<batch-1> on restart (the committed offsets before the last batch).
+    for n in sorted({max(batch - 1, 0), batch}):
+        files[f"offsets/{n}"] = "v1\n" + json.dumps(meta) + "\n" + json.dumps(offsets)
+        files[f"commits/{n}"] = 'v1\n{"nextBatchWatermarkMs":0}'
+    for rel, text in files.items():
+        with fs.open(f"{root}/{rel}", "wt", encoding="utf-8") as fh:
+            fh.write(text)

@@ -1,0 +1,173 @@
+"""`streamops checkpoint ...`: check, back up, restore a Spark checkpoint; reconstruct offsets.
+
+Remote locations (abfss://, abfs://) take their adlfs options from $STREAMOPS_STORAGE_OPTIONS.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from streamops.bundle import Bundle
+
+BundleOpt = Annotated[Path, typer.Option("--bundle", "-b", help="path to bundle.yml")]
+TargetOpt = Annotated[str, typer.Option("--target", "-t", help="target in bundle.yml")]
+JobOpt = Annotated[str, typer.Option("--job", "-j", help="job name in bundle.yml")]
+
+
+def _so(location: str) -> dict[str, Any] | None:
+    from streamops.checkpoint.registry import STORAGE_OPTIONS_ENV, storage_options_for
+    from streamops.errors import UsageError
+
+    so = storage_options_for(location)
+    if so is None:
+        raise UsageError(
+            f"{location}: no storage options for a remote location. Fix: set "
+            f"${STORAGE_OPTIONS_ENV} to a JSON object of adlfs options"
+        )
+    return so
+
+
+def _job_of(bundle: Bundle, location: str) -> tuple[str, str] | None:
+    """(job, kind) whose checkpoint is `location`."""
+    from streamops.checkpoint.registry import queries_of
+
+    for name in bundle.jobs:
+        for q in queries_of(bundle, name):
+            if q.checkpoint.rstrip("/") == location.rstrip("/"):
+                return name, q.kind
+    return None
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `checkpoint` command group to the main app."""
+    ck = typer.Typer(no_args_is_help=True, help="Check, back up and restore Spark checkpoints.")
+    app.add_typer(ck, name="checkpoint")
+
+    @ck.command("check")
+    def check_cmd(
+        location: Annotated[str, typer.Argument(help="checkpoint folder (path or abfss:// URL)")],
+        json_out: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+        bundle: Annotated[
+            Path | None, typer.Option("--bundle", "-b", help="bundle.yml: broker + registry checks")
+        ] = None,
+        target: Annotated[str | None, typer.Option("--target", "-t")] = None,
+        bootstrap_servers: Annotated[
+            str | None, typer.Option("--bootstrap-servers", help="broker for the offset checks")
+        ] = None,
+    ) -> None:
+        """Check a checkpoint: exit 0 healthy, 1 problems found, 2 location unreadable."""
+        from streamops.bundle import load
+        from streamops.checkpoint.registry import load_registry, registry_path
+        from streamops.checkpoint.rules import check
+        from streamops.errors import UsageError
+
+        so = _so(location)
+        expected: str | None = None
+        note = "no --bundle/--target given"
+        if (bundle is None) != (target is None):
+            raise UsageError("give --bundle and --target together")
+        if bundle is not None and target is not None:
+            b = load(bundle, target)
+            found = _job_of(b, location)
+            if found is None:
+                note = f"{location} is no job's checkpoint in {bundle.name} (target {target})"
+            else:
+                job, kind = found
+                reg = load_registry(registry_path(b), _so(b.checkpoint_root))
+                rec = reg["jobs"].get(job, {}).get(kind) or {}
+                expected = rec.get("query_id")
+                note = f"job '{job}' has no query id recorded yet"
+                if bootstrap_servers is None:
+                    bootstrap_servers = b.bootstrap_servers(b.source(b.job(job)))
+                    if bootstrap_servers == "embedded":
+                        bootstrap_servers = None
+        report = check(
+            location, so, bootstrap_servers=bootstrap_servers,
+            expected_query_id=expected, registry_note=note,
+        )  # fmt: skip
+        print(report.to_json() if json_out else report.render())
+        raise typer.Exit(report.exit_code)
+
+    @ck.command("reconstruct")
+    def reconstruct_cmd(
+        job: JobOpt,
+        bundle: BundleOpt = Path("bundle.yml"),
+        target: TargetOpt = "local",
+        out: Annotated[Path | None, typer.Option("--out", "-o", help="write the JSON here")] = None,
+    ) -> None:
+        """Write startingOffsets for new checkpoints of JOB from what its sink holds."""
+        from streamops.bundle import load
+        from streamops.checkpoint.reconstruct import reconstruct
+
+        b = load(bundle, target)
+        rec = reconstruct(b, job)
+        text = rec.to_json()
+        for q in rec.queries:
+            print(f"{q.query_name}: from {q.source}: {q.why}", file=sys.stderr)
+        for what, why in rec.skipped.items():
+            print(f"skipped {what}: {why}", file=sys.stderr)
+        if out is None:
+            print(text)
+        else:
+            out.write_text(text + "\n", encoding="utf-8")
+            print(f"wrote {out}; start with: streamops run --job {job} --target {target} "
+                  f"--reset-from {out}", file=sys.stderr)  # fmt: skip
+
+    @ck.command("backup")
+    def backup_cmd(
+        job: JobOpt, bundle: BundleOpt = Path("bundle.yml"), target: TargetOpt = "local"
+    ) -> None:
+        """Copy a consistent snapshot of JOB's checkpoints to the versioned backup location."""
+        from streamops.bundle import load
+        from streamops.checkpoint.backup import backup, backup_root
+        from streamops.checkpoint.registry import queries_of
+
+        b = load(bundle, target)
+        root = backup_root(b)
+        for q in queries_of(b, job):
+            made = backup(q.checkpoint, q.query_name, root,
+                          retention=b.target.checkpoints.backup_retention,
+                          storage_options=_so(q.checkpoint))  # fmt: skip
+            print(f"{q.query_name}: batch {made.batch}, {made.files} files -> {made.path}")
+
+    @ck.command("restore")
+    def restore_cmd(
+        job: JobOpt,
+        bundle: BundleOpt = Path("bundle.yml"),
+        target: TargetOpt = "local",
+        backup_name: Annotated[
+            str | None, typer.Option("--backup", help="backup folder name (default: newest)")
+        ] = None,
+        force: Annotated[
+            bool, typer.Option("--force", help="move a non-empty checkpoint aside first")
+        ] = False,
+    ) -> None:
+        """Put JOB's newest (or the named) backup back, after checking it."""
+        from streamops.bundle import load
+        from streamops.checkpoint.backup import backup_root, list_backups, restore
+        from streamops.errors import CheckpointError
+
+        b = load(bundle, target)
+        root = backup_root(b)
+        for q in _queries(b, job):
+            so = _so(q.checkpoint)
+            have = list_backups(root, q.query_name, so)
+            pick = [p for p in have if backup_name is None or p.endswith("/" + backup_name)]
+            if not pick:
+                raise CheckpointError(
+                    f"no backup{' ' + backup_name if backup_name else ''} of '{q.query_name}' "
+                    f"under {root}. Fix: `streamops checkpoint backup --job {job}` first"
+                )
+            n = restore(pick[-1], q.checkpoint, storage_options=so, force=force)
+            print(f"{q.query_name}: restored {n} files from {pick[-1]} to {q.checkpoint}")
+
+
+def _queries(b: Bundle, job: str) -> list[Any]:
+    from streamops.checkpoint.registry import queries_of
+
+    return list(queries_of(b, job))

@@ -1,0 +1,36 @@
+"""`streamops report`: a job's lag, batch duration and state size as a PNG and an HTML page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+# Own console (same settings as the CLI's), so this module does not import streamops.cli.
+out = Console(highlight=False, soft_wrap=True, width=200)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `report` command to the main app."""
+
+    @app.command("report")
+    def report(
+        job: Annotated[str, typer.Option("--job", "-j", help="job name in bundle.yml")],
+        bundle: Annotated[Path, typer.Option("--bundle", "-b", help="path to bundle.yml")] = Path(
+            "bundle.yml"
+        ),
+        target: Annotated[str, typer.Option("--target", "-t", help="target in bundle.yml")] = (
+            "local"
+        ),
+    ) -> None:
+        """Render JOB's exported metrics (lag per partition, batch duration against the trigger,
+        state size) to <cache>/reports/JOB/report.png and report.html; print where."""
+        from streamops.bundle import load
+        from streamops.report import render_report
+
+        r = render_report(load(bundle, target), job)
+        out.print(f"{job}: {r.points} metric points", markup=False)
+        out.print(f"  png  {r.png}", markup=False)
+        out.print(f"  html {r.html}", markup=False)

@@ -1,0 +1,121 @@
+"""Metric exporters. Exporting never blocks or fails the stream: a bounded buffer drained by a
+background thread; a full buffer drops points (counted), a failing sink is counted and logged."""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Points = list[dict[str, Any]]
+
+
+class JsonlSink:
+    """Local: one JSON line per point in `<dir>/<query>.jsonl`."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def __call__(self, points: Points) -> None:
+        by_query: dict[str, list[str]] = {}
+        for p in points:
+            by_query.setdefault(str(p["query"]), []).append(
+                json.dumps(p, separators=(",", ":"), default=str)
+            )
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for q, lines in by_query.items():
+            with (self.directory / f"{q}.jsonl").open("a", encoding="utf-8") as fh:
+                fh.write("\n".join(lines) + "\n")
+
+
+def metrics_dir(cache_dir: Path) -> Path:
+    return cache_dir / "metrics"
+
+
+def read_points(directory: Path, queries: set[str] | None = None) -> Points:
+    """Every point under `directory` (optionally only these queries); bad lines are skipped."""
+    out: Points = []
+    if not directory.exists():
+        return out
+    for f in sorted(directory.glob("*.jsonl")):
+        if queries is not None and f.stem not in queries:
+            continue
+        for line in f.read_text(encoding="utf-8").splitlines():
+            try:
+                p = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(p, dict) and "name" in p and "ts" in p:
+                out.append(p)
+    return out
+
+
+class BufferedExporter:
+    """Hands batches of points to `sink` on a background thread, through a bounded queue."""
+
+    def __init__(self, sink: Callable[[Points], None], *, max_batches: int = 1000, name: str = ""):
+        self.sink = sink
+        self.name = name or getattr(sink, "__name__", type(sink).__name__)
+        self._q: queue.Queue[Points | None] = queue.Queue(maxsize=max_batches)
+        self.exported = 0  # points written
+        self.dropped = 0  # points dropped because the buffer was full
+        self.failures = 0  # sink calls that raised
+        self.last_error: str | None = None
+        self._thread = threading.Thread(
+            target=self._drain, name=f"exporter-{self.name}", daemon=True
+        )
+        self._thread.start()
+
+    def __call__(self, points: Points) -> None:
+        try:
+            self._q.put_nowait(list(points))
+        except queue.Full:
+            self.dropped += len(points)
+            if self.dropped == len(points) or self.dropped % 10_000 < len(points):
+                log.warning("metrics exporter %s: buffer full, %d points dropped so far",
+                            self.name, self.dropped)  # fmt: skip
+
+    def _drain(self) -> None:
+        while True:
+            item = self._q.get()
+            try:
+                if item is None:
+                    return
+                self.sink(item)
+                self.exported += len(item)
+            except Exception as exc:
+                self.failures += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("metrics exporter %s failed (%d so far): %s",
+                            self.name, self.failures, self.last_error)  # fmt: skip
+            finally:
+                self._q.task_done()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until the buffer is empty (or `timeout`); True when it emptied."""
+        done = threading.Event()
+
+        def wait() -> None:
+            self._q.join()
+            done.set()
+
+        threading.Thread(target=wait, daemon=True).start()
+        return done.wait(timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        self.flush(timeout)
+        try:
+            self._q.put(None, timeout=1)
+        except queue.Full:
+            return
+        self._thread.join(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        return {"exported": self.exported, "dropped": self.dropped, "failures": self.failures,
+                "last_error": self.last_error}  # fmt: skip

@@ -1,0 +1,79 @@
+"""What every job registers on its batches: metrics (exported without blocking), the fast-path
+alerts, and the consumer-group commit of each batch's end offsets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from streamops.exporters import BufferedExporter, JsonlSink, metrics_dir
+from streamops.metrics import BatchMetrics
+
+if TYPE_CHECKING:
+    from streamops.alerts.evaluate import FastPath
+    from streamops.bundle import Bundle
+    from streamops.kafka.groups import GroupCommitter
+    from streamops.spark.progress import BatchProgress
+
+OnBatch = Callable[["BatchProgress"], None]
+
+
+class JobMonitor:
+    def __init__(
+        self,
+        metrics: BatchMetrics,
+        exporter: BufferedExporter,
+        fast_path: FastPath | None = None,
+        committer: GroupCommitter | None = None,
+    ):
+        self.metrics = metrics
+        self.exporter = exporter
+        self.fast_path = fast_path
+        self.committer = committer
+
+    @classmethod
+    def for_job(
+        cls,
+        bundle: Bundle,
+        job_name: str,
+        *,
+        bootstrap: str | None,
+        trigger_seconds: float | None,
+        say: Callable[[str], None] | None = None,
+        alerting: bool = True,
+    ) -> JobMonitor:
+        from streamops.alerts.evaluate import FastPath
+
+        mon = bundle.target.monitoring
+        # Metrics are written as JSON lines on the driver for every target; on azure-monitor
+        # targets a Data Collection Rule ships them to the Log Analytics table (docs/monitoring.md).
+        exporter = BufferedExporter(JsonlSink(metrics_dir(bundle.cache_dir)),
+                                    max_batches=mon.buffer_batches, name="jsonl")  # fmt: skip
+        fast = FastPath(bundle, say=say) if alerting else None
+        metrics = BatchMetrics(job=job_name, target=bundle.target_name,
+                               trigger_seconds=trigger_seconds, export=exporter, say=say,
+                               listeners=(fast,) if fast else ())  # fmt: skip
+        committer = None
+        if mon.commit_offsets and bootstrap:
+            from streamops.kafka.groups import GroupCommitter, librdkafka_security
+
+            committer = GroupCommitter(bootstrap, librdkafka_security(bundle))
+        return cls(metrics, exporter, fast, committer)
+
+    def __call__(self, bp: BatchProgress) -> None:
+        self.metrics(bp)
+        if self.committer is not None:
+            self.committer.on_batch(bp)
+
+    def wrap(self, on_batch: OnBatch | None) -> OnBatch:
+        def both(bp: BatchProgress) -> None:
+            self(bp)
+            if on_batch is not None:
+                on_batch(bp)
+
+        return both
+
+    def close(self) -> None:
+        self.exporter.close(timeout=5)
+        if self.committer is not None:
+            self.committer.close()
