@@ -34,11 +34,12 @@ with DAG(
         "action": Param(
             "deploy",
             type="string",
-            enum=["deploy", "restart", "backfill", "stop"],
+            enum=["deploy", "restart", "backfill", "stop", "recover"],
             title="Action",
             description="deploy: create/update from bundle.yml (restarts a changed "
             "running job); restart: stop the run, wait, start; backfill: one "
-            "availableNow run; stop: cancel the run",
+            "availableNow run; stop: cancel the run; recover: the checkpoint is lost, "
+            "stop the run and start one from offsets rebuilt from the Delta sink",
         ),
         "dry_run": Param(False, type="boolean", title="Dry run (deploy: print the plan only)"),
         "force": Param(

@@ -19,6 +19,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job", required=True, help="job name in bundle.yml")
     parser.add_argument("--available-now", action="store_true", help="catch up, then stop")
     parser.add_argument("--reset-from", help="offsets file of `streamops checkpoint reconstruct`")
+    parser.add_argument(
+        "--recover", action="store_true",
+        help="checkpoint lost: rebuild starting offsets from the sink, then start from them",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     from streamops.errors import StreamopsError, UsageError
@@ -27,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run_from_args(
             args.bundle, args.target, args.job, available_now=args.available_now,
-            reset_from=Path(args.reset_from) if args.reset_from else None,
+            reset_from=Path(args.reset_from) if args.reset_from else None, recover=args.recover,
         )  # fmt: skip
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -80,6 +80,8 @@ class StreamopsActionOperator(BaseOperator):
                 res = actions.backfill(hook, bundle, job, token=token)
             elif action == "stop":
                 res = actions.stop(hook, bundle, job, **wait)
+            elif action == "recover":
+                res = actions.recover(hook, bundle, job, token=token, **wait)
             else:
                 raise DeployError(f"action {action!r} is not available here")
         except DeployError as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from streamops.bundle import load
+from streamops.bundle import Bundle, load
 from streamops.runner import run_job
 from streamops.spark.session import session_for
 
@@ -19,12 +19,19 @@ def run_from_args(
     say: Callable[[str], None] = print,
     after_commit: Callable[[int], None] | None = None,
     reset_from: Path | None = None,
+    recover: bool = False,
 ) -> int:
-    """Run `job` of the bundle on `target`; print one line per batch; return an exit code."""
+    """Run `job` of the bundle on `target`; print one line per batch; return an exit code.
+
+    `recover`: the checkpoint is lost; rebuild starting offsets from the sink first (see
+    `streamops checkpoint reconstruct`) and start from them through the reset guard.
+    """
     bundle = load(bundle_path, target)
     bundle.job(job)  # unknown job: a usage error before Spark starts
     for w in bundle.warnings:
         say(w.render())
+    if recover:
+        reset_from = recovery_offsets(bundle, job, say=say)
     spark = session_for(bundle, app_name=f"streamops-{job}")
 
     def line(bp: object) -> None:
@@ -62,3 +69,32 @@ def pause_after_commit(marker: Path) -> Callable[[int], None]:
         time.sleep(3600)
 
     return hook
+
+
+def recovery_offsets(bundle: Bundle, job: str, *, say: Callable[[str], None]) -> Path:
+    """Reconstruct starting offsets for `job` and write them where the reset guard reads them."""
+    import fsspec
+
+    from streamops.checkpoint.reconstruct import reconstruct
+
+    rec = reconstruct(bundle, job)
+    j = bundle.job(job)
+    checkpoints = {
+        j.query_name: bundle.checkpoint_location(j),
+        j.bronze_query_name: bundle.bronze_checkpoint_location(j),
+    }
+    # Only queries whose checkpoint is really gone start from rebuilt offsets; an intact one goes
+    # on from its own checkpoint (the guard refuses starting offsets for a live checkpoint).
+    kept = []
+    for q in rec.queries:
+        fs, root = fsspec.core.url_to_fs(checkpoints.get(q.query_name, ""))
+        if fs.exists(f"{root.rstrip('/')}/metadata"):
+            say(f"[{job}] recovery: {q.query_name} keeps its checkpoint")
+        else:
+            kept.append(q)
+    rec.queries = kept
+    path = bundle.cache_dir / "recovery" / f"{job}.offsets.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(rec.to_json() + "\n", encoding="utf-8")
+    say(f"[{job}] recovery: starting offsets reconstructed into {path}")
+    return path

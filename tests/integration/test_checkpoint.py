@@ -316,3 +316,39 @@ def test_check_and_backup_on_azurite(copy: Path, azurite: AzuriteEndpoint) -> No
     assert "CK101" in _codes(url, storage_options=opts)
     assert check(f"abfs://{container}/missing", opts).exit_code == 2
     _ = REGISTRY_NAME
+
+
+def test_recover_rebuilds_only_the_lost_checkpoint(
+    copy: Path, made: Made, bootstrap_servers: str, spark: SparkSession
+) -> None:
+    """`jobs/stream.py --recover` (the deploy DAG's recover action): bronze lost, gold intact."""
+    from streamops.jobs_entry import recovery_offsets
+
+    bundle = _bundle(copy, bootstrap_servers, made.topic)
+    Path(registry_path(bundle)).unlink()
+    guard(bundle, JOB, event="start")
+    shutil.rmtree(_bronze(copy))
+    said: list[str] = []
+    path = recovery_offsets(bundle, JOB, say=said.append)
+    queries = json.loads(path.read_text())["queries"]
+    assert list(queries) == [bundle.job(JOB).bronze_query_name]
+    assert any("keeps its checkpoint" in s for s in said)
+    gold_id = (_gold(copy) / "metadata").read_text()
+    run_job(bundle, JOB, spark, available_now=True, reset_from=path)
+    assert (_gold(copy) / "metadata").read_text() == gold_id  # gold went on from its own
+    seen: list[tuple[int, int]] = []
+    for uri in (
+        bundle.bronze_location(bundle.job(JOB)),
+        bundle.quarantine_location(bundle.job(JOB)),
+    ):
+        t = DeltaTable(uri).to_pyarrow_table(columns=["kafka_partition", "kafka_offset"])
+        seen += list(zip(t.column(0).to_pylist(), t.column(1).to_pylist(), strict=True))
+    # Every record of the topic exactly once (other tests of this module may have added some).
+    from confluent_kafka import Consumer
+
+    from streamops.kafka.offsets import client_config, topic_partitions, watermarks
+
+    c = Consumer(client_config(bootstrap_servers))
+    ends = watermarks(c, made.topic, topic_partitions(c, made.topic))
+    c.close()
+    assert len(seen) == len(set(seen)) == sum(hi for _, hi in ends.values())

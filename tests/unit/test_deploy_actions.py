@@ -187,6 +187,22 @@ def test_backfill_runs_once_available_now(api: FakeJobsApi, hook: Any, bundle: A
         actions.backfill(hook, bundle, JOB)  # the first is still running: same checkpoint
 
 
+def test_recover_stops_then_starts_a_recovery_run(api: FakeJobsApi, hook: Any, bundle: Any) -> None:
+    job_id = api.add_job(with_fingerprint(specs_from(EXPECTED_SETTINGS)).as_dict())
+    run = api.start_run(job_id)
+    res = actions.recover(hook, bundle, JOB, token="r1", poll_s=0.01)
+    # Order matters: the old run must have ended before a run with rebuilt offsets starts.
+    assert api.writes() == [
+        ("runs/cancel", {"run_id": run}),
+        (
+            "run-now",
+            {"job_id": job_id, "idempotency_token": "r1", "python_params": [*PARAMS, "--recover"]},
+        ),
+    ]
+    assert api.state.runs[run].state == "TERMINATED"
+    assert res.action == "recover" and res.run_url and str(res.run_id) in res.run_url
+
+
 def test_stop(api: FakeJobsApi, hook: Any, bundle: Any) -> None:
     job_id = api.add_job(with_fingerprint(specs_from(EXPECTED_SETTINGS)).as_dict())
     run = api.start_run(job_id)
@@ -239,7 +255,6 @@ def test_create_gives_up_with_clear_error(api: FakeJobsApi, hook: Any, bundle: A
         ({"job": JOB, "target": "local", "action": "deploy"}, "not on Databricks; use one of dev, prod"),
         ({"job": JOB, "target": "prod", "action": "explode"}, "action: 'explode' is unknown"),
         ({"job": JOB, "target": "prod", "action": "restart", "dry_run": True}, "only 'deploy' has a dry run"),
-        ({"job": JOB, "target": "prod", "action": "recover"}, "not available yet"),
     ],
 )  # fmt: skip
 def test_bad_params(params: dict[str, Any], needle: str) -> None:

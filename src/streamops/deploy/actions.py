@@ -1,4 +1,4 @@
-"""What an operator can ask for: deploy, restart, backfill, stop (recover: not yet).
+"""What an operator can ask for: deploy, restart, backfill, stop, recover.
 
 Each action takes a provider hook and a bundle loaded for the target, and returns an
 `ActionResult` that names the Databricks job and run (with its link). `check_request` validates
@@ -63,10 +63,6 @@ def check_request(bundle_targets: dict[str, str], jobs: list[str], params: dict[
                         f"Databricks; use one of {', '.join(dbx)}")  # fmt: skip
     if action not in ACTIONS:
         problems.append(f"action: {action!r} is unknown; use one of {', '.join(ACTIONS)}")
-    elif action == "recover":
-        problems.append("action: 'recover' (restart from offsets reconstructed from the Delta "
-                        "sink) is not available yet: it needs the checkpoint recovery of "
-                        "streamops.checkpoint; use 'restart' or 'backfill' meanwhile")  # fmt: skip
     for flag in ("dry_run", "force"):
         if not isinstance(params.get(flag, False), bool):
             problems.append(f"{flag}: {params.get(flag)!r} must be true or false")
@@ -197,3 +193,19 @@ def stop(hook: DatabricksHook, bundle: Bundle, job_key: str, **wait: Any) -> Act
     return ActionResult("stop", specs.job_name(bundle, job_key), live.job_id,
                         running[0] if running else None, url,
                         message=f"stopped run(s) {running}" if running else "no active run")  # fmt: skip
+
+
+def recover(
+    hook: DatabricksHook, bundle: Bundle, job_key: str, *, token: str | None = None, **wait: Any
+) -> ActionResult:
+    """Stop the job, then start one run that rebuilds its starting offsets from the Delta sink
+    (the checkpoint was lost) and goes on from there through the reset guard."""
+    live = _require_job(hook, bundle, job_key)
+    running = client.active_runs(hook, live.job_id)
+    client.cancel_and_wait(hook, running, **wait)
+    params = specs.task_parameters(bundle, job_key, recover=True)
+    run_id = client.run_now(hook, live.job_id, python_params=params, idempotency_token=token)
+    stopped = f"stopped run(s) {running}, " if running else ""
+    return ActionResult("recover", specs.job_name(bundle, job_key), live.job_id, run_id,
+                        client.run_url(hook, run_id),
+                        message=f"{stopped}started recovery run {run_id} (--recover)")  # fmt: skip

@@ -43,11 +43,17 @@ def workspace_root(bundle: Bundle) -> str:
     return (root or f"/Workspace/Shared/{bundle.spec.project}").rstrip("/")
 
 
-def task_parameters(bundle: Bundle, job_key: str, *, available_now: bool = False) -> list[str]:
+def task_parameters(
+    bundle: Bundle, job_key: str, *, available_now: bool = False, recover: bool = False
+) -> list[str]:
     """Arguments of `jobs/stream.py` (what `python_params` of run-now replaces)."""
     params = ["--bundle", f"{workspace_root(bundle)}/bundle.yml", "--target", bundle.target_name,
               "--job", job_key]  # fmt: skip
-    return [*params, "--available-now"] if available_now else params
+    if available_now:
+        params.append("--available-now")
+    if recover:
+        params.append("--recover")
+    return params
 
 
 def _databricks_target(bundle: Bundle) -> None:
