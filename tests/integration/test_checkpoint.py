@@ -352,3 +352,28 @@ def test_recover_rebuilds_only_the_lost_checkpoint(
     ends = watermarks(c, made.topic, topic_partitions(c, made.topic))
     c.close()
     assert len(seen) == len(set(seen)) == sum(hi for _, hi in ends.values())
+
+
+def test_reconstruct_from_the_mirrored_consumer_group(
+    copy: Path, made: Made, bootstrap_servers: str
+) -> None:
+    """Second in trust: the end offsets the job commits to the group `<query name>`."""
+    from confluent_kafka import Consumer
+    from deltalake import DeltaTable as DT
+
+    from streamops.checkpoint.reconstruct import from_consumer_group
+    from streamops.kafka.offsets import client_config, topic_partitions, watermarks
+
+    bundle = _bundle(copy, bootstrap_servers, made.topic)
+    job = bundle.job(JOB)
+    tables = (bundle.bronze_location(job), bundle.quarantine_location(job))
+    found = from_consumer_group(bundle, JOB, job.bronze_query_name, tables)
+    assert found is not None and found.source == "consumer-group"
+    c = Consumer(client_config(bootstrap_servers))
+    ends = watermarks(c, made.topic, topic_partitions(c, made.topic))
+    c.close()
+    # The job ran to the end of the topic (other tests may have added records since).
+    got = found.starting_offsets[made.topic]
+    assert all(0 < got[str(p)] <= hi for p, (_, hi) in ends.items())
+    assert found.batch == DT(tables[0]).transaction_version(job.bronze_query_name)
+    assert from_consumer_group(bundle, JOB, "no_such_query", tables) is None

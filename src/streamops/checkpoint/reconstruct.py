@@ -31,7 +31,7 @@ class Reconstructed:
 
     query_name: str
     starting_offsets: Offsets
-    source: str  # "delta-commit" | "kafka-timestamps"
+    source: str  # "delta-commit" | "consumer-group" | "kafka-timestamps"
     why: str
     table: str = ""
     version: int | None = None
@@ -105,6 +105,52 @@ def from_delta_commits(
     return best
 
 
+def from_consumer_group(
+    bundle: Bundle,
+    job_name: str,
+    query_name: str,
+    tables: tuple[str, ...],
+    delta_options: dict[str, str] | None = None,
+    kafka_config: dict[str, str] | None = None,
+) -> Reconstructed | None:
+    """The offsets the job mirrors to the consumer group `<query name>` after each batch."""
+    from confluent_kafka import Consumer, TopicPartition
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    from streamops.kafka.offsets import client_config, topic_partitions
+
+    src = bundle.source(bundle.job(job_name))
+    consumer = Consumer(
+        client_config(
+            bundle.bootstrap_servers(src), dict(kafka_config or {}, **{"group.id": query_name})
+        )
+    )
+    try:
+        parts = topic_partitions(consumer, src.topic)
+        committed = consumer.committed([TopicPartition(src.topic, p) for p in parts], timeout=10)
+    finally:
+        consumer.close()
+    if not committed or any(tp.offset < 0 for tp in committed):
+        return None
+    # The new checkpoint must go on numbering after the sink's last batch of this query.
+    batch = None
+    for uri in tables:
+        try:
+            v = DeltaTable(uri, storage_options=delta_options).transaction_version(query_name)
+        except TableNotFoundError:
+            continue
+        if v is not None and (batch is None or v > batch):
+            batch = v
+    offsets = {src.topic: {str(tp.partition): tp.offset for tp in committed}}
+    return Reconstructed(
+        query_name, offsets, "consumer-group",
+        f"no Delta commit of '{query_name}' records end offsets; the consumer group "
+        f"'{query_name}' holds the end offsets the job committed after its last batch",
+        batch=batch,
+    )  # fmt: skip
+
+
 def from_kafka_timestamps(
     bundle: Bundle,
     job_name: str,
@@ -167,11 +213,16 @@ def reconstruct(
 ) -> Reconstruction:
     """Starting offsets for every query of `job_name`; CheckpointError when none can be found."""
     out = Reconstruction(job_name, bundle.target_name)
-    out.skipped["consumer-group"] = (
-        "not available yet: the Kafka source commits no offsets to a consumer group"
-    )
     for q in queries_of(bundle, job_name):
         found = from_delta_commits(q.tables, q.query_name, delta_options)
+        if found is not None:
+            out.skipped.setdefault(
+                "consumer-group", "not needed: the sink's Delta commits record exact end offsets"
+            )
+        if found is None and use_kafka:
+            found = from_consumer_group(
+                bundle, job_name, q.query_name, q.tables, delta_options, kafka_config
+            )
         if found is None and use_kafka:
             found = from_kafka_timestamps(
                 bundle, job_name, q.query_name, q.tables, delta_options, kafka_config
