@@ -45,10 +45,18 @@ class JobMonitor:
         from streamops.alerts.evaluate import FastPath
 
         mon = bundle.target.monitoring
-        # Metrics are written as JSON lines on the driver for every target; on azure-monitor
-        # targets a Data Collection Rule ships them to the Log Analytics table (docs/monitoring.md).
+        # Metrics are written as JSON lines on the driver for every target; azure-monitor targets
+        # also upload them through the Logs Ingestion API (each sink buffered on its own thread).
         exporter = BufferedExporter(JsonlSink(metrics_dir(bundle.cache_dir)),
                                     max_batches=mon.buffer_batches, name="jsonl")  # fmt: skip
+        if mon.metrics == "azure-monitor" and mon.ingestion_endpoint and mon.dcr_immutable_id:
+            from streamops.exporters import AzureMonitorSink, FanOut
+
+            azure = BufferedExporter(
+                AzureMonitorSink(mon.ingestion_endpoint, mon.dcr_immutable_id, mon.dcr_stream),
+                max_batches=mon.buffer_batches, name="azure-monitor",
+            )  # fmt: skip
+            exporter = FanOut(exporter, azure)  # type: ignore[assignment]
         fast = FastPath(bundle, say=say) if alerting else None
         metrics = BatchMetrics(job=job_name, target=bundle.target_name,
                                trigger_seconds=trigger_seconds, export=exporter, say=say,

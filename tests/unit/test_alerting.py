@@ -280,7 +280,9 @@ class StaticToken:
 
 def test_azure_monitor_query_and_blind(tmp_path: Path, server: Any) -> None:
     b = bundle_with(tmp_path, metrics="azure-monitor", workspace_id="ws-123",
-                    logs_endpoint=f"http://127.0.0.1:{server.server_port}/v1")  # fmt: skip
+                    logs_endpoint=f"http://127.0.0.1:{server.server_port}/v1",
+                    ingestion_endpoint=f"http://127.0.0.1:{server.server_port}",
+                    dcr_immutable_id="dcr-00000000000000000000000000000001")  # fmt: skip
     b = dataclasses.replace(b, spec=b.spec.model_copy(update={"alerts": ALERTS}))
     rows = [[p["ts"], p["name"], p["value"], p["unit"], p["job"], p["query"], p["target"],
              p.get("topic", ""), p.get("partition"), p["batch_id"]]

@@ -118,6 +118,10 @@ class Monitoring(Frozen):
     workspace_id: str | None = None  # Log Analytics workspace (azure-monitor)
     logs_endpoint: str = "https://api.loganalytics.io/v1"
     metrics_table: str = Field("StreamopsMetrics_CL", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # Logs Ingestion API (azure-monitor): the data collection endpoint and rule that feed the table.
+    ingestion_endpoint: str | None = None  # https://<dce>.<region>.ingest.monitor.azure.com
+    dcr_immutable_id: str | None = None  # dcr-<32 hex>
+    dcr_stream: str = "Custom-StreamopsMetrics_CL"
     # Buffered metric batches per exporter before new ones are dropped (and counted).
     buffer_batches: int = Field(1000, ge=1)
     # After each batch, commit its end offsets to a consumer group named after the query.
@@ -133,6 +137,13 @@ class Monitoring(Frozen):
             raise ValueError("paging: webhook needs `webhook_url: '{{env/STREAMOPS_WEBHOOK}}'`")
         if self.metrics == "azure-monitor" and not self.workspace_id:
             raise ValueError("metrics: azure-monitor needs `workspace_id: <Log Analytics id>`")
+        if self.metrics == "azure-monitor" and not (
+            self.ingestion_endpoint and self.dcr_immutable_id
+        ):
+            raise ValueError(
+                "metrics: azure-monitor needs `ingestion_endpoint: https://<dce>.<region>.ingest."
+                "monitor.azure.com` and `dcr_immutable_id: dcr-...` (the data collection rule)"
+            )
         return self
 
 
