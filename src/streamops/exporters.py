@@ -74,7 +74,10 @@ class AzureMonitorSink:
         if self.endpoint.startswith(("http://127.0.0.1", "http://localhost")):
             # Loopback test servers only: azure-core refuses bearer tokens over plain http.
             kwargs["enforce_https"] = False
-        rows = [{**p, "TimeGenerated": p.get("ts")} for p in points]
+        from streamops.alerts.kql import to_row
+
+        # The same columns the alert rules' KQL reads back (alerts.kql.COLUMNS).
+        rows = [to_row(p) for p in points]
         self._get_client().upload(
             self.rule_id,
             self.stream_name,

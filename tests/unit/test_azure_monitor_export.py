@@ -76,7 +76,11 @@ def test_points_are_uploaded_as_rows_of_the_custom_table(server: _Ingestion) -> 
     assert req["path"] == f"/dataCollectionRules/{RULE}/streams/{STREAM}?api-version=2023-01-01"
     assert req["auth"] == "Bearer test-token"
     assert req["type"] == "application/json"
-    assert req["body"] == [{**POINTS[0], "TimeGenerated": "2026-11-24T06:00:00+00:00"}]
+    assert req["body"] == [{
+        "TimeGenerated": "2026-11-24T06:00:00+00:00", "Name": "streamops_kafka_lag_records",
+        "Value": 42, "Unit": "records", "Job": "claims_hourly", "Query": "claims_hourly",
+        "Target": "prod", "Topic": "insurance.claims", "Partition": 3, "BatchId": 7,
+    }]  # fmt: skip
 
 
 def test_an_outage_is_counted_and_never_reaches_the_stream(server: _Ingestion) -> None:
