@@ -39,6 +39,9 @@ BATCH_DURATION = "streamops_batch_duration_ms"
 BATCH_RATIO = "streamops_batch_duration_trigger_ratio"
 STATE_ROWS = "streamops_state_rows"
 STATE_MEMORY = "streamops_state_memory_bytes"
+# Per stateful operator; separate names so rules on the totals never mix in an operator's series.
+STATE_OP_ROWS = "streamops_state_operator_rows"
+STATE_OP_MEMORY = "streamops_state_operator_memory_bytes"
 DROPPED = "streamops_watermark_dropped_rows"
 INPUT_RATE = "streamops_input_rows_per_second"
 PROCESSED_RATE = "streamops_processed_rows_per_second"
@@ -55,8 +58,13 @@ METRICS: dict[str, MetricDef] = {
         MetricDef(BATCH_RATIO, "ratio", BASE_DIMS,
                   "batch duration / trigger interval (absent for availableNow triggers)"),
         MetricDef(STATE_ROWS, "rows", (*BASE_DIMS, "operator"),
-                  "rows in the state store (operator=all: summed over stateful operators)"),
-        MetricDef(STATE_MEMORY, "bytes", (*BASE_DIMS, "operator"), "memory used by the state store"),
+                  "rows in the state store, summed over stateful operators (operator=all)"),
+        MetricDef(STATE_MEMORY, "bytes", (*BASE_DIMS, "operator"),
+                  "memory used by the state store, summed over operators (operator=all)"),
+        MetricDef(STATE_OP_ROWS, "rows", (*BASE_DIMS, "operator"),
+                  "rows in the state store of one operator ('<plan index>:<operator name>')"),
+        MetricDef(STATE_OP_MEMORY, "bytes", (*BASE_DIMS, "operator"),
+                  "memory used by the state store of one operator"),
         MetricDef(DROPPED, "rows", BASE_DIMS, "rows dropped as later than the watermark in the batch"),
         MetricDef(INPUT_ROWS, "rows", BASE_DIMS, "rows read in the batch"),
         MetricDef(INPUT_RATE, "rows/second", BASE_DIMS,
@@ -100,6 +108,9 @@ def batch_points(
         points.append(pt(BATCH_RATIO, round(bp.duration_ms / 1000.0 / trigger_seconds, 4)))
     points.append(pt(STATE_ROWS, bp.state_rows, operator="all"))
     points.append(pt(STATE_MEMORY, bp.state_memory_bytes, operator="all"))
+    for name, rows, memory in bp.operators:
+        points.append(pt(STATE_OP_ROWS, rows, operator=name))
+        points.append(pt(STATE_OP_MEMORY, memory, operator=name))
     points.append(pt(DROPPED, bp.dropped_by_watermark))
     points.append(pt(INPUT_ROWS, bp.input_rows))
     if bp.duration_ms > 0:

@@ -285,10 +285,10 @@ def test_azure_monitor_query_and_blind(tmp_path: Path, server: Any) -> None:
                     dcr_immutable_id="dcr-00000000000000000000000000000001")  # fmt: skip
     b = dataclasses.replace(b, spec=b.spec.model_copy(update={"alerts": ALERTS}))
     rows = [[p["ts"], p["name"], p["value"], p["unit"], p["job"], p["query"], p["target"],
-             p.get("topic", ""), p.get("partition"), p["batch_id"]]
+             p.get("topic", ""), p.get("partition"), p["batch_id"], p.get("operator", "")]
             for p in points(bp(0, at=T0, state=500_000_000, query="claims_hourly"))]  # fmt: skip
     types = ["datetime", "string", "real", "string", "string", "string", "string", "string",
-             "int", "long"]  # fmt: skip
+             "int", "long", "string"]  # fmt: skip
     from streamops.alerts.kql import COLUMNS
 
     server.status = 200
@@ -305,7 +305,7 @@ def test_azure_monitor_query_and_blind(tmp_path: Path, server: Any) -> None:
     assert headers["Authorization"] == "Bearer test-token"
     assert body == {
         "query": "StreamopsMetrics_CL\n| where TimeGenerated > ago(7200s) and Target == 'local'\n"
-        "| project TimeGenerated, Name, Value, Unit, Job, Query, Target, Topic, Partition, BatchId\n"
+        "| project TimeGenerated, Name, Value, Unit, Job, Query, Target, Topic, Partition, BatchId, Operator\n"
         "| order by TimeGenerated asc",
         "timespan": "2026-11-24T04:01:00.000Z/2026-11-24T06:01:00.000Z",
         "workspaces": None,

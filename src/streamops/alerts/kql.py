@@ -15,9 +15,9 @@ from streamops.alerts.rules import GROWTH_WINDOW, RATE_WINDOW, RULES
 from streamops.bundle.models import Alerts
 
 COLUMNS = ("TimeGenerated", "Name", "Value", "Unit", "Job", "Query", "Target", "Topic",
-           "Partition", "BatchId")  # fmt: skip
+           "Partition", "BatchId", "Operator")  # fmt: skip
 _POINT_KEYS = ("ts", "name", "value", "unit", "job", "query", "target", "topic", "partition",
-               "batch_id")  # fmt: skip
+               "batch_id", "operator")  # fmt: skip
 
 
 def _q(text: str) -> str:

@@ -28,6 +28,8 @@ class BatchProgress:
     watermark: str | None
     end_offsets: dict[str, dict[str, int]] = field(default_factory=dict)
     latest_offsets: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Per stateful operator (in plan order): (operator name, state rows, state memory bytes).
+    operators: tuple[tuple[str, int, int], ...] = ()
 
     @property
     def lag(self) -> dict[str, dict[str, int]]:
@@ -68,6 +70,14 @@ def parse_progress(p: dict[str, Any]) -> BatchProgress:
         watermark=(p.get("eventTime") or {}).get("watermark"),
         end_offsets=end,
         latest_offsets=latest,
+        operators=tuple(
+            (
+                f"{i}:{o.get('operatorName') or 'stateful'}",
+                int(o.get("numRowsTotal", 0)),
+                int(o.get("memoryUsedBytes", 0)),
+            )
+            for i, o in enumerate(ops)
+        ),
     )
 
 
