@@ -308,6 +308,18 @@ def _show(value: Any) -> str:
 ENV_TARGET = "STREAMOPS_TARGET"
 
 
+STORAGE_OPTIONS_ENV = "STREAMOPS_STORAGE_OPTIONS"
+
+
+def storage_options_env() -> str | None:
+    """The JSON of adlfs options for remote storage, from $STREAMOPS_STORAGE_OPTIONS (or None).
+
+    Read here, like every environment variable streamops uses; resolved at run time because it
+    carries credentials, which never belong in bundle.yml.
+    """
+    return os.environ.get(STORAGE_OPTIONS_ENV) or None
+
+
 def default_target() -> str:
     """The target a DAG or job uses when none is given: $STREAMOPS_TARGET, else 'local'."""
     return os.environ.get(ENV_TARGET) or "local"

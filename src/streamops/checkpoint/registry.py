@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import fsspec
 
+from streamops.bundle.loader import STORAGE_OPTIONS_ENV, storage_options_env
 from streamops.checkpoint.reader import list_checkpoint, read_offsets, read_query_id
 from streamops.errors import CheckpointError, CheckpointGuardError
 
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from streamops.bundle import Bundle
 
 REGISTRY_NAME = "_streamops_registry.json"
-STORAGE_OPTIONS_ENV = "STREAMOPS_STORAGE_OPTIONS"
 
 
 def storage_options_for(location: str) -> dict[str, Any] | None:
@@ -38,7 +38,7 @@ def storage_options_for(location: str) -> dict[str, Any] | None:
     $STREAMOPS_STORAGE_OPTIONS, or None when that is not set (the storage cannot be reached)."""
     if "://" not in location or location.startswith("file://"):
         return {}
-    raw = os.environ.get(STORAGE_OPTIONS_ENV)
+    raw = storage_options_env()
     if not raw:
         return None
     try:
