@@ -63,7 +63,8 @@ class JobMonitor:
                                listeners=(fast,) if fast else ())  # fmt: skip
         committer = None
         if mon.commit_offsets and bootstrap:
-            from streamops.kafka.groups import GroupCommitter, librdkafka_security
+            from streamops.kafka.connect import librdkafka_security
+            from streamops.kafka.groups import GroupCommitter
 
             committer = GroupCommitter(bootstrap, librdkafka_security(bundle))
         return cls(metrics, exporter, fast, committer)

@@ -80,7 +80,7 @@ def _broker(bundle: Bundle, job_name: str) -> tuple[str | None, dict[str, str], 
     """(bootstrap servers or None, client settings, what happened) for the job's source."""
     from confluent_kafka import Consumer
 
-    from streamops.kafka.groups import librdkafka_security
+    from streamops.kafka.connect import librdkafka_security
     from streamops.kafka.offsets import client_config
 
     bootstrap = bundle.bootstrap_servers(bundle.source(bundle.job(job_name)))

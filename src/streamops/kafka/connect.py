@@ -20,8 +20,19 @@ def bootstrap_servers(bundle: Bundle, source: Source) -> str:
     return bs
 
 
-def security_options(bundle: Bundle, *, prefix: str = "kafka.") -> dict[str, str]:
-    """Client security settings with secrets resolved now; never log the result."""
+def librdkafka_security(bundle: Bundle) -> dict[str, str]:
+    """confluent-kafka (librdkafka) settings for the target's Kafka security; never log them."""
+    return security_options(bundle, prefix="", librdkafka=True)
+
+
+def security_options(
+    bundle: Bundle, *, prefix: str = "kafka.", librdkafka: bool = False
+) -> dict[str, str]:
+    """Client security settings with secrets resolved now; never log the result.
+
+    Spark's built-in Kafka source takes a JAAS line; librdkafka (the local source, the offset
+    commits, the checks) takes the user and password as separate settings.
+    """
     sec = bundle.target.kafka.security
     if sec.protocol == "PLAINTEXT":
         return {}
@@ -30,7 +41,7 @@ def security_options(bundle: Bundle, *, prefix: str = "kafka.") -> dict[str, str
         opts[f"{prefix}sasl.mechanism"] = sec.sasl_mechanism
         user = sec.username.resolve() if sec.username else ""
         pwd = sec.password.resolve() if sec.password else ""
-        if bundle.target.resolved_engines.source == "spark-kafka":
+        if not librdkafka and bundle.target.resolved_engines.source == "spark-kafka":
             module = (
                 "org.apache.kafka.common.security.plain.PlainLoginModule"
                 if sec.sasl_mechanism == "PLAIN"

@@ -18,23 +18,9 @@ from streamops.kafka.offsets import client_config
 if TYPE_CHECKING:
     from confluent_kafka import Consumer
 
-    from streamops.bundle import Bundle
     from streamops.spark.progress import BatchProgress
 
 log = logging.getLogger(__name__)
-
-
-def librdkafka_security(bundle: Bundle) -> dict[str, str]:
-    """confluent-kafka settings for the target's Kafka security; never log the result."""
-    sec = bundle.target.kafka.security
-    if sec.protocol == "PLAINTEXT":
-        return {}
-    conf: dict[str, str] = {"security.protocol": sec.protocol}
-    if sec.sasl_mechanism:
-        conf["sasl.mechanism"] = sec.sasl_mechanism
-        conf["sasl.username"] = sec.username.resolve() if sec.username else ""
-        conf["sasl.password"] = sec.password.resolve() if sec.password else ""
-    return conf
 
 
 class GroupCommitter:
