@@ -13,6 +13,13 @@ NODE_DIR := $(CACHE)/node
 LOCAL_PKG := src/streamops/localstack
 PY_STAMP   := $(VENV)/.stamp-$(shell cat requirements.lock pyproject.toml | sha1sum | cut -c1-12)
 NODE_STAMP := $(NODE_DIR)/.stamp-$(shell cat $(LOCAL_PKG)/package-lock.json | sha1sum | cut -c1-12)
+# JVM artifacts (Spark's Kafka connector + Delta; the Kafka broker), pinned by a pom and a
+# jars.lock (file name + sha256) each, copied into .cache/jvm/<set>; Maven's own repository
+# lives in .cache/m2, so nothing outside the project is touched.
+JVM_SRC  := $(LOCAL_PKG)/jvm
+JVM_DIR  := $(CACHE)/jvm
+M2_REPO  := $(abspath $(CACHE)/m2)
+JVM_STAMP := $(JVM_DIR)/.stamp-$(shell cat $(JVM_SRC)/*/pom.xml $(JVM_SRC)/*/jars.lock | sha1sum | cut -c1-12)
 # pip's per-machine config may list local mirrors that do not exist; that noise is not ours.
 PIP_QUIET := grep -v -e "is ignored: it is neither a file nor a directory" || true
 
@@ -21,21 +28,35 @@ export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 # Spark otherwise resolves the host name and warns when it maps to loopback.
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: help setup run test lint fmt bench lock clean check-tools chromium
+.PHONY: help setup run test lint fmt bench lock lock-jvm clean check-tools chromium
 
 help:
 	@echo "make run    - run the sample streaming jobs end to end on the local target"
 	@echo "make test   - run the whole test suite (sets everything up first)"
 	@echo "make lint   - ruff + mypy"
 	@echo "make bench  - run the benchmarks in bench/, results in bench/results/"
-	@echo "make setup  - only install (venv, pinned packages, Azurite, broker) into $(CACHE)/"
+	@echo "make setup  - only install (venv, pinned packages, JVM jars, Azurite) into $(CACHE)/"
 
 check-tools:
 	@command -v python3 >/dev/null || { echo "python3 (>=3.11) is required"; exit 1; }
 	@command -v java >/dev/null || { echo "Java 17 is required by Spark: apt-get install -y openjdk-17-jre-headless"; exit 1; }
 	@command -v npm >/dev/null || { echo "Node.js 20 + npm are required for Azurite: apt-get install -y nodejs npm"; exit 1; }
+	@command -v mvn >/dev/null || { echo "Maven 3.8+ is required to fetch the pinned JVM jars: apt-get install -y maven"; exit 1; }
 
-setup: check-tools $(PY_STAMP) $(NODE_STAMP)
+setup: check-tools $(PY_STAMP) $(NODE_STAMP) $(JVM_STAMP)
+
+$(JVM_STAMP): $(wildcard $(JVM_SRC)/*/pom.xml) $(wildcard $(JVM_SRC)/*/jars.lock)
+	@for set in spark kafka; do \
+	  echo "==> installing pinned JVM jars ($$set) into $(JVM_DIR)/$$set"; \
+	  rm -rf $(JVM_DIR)/$$set; \
+	  mvn -q -B -f $(JVM_SRC)/$$set/pom.xml dependency:copy-dependencies -DincludeScope=runtime \
+	    -Dmaven.repo.local=$(M2_REPO) -DoutputDirectory=$(abspath $(JVM_DIR))/$$set; \
+	  ( cd $(JVM_DIR)/$$set && sha256sum --quiet --strict -c $(abspath $(JVM_SRC))/$$set/jars.lock ) \
+	    || { echo "$(JVM_DIR)/$$set does not match $(JVM_SRC)/$$set/jars.lock: run make lock-jvm after changing a pom"; exit 1; }; \
+	  diff <(ls $(JVM_DIR)/$$set) <(awk '{print $$2}' $(JVM_SRC)/$$set/jars.lock | sort) >/dev/null \
+	    || { echo "$(JVM_DIR)/$$set holds other jars than $(JVM_SRC)/$$set/jars.lock: run make lock-jvm"; exit 1; }; \
+	done
+	@rm -f $(JVM_DIR)/.stamp-*; touch $@
 
 $(PY_STAMP): requirements.lock pyproject.toml
 	@echo "==> installing pinned Python packages into $(VENV) (first time: a few minutes)"
@@ -82,6 +103,15 @@ lock:
 	$(CACHE)/lockvenv/bin/pip install -q -r requirements.in 2>&1 | $(PIP_QUIET)
 	$(CACHE)/lockvenv/bin/pip freeze --exclude-editable | grep -v "@ file" > requirements.lock
 	rm -rf $(CACHE)/lockvenv
+
+# Re-resolve the JVM poms and record each jar's sha256 in jars.lock (after changing a pom).
+lock-jvm:
+	@for set in spark kafka; do \
+	  rm -rf $(CACHE)/lockjvm && \
+	  mvn -q -B -f $(JVM_SRC)/$$set/pom.xml dependency:copy-dependencies -DincludeScope=runtime \
+	    -Dmaven.repo.local=$(M2_REPO) -DoutputDirectory=$(abspath $(CACHE))/lockjvm && \
+	  ( cd $(CACHE)/lockjvm && sha256sum *.jar ) > $(JVM_SRC)/$$set/jars.lock; \
+	done; rm -rf $(CACHE)/lockjvm
 
 clean:
 	-$(VENV)/bin/streamops local down --bundle bundle.yml 2>/dev/null

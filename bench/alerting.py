@@ -99,9 +99,9 @@ def _end(bp: Any) -> float:
 
 
 def fast_path(tmp: Path, bootstrap: str, pd: Any) -> dict[str, Any]:
-    from streamops.runner import run_job
-    from streamops.sample import ensure_topic, generate, produce, utc
-    from streamops.spark.session import local_session
+    from streamops.runner.job import run_job
+    from streamops.demo.sample import ensure_topic, generate, produce, utc
+    from streamops.pipeline.session import local_session
 
     topic = "bench.alerting"
     ensure_topic(bootstrap, topic, PARTITIONS)
@@ -145,8 +145,8 @@ def watchdog_rounds(tmp: Path, bootstrap: str, pd: Any, fast: dict[str, Any]) ->
     """The watchdog on the fast-path run's points, as of the paging batch, fresh state each round."""
     import shutil
 
-    from streamops.alerts.evaluate import watchdog
-    from streamops.alerts.rules import parse_ts
+    from streamops.monitoring.alerts.evaluate import watchdog
+    from streamops.monitoring.alerts.rules import parse_ts
 
     url = f"http://127.0.0.1:{pd.server_port}/v2/enqueue"
     now = parse_ts(fast["paging_batch_ts"]) + timedelta(seconds=1)
@@ -192,9 +192,9 @@ def watchdog_rounds(tmp: Path, bootstrap: str, pd: Any, fast: dict[str, Any]) ->
 def monitor_cost(
     tmp: Path, bootstrap: str, partitions: int, mean_batch_ms: float
 ) -> dict[str, Any]:
-    from streamops.monitor import JobMonitor
-    from streamops.sample import ensure_topic
-    from streamops.spark.progress import BatchProgress
+    from streamops.monitoring.monitor import JobMonitor
+    from streamops.demo.sample import ensure_topic
+    from streamops.pipeline.progress import BatchProgress
 
     topic = f"bench.monitor{partitions}"
     ensure_topic(bootstrap, topic, partitions)
@@ -243,8 +243,8 @@ def watchdog_full_window(tmp: Path, bootstrap: str, pd: Any, partitions: int) ->
     """One watchdog round on the 2 hours of points monitor_cost wrote (both variants' queries),
     with a lag limit below their lag so that every partition pages: start -> first page, and the
     whole round (every page sent)."""
-    from streamops.alerts.evaluate import watchdog
-    from streamops.exporters import metrics_dir, read_points
+    from streamops.monitoring.alerts.evaluate import watchdog
+    from streamops.monitoring.exporters import metrics_dir, read_points
 
     url = f"http://127.0.0.1:{pd.server_port}/v2/enqueue"
     b = _bundle(tmp / f"mon{partitions}", bootstrap, f"bench.monitor{partitions}", url,

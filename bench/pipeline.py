@@ -44,8 +44,8 @@ def _bundle(storage: Path, bootstrap: str, topic: str) -> Any:
 
 
 def variant_full(storage: Path, bootstrap: str, topic: str) -> dict[str, Any]:
-    from streamops.runner import run_job
-    from streamops.spark.session import local_session
+    from streamops.runner.job import run_job
+    from streamops.pipeline.session import local_session
 
     bundle = _bundle(storage, bootstrap, topic)
     spark = local_session(cores=2, app_name="bench-full")
@@ -63,8 +63,8 @@ def variant_bare(storage: Path, bootstrap: str, topic: str) -> dict[str, Any]:
     from deltalake import write_deltalake
     from pyspark.sql import functions as F
 
-    from streamops.spark.pipeline import event_schema
-    from streamops.spark.session import local_session
+    from streamops.pipeline.transform import event_schema
+    from streamops.pipeline.session import local_session
 
     bundle = _bundle(storage, bootstrap, topic)
     job = bundle.job("claims_hourly")
@@ -154,7 +154,7 @@ def _peak_rss_of(cmd: list[str]) -> tuple[dict[str, Any], int]:
 
 def main() -> None:
     from streamops.localstack import LocalStack
-    from streamops.sample import ensure_topic, generate, produce, utc
+    from streamops.demo.sample import ensure_topic, generate, produce, utc
 
     with tempfile.TemporaryDirectory() as tmp:
         stack = LocalStack(ROOT / ".cache", state_dir=Path(tmp) / "stack")

@@ -15,8 +15,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streamops.kafka.offsets import client_config
 from streamops.localstack import LocalStack
-from streamops.sample import ensure_topic
-from streamops.spark.session import local_session
+from streamops.demo.sample import ensure_topic
+from streamops.pipeline.session import local_session
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = 200_000

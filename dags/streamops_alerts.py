@@ -1,6 +1,6 @@
 """Alert watchdog: every 5 minutes, evaluate every alert rule of bundle.yml from the exported
 metrics (local JSON lines, or Log Analytics with azure-monitor-query), page new breaches and
-resolve recovered ones. Thin: the work is `streamops.alerts.evaluate.watchdog`.
+resolve recovered ones. Thin: the work is `streamops.monitoring.alerts.evaluate.watchdog`.
 
 The jobs page on per-batch rules themselves (fast path); this DAG is the only path that sees a
 dead or stalled job, and when the alert query itself fails it pages "monitoring is blind".
@@ -35,7 +35,7 @@ with DAG(
     @task(execution_timeout=timedelta(minutes=3))
     def watchdog() -> dict[str, Any]:
         """One round: evaluate, page, resolve; the summary goes to the log and XCom."""
-        from streamops.alerts.evaluate import watchdog as run_watchdog
+        from streamops.monitoring.alerts.evaluate import watchdog as run_watchdog
 
         return run_watchdog(BUNDLE)
 

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from streamops.errors import StreamopsError, UsageError
-    from streamops.jobs_entry import run_from_args
+    from streamops.runner.entry import run_from_args
 
     try:
         return run_from_args(

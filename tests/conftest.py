@@ -20,7 +20,7 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 @pytest.fixture(scope="session")
 def spark() -> Iterator[SparkSession]:
     """One local[2] SparkSession (streamops_kafka registered) for the whole test session."""
-    from streamops.spark.session import local_session
+    from streamops.pipeline.session import local_session
 
     session = local_session(cores=2)
     try:

@@ -1,4 +1,4 @@
-"""Pytest plugin: one real local stack (tansu broker + Azurite) per test session."""
+"""Pytest plugin: one real local stack (Apache Kafka broker + Azurite) per test session."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streamops.localstack import AzuriteEndpoint, LocalStack
+from streamops.localstack import AzuriteEndpoint, KafkaEndpoints, LocalStack
 
 PROJECT = Path(__file__).resolve().parents[1]
 CACHE_DIR = PROJECT / ".cache"
@@ -52,6 +52,12 @@ def bootstrap_servers(local_stack: LocalStack) -> str:
 
 
 @pytest.fixture(scope="session")
+def kafka_endpoints(local_stack: LocalStack) -> KafkaEndpoints:
+    """Both client listeners (PLAINTEXT, SASL_PLAINTEXT) of the session's broker, with the login."""
+    return local_stack.broker_endpoints()
+
+
+@pytest.fixture(scope="session")
 def azurite(local_stack: LocalStack) -> AzuriteEndpoint:
     """The session's Azurite endpoint."""
     return local_stack.azurite()
@@ -59,7 +65,10 @@ def azurite(local_stack: LocalStack) -> AzuriteEndpoint:
 
 @pytest.fixture
 def new_topic(bootstrap_servers: str) -> Callable[..., str]:
-    """Factory: new_topic(partitions=1, prefix="t") creates a uniquely named topic, returns it."""
+    """Factory: new_topic(partitions=1, prefix="t") creates a uniquely named topic, returns it.
+
+    The broker does not create topics on first use: a test creates each topic it produces to.
+    """
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
 
     def make(partitions: int = 1, prefix: str = "t") -> str:

@@ -31,7 +31,7 @@ class CheckParamsOperator(BaseOperator):
 
     def execute(self, context: Any) -> None:
         from streamops.deploy.actions import check_request
-        from streamops.deploy.errors import DeployError
+        from streamops.errors import DeployError
 
         params = _params(context)
         try:
@@ -60,7 +60,7 @@ class StreamopsActionOperator(BaseOperator):
     def execute(self, context: Any) -> Any:
         from streamops.bundle import load
         from streamops.deploy import actions, client
-        from streamops.deploy.errors import DeployError
+        from streamops.errors import DeployError
 
         p = _params(context)
         bundle = load(self.bundle_path, p["target"])

@@ -65,6 +65,11 @@ def local_up(bundle: BundleOpt = Path("bundle.yml")) -> None:
     stack = LocalStack(_cache_dir(bundle))
     for svc in stack.up():
         out.print(f"{svc.name:8} up    {svc.address:24} pid {svc.pid}  log {svc.log}", markup=False)
+        for listener, address in svc.addresses.items():
+            if address != svc.address:
+                out.print(f"{'':8}       {address:24} {listener}", markup=False)
+    # The SASL password is generated per start and kept out of terminals and logs.
+    out.print(f"SASL login (user, password): in {stack.state_file}", markup=False)
 
 
 @local_app.command("down")
@@ -77,18 +82,35 @@ def local_down(bundle: BundleOpt = Path("bundle.yml")) -> None:
 
 
 @local_app.command("status")
-def local_status(bundle: BundleOpt = Path("bundle.yml")) -> None:
+def local_status(
+    bundle: BundleOpt = Path("bundle.yml"),
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print a JSON list: name, state, addresses, pid, log")
+    ] = False,
+) -> None:
     """Show whether the local broker and Azurite run; exit 1 if one is down."""
+    import json
+
     from streamops.localstack import LocalStack
 
-    ok = True
-    for svc in LocalStack(_cache_dir(bundle)).status():
-        state = "up" if svc.running else "down"
-        ok = ok and svc.running
-        out.print(
-            f"{svc.name:8} {state:5} {svc.address or '-':24} pid {svc.pid or '-'}", markup=False
-        )
-    if not ok:
+    statuses = LocalStack(_cache_dir(bundle)).status()
+    if as_json:
+        # Plain stdout: no console markup, emoji or wrapping applied to the JSON.
+        typer.echo(json.dumps([s.as_json() for s in statuses], indent=2))
+    else:
+        for svc in statuses:
+            state = "up" if svc.running else "down"
+            extra = "  ".join(
+                f"{listener} {address}"
+                for listener, address in svc.addresses.items()
+                if address != svc.address
+            )
+            out.print(
+                f"{svc.name:8} {state:5} {svc.address or '-':24} pid {svc.pid or '-'}"
+                + (f"  {extra}" if extra else ""),
+                markup=False,
+            )
+    if not all(s.running for s in statuses):
         raise typer.Exit(1)
 
 
@@ -102,14 +124,14 @@ def demo(
     from rich.table import Table
 
     from streamops.bundle import load
-    from streamops.demo import run_demo
+    from streamops.demo.run import run_demo
 
     b = load(bundle, target)
     for w in b.warnings:
         err.print(w.render(), markup=False)
 
     def on_batch(job: str, bp: object) -> None:
-        from streamops.spark.progress import BatchProgress
+        from streamops.pipeline.progress import BatchProgress
 
         assert isinstance(bp, BatchProgress)
         out.print(
@@ -146,7 +168,7 @@ def demo(
     out.print("(a / b = what the job reports / what the produced sample implies)", markup=False)
     for s in summaries:
         out.print(f"  {s.job}: gold {s.table_uri} (bronze and quarantine beside it)", markup=False)
-    from streamops.report import render_report
+    from streamops.monitoring.report import render_report
 
     for s in summaries:
         r = render_report(b, s.job)
@@ -167,7 +189,7 @@ def late_report_cmd(
     import json
 
     from streamops.bundle import load
-    from streamops.late_report import late_report
+    from streamops.monitoring.late_report import late_report
 
     windows = late_report(load(bundle, target), job)
     if as_json:
@@ -198,12 +220,6 @@ def run_cmd(
     available_now: Annotated[
         bool, typer.Option("--available-now", help="catch up, then stop")
     ] = False,
-    test_pause_after_commit: Annotated[
-        Path | None,
-        typer.Option(
-            hidden=True, help="crash tests: after each gold Delta commit, write FILE and hang"
-        ),
-    ] = None,
     reset_from: Annotated[
         Path | None,
         typer.Option(
@@ -213,7 +229,7 @@ def run_cmd(
     ] = None,
 ) -> None:
     """Run one streaming job (what `spark-submit jobs/stream.py` does)."""
-    from streamops.jobs_entry import pause_after_commit, run_from_args
+    from streamops.runner.entry import run_from_args
 
     run_from_args(
         bundle,
@@ -221,9 +237,6 @@ def run_cmd(
         job,
         available_now=available_now,
         say=lambda m: out.print(m, markup=False),
-        after_commit=pause_after_commit(test_pause_after_commit)
-        if test_pause_after_commit
-        else None,
         reset_from=reset_from,
     )
 

@@ -85,3 +85,15 @@ class CheckpointError(StreamopsError):
 class CheckpointGuardError(CheckpointError):
     """Starting or deploying would silently restart a query from scratch (its checkpoint moved,
     vanished while the sink holds data, was reset, or its query name changed)."""
+
+
+class DeployError(StreamopsError):
+    """A job cannot be deployed or operated as asked."""
+
+
+class DriftError(DeployError):
+    """The live job was edited outside the bundle; deploying would silently undo that edit."""
+
+
+class RunWaitTimeout(DeployError):
+    """A Databricks run did not reach the expected state in time."""

@@ -30,8 +30,8 @@ from streamops.cli import app
 from streamops.deploy.guard import check_before_deploy
 from streamops.errors import CheckpointGuardError
 from streamops.localstack import AzuriteEndpoint
-from streamops.runner import run_job
-from streamops.sample import generate, produce, utc
+from streamops.runner.job import run_job
+from streamops.demo.sample import generate, produce, utc
 from tests.integration.helpers import local_bundle
 
 JOB = "claims_hourly"
@@ -322,7 +322,7 @@ def test_recover_rebuilds_only_the_lost_checkpoint(
     copy: Path, made: Made, bootstrap_servers: str, spark: SparkSession
 ) -> None:
     """`jobs/stream.py --recover` (the deploy DAG's recover action): bronze lost, gold intact."""
-    from streamops.jobs_entry import recovery_offsets
+    from streamops.runner.entry import recovery_offsets
 
     bundle = _bundle(copy, bootstrap_servers, made.topic)
     Path(registry_path(bundle)).unlink()

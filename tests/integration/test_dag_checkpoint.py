@@ -21,8 +21,8 @@ from pyspark.sql import SparkSession
 from streamops.bundle import load
 from streamops.checkpoint import backup as bk
 from streamops.checkpoint.rules import check
-from streamops.runner import run_job
-from streamops.sample import generate, produce, utc
+from streamops.runner.job import run_job
+from streamops.demo.sample import generate, produce, utc
 from tests.integration.test_dag_compaction import run_child
 from tests.unit.helpers import edited, write
 

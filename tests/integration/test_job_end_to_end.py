@@ -18,9 +18,9 @@ from deltalake import DeltaTable
 from pyspark.sql import SparkSession
 
 from streamops.errors import KafkaError
-from streamops.runner import JobRun, run_job
-from streamops.sample import Sample, generate, produce, utc
-from streamops.spark.delta_sink import META_BATCH, META_END_OFFSETS
+from streamops.runner.job import JobRun, run_job
+from streamops.demo.sample import Sample, generate, produce, utc
+from streamops.pipeline.sinks import META_BATCH, META_END_OFFSETS
 from tests.integration.helpers import decimal_sum, expected_hourly, local_bundle, table_rows
 
 START = utc("2026-11-24T06:00:00Z")

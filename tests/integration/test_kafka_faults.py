@@ -86,7 +86,7 @@ def _reader(bootstrap: str, topic: str, **opts: str) -> _RetentionReader:
 def test_lost_offsets_fail_by_default_naming_partitions_and_range(
     bootstrap_servers: str, new_topic: Callable[..., str]
 ) -> None:
-    from streamops.sample import Sample, SampleEvent, produce
+    from streamops.demo.sample import Sample, SampleEvent, produce
 
     topic = new_topic(partitions=2)
     produce(
@@ -106,7 +106,7 @@ def test_lost_offsets_fail_by_default_naming_partitions_and_range(
 def test_lost_offsets_skipped_and_counted_when_allowed(
     tmp_path: Path, bootstrap_servers: str, new_topic: Callable[..., str]
 ) -> None:
-    from streamops.sample import Sample, SampleEvent, produce
+    from streamops.demo.sample import Sample, SampleEvent, produce
 
     topic = new_topic(partitions=2)
     produce(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import (
@@ -30,8 +30,8 @@ from pyspark.sql.types import (
 )
 
 from streamops.errors import KafkaError
-from streamops.kafka.offsets import client_config, true_end_offsets, watermarks
-from streamops.runner import _explain
+from streamops.kafka.offsets import client_config
+from streamops.runner.job import _explain
 
 # The built-in Kafka source's schema (KafkaRecordToRowConverter.kafkaSchema), written out here
 # rather than imported, so a change to the streamops source cannot move both sides.
@@ -242,28 +242,3 @@ def test_missing_topic_fails_naming_the_topic(
         assert topic not in meta.list_topics(timeout=10).topics
     finally:
         meta.close()
-
-
-def test_true_end_offsets_right_after_batched_produce(
-    bootstrap_servers: str, new_topic: Callable[..., str]
-) -> None:
-    topic = new_topic(4, prefix="src-quirk")
-    counts = {0: 5000, 1: 3001, 2: 1, 3: 0}
-    # Long linger: the producer sends few large batches, the case the broker under-reports.
-    produce(bootstrap_servers, topic, counts, linger_ms=200)
-    consumer = Consumer(client_config(bootstrap_servers))
-    try:
-        reported = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in counts
-        }
-        # The quirk itself (tansu 0.6.0, pinned): ListOffsets(latest) reports far less than
-        # was produced. Should a broker upgrade fix it, this test no longer covers the fix.
-        assert reported != counts, "the broker reports true ends now; revisit true_end_offsets"
-        assert all(0 <= reported[p] <= counts[p] for p in counts), reported
-        assert true_end_offsets(consumer, topic, reported) == counts
-        assert watermarks(consumer, topic, counts) == {p: (0, n) for p, n in counts.items()}
-        # Asked again (the consumer is reused by the source between batches): still exact.
-        assert true_end_offsets(consumer, topic, reported) == counts
-    finally:
-        consumer.close()

@@ -23,7 +23,7 @@ import yaml
 from deltalake import DeltaTable
 
 from streamops.bundle import load
-from streamops.sample import generate, produce, utc
+from streamops.demo.sample import generate, produce, utc
 from tests.integration.helpers import SHIPPED_BUNDLE, expected_hourly, table_rows
 from tests.stack_fixtures import PROJECT
 
@@ -84,7 +84,7 @@ def test_exactly_once_through_repeated_kill_minus_9(
     rng = random.Random(4)
 
     def producer() -> None:
-        from streamops.sample import Sample
+        from streamops.demo.sample import Sample
 
         events = sample.events
         for i in range(0, len(events), 40):

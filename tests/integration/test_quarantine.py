@@ -13,9 +13,9 @@ from confluent_kafka import Producer
 from deltalake import DeltaTable
 
 from streamops.bundle.models import EventTypeSpec
-from streamops.late_report import late_report
-from streamops.runner import run_job
-from streamops.sample import generate, produce, utc
+from streamops.monitoring.late_report import late_report
+from streamops.runner.job import run_job
+from streamops.demo.sample import generate, produce, utc
 from tests.integration.helpers import local_bundle
 
 START = utc("2026-11-24T06:00:00Z")

@@ -17,9 +17,9 @@ from deltalake import DeltaTable
 from pyspark.sql import SparkSession
 
 from streamops.bundle.models import Trigger
-from streamops.runner import run_job
-from streamops.sample import Sample, generate, produce, utc
-from streamops.spark.delta_sink import (
+from streamops.runner.job import run_job
+from streamops.demo.sample import Sample, generate, produce, utc
+from streamops.pipeline.sinks import (
     META_BATCH,
     META_END_OFFSETS,
     META_QUERY,
@@ -27,7 +27,7 @@ from streamops.spark.delta_sink import (
     DeltaRsWriter,
     SinkSpec,
 )
-from streamops.spark.progress import BatchProgress
+from streamops.pipeline.progress import BatchProgress
 from tests.integration.helpers import expected_hourly, local_bundle, table_rows
 
 START = utc("2026-11-24T06:00:00Z")

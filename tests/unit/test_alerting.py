@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 
-from streamops import metrics as m
-from streamops.alerts.evaluate import FastPath, evaluate_bundle
-from streamops.alerts.rules import evaluate
+from streamops.monitoring import metrics as m
+from streamops.monitoring.alerts.evaluate import FastPath, evaluate_bundle
+from streamops.monitoring.alerts.rules import evaluate
 from streamops.bundle import Bundle, load
 from streamops.bundle.models import Alerts, Monitoring
-from streamops.exporters import BufferedExporter, JsonlSink, read_points
-from streamops.paging import pages_log
-from streamops.spark.progress import BatchProgress
+from streamops.monitoring.exporters import BufferedExporter, JsonlSink, read_points
+from streamops.monitoring.paging import pages_log
+from streamops.pipeline.progress import BatchProgress
 from tests.unit.helpers import PROJECT
 
 T0 = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
@@ -294,7 +294,7 @@ def test_azure_monitor_query_and_blind(tmp_path: Path, server: Any) -> None:
             for p in points(bp(0, at=T0, state=500_000_000, query="claims_hourly"))]  # fmt: skip
     types = ["datetime", "string", "real", "string", "string", "string", "string", "string",
              "int", "long", "string"]  # fmt: skip
-    from streamops.alerts.kql import COLUMNS
+    from streamops.monitoring.alerts.kql import COLUMNS
 
     server.status = 200
     server.reply_fn = lambda path, body: {"tables": [{

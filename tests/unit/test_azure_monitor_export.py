@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from azure.core.credentials import AccessToken
 
-from streamops.exporters import AzureMonitorSink, BufferedExporter
+from streamops.monitoring.exporters import AzureMonitorSink, BufferedExporter
 
 RULE = "dcr-00000000000000000000000000000001"
 STREAM = "Custom-StreamopsMetrics_CL"

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from streamops.bundle import load
 from streamops.bundle.durations import Duration, human, parse_duration
-from streamops.bundle.loader import ENV_BOOTSTRAP
+from streamops.bundle import ENV_BOOTSTRAP
 from streamops.bundle.models import BundleSpec, Trigger
 from streamops.bundle.secrets import SecretNotResolved, SecretRef, parse_secret
 from streamops.errors import Problem, UsageError

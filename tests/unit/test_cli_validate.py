@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from streamops.bundle.loader import ENV_BOOTSTRAP
+from streamops.bundle import ENV_BOOTSTRAP
 from tests.unit.helpers import SHIPPED, edited, line_of, shipped_text, write
 
 PROD_CK = "abfss://checkpoints@streamopsprod.dfs.core.windows.net/streamops"

@@ -9,7 +9,7 @@ from deltalake.exceptions import CommitFailedError
 
 from streamops.bundle import Bundle, load
 from streamops.compaction.databricks import StatementFailed, statements
-from streamops.compaction.local import RetryPolicy, with_retries
+from streamops.compaction.retry import RetryPolicy, with_retries
 from streamops.compaction.log import Marker
 from streamops.compaction.plan import (
     FileInfo,

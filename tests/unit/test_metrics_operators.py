@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from streamops import metrics as m
-from streamops.spark.progress import parse_progress
+from streamops.monitoring import metrics as m
+from streamops.pipeline.progress import parse_progress
 
 PROGRESS = {
     "name": "q", "batchId": 3, "timestamp": "2026-11-24T06:00:00.000Z", "numInputRows": 10,

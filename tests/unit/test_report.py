@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from streamops import metrics as m
+from streamops.monitoring import metrics as m
 from streamops.bundle import Bundle, load
 from streamops.errors import StreamopsError
-from streamops.exporters import JsonlSink
-from streamops.report import render_report
-from streamops.spark.progress import BatchProgress
+from streamops.monitoring.exporters import JsonlSink
+from streamops.monitoring.report import render_report
+from streamops.pipeline.progress import BatchProgress
 from tests.unit.helpers import PROJECT
 
 T0 = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)

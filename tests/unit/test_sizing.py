@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streamops.sizing import MIN_FILES, FileSizeWatch, file_size_advice
+from streamops.pipeline.sizing import MIN_FILES, FileSizeWatch, file_size_advice
 
 MB = 1_000_000
 

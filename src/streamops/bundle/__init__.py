@@ -1,13 +1,18 @@
 """bundle.yml -> `load(path, target)` -> one frozen `Bundle`; the single way config enters."""
 
-from streamops.bundle.loader import EMBEDDED, Bundle, default_target, load
+from streamops.bundle.loader import default_target, load
 from streamops.bundle.models import BundleSpec, Job, Source, Table, Target
+from streamops.bundle.resolved import EMBEDDED, ENV_BOOTSTRAP, Bundle
+from streamops.bundle.runtime import KafkaClientSettings, RuntimeContext
 
 __all__ = [
     "EMBEDDED",
+    "ENV_BOOTSTRAP",
     "Bundle",
     "BundleSpec",
     "Job",
+    "KafkaClientSettings",
+    "RuntimeContext",
     "Source",
     "Table",
     "Target",

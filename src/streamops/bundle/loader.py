@@ -2,118 +2,27 @@
 
 from __future__ import annotations
 
-import difflib
 import os
-import re
 import types
 import typing
-from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from streamops.bundle.models import STEP_KINDS, BundleSpec, Job, Source, Table, Target
+from streamops.bundle.models import STEP_KINDS, BundleSpec
+from streamops.bundle.resolved import (
+    ENV_BOOTSTRAP,
+    ENV_JVM_DIR,
+    ENV_LOCAL_STACK,
+    Bundle,
+    did_you_mean,
+)
+from streamops.bundle.rules import check
 from streamops.bundle.secrets import MASK, looks_like_secret
 from streamops.bundle.yamlsource import YamlDocument, YamlPath, dotted, read_yaml
 from streamops.errors import BundleError, Problem, UsageError
-
-# The local target may use any reachable Kafka (e.g. the docker-compose stack) in place of the
-# embedded broker: this variable wins over `targets.<t>.kafka.bootstrap_servers`.
-ENV_BOOTSTRAP = "STREAMOPS_KAFKA_BOOTSTRAP_SERVERS"
-EMBEDDED = "embedded"
-# A URL scheme (abfss://, dbfs:/, file:/): two letters at least, so a Windows drive is not one.
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
-
-
-@dataclass(frozen=True)
-class Bundle:
-    """A validated bundle, resolved for one target. Everything downstream takes this."""
-
-    spec: BundleSpec
-    target_name: str
-    path: Path
-    warnings: tuple[Problem, ...] = ()
-    bootstrap_override: str | None = None
-    env: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
-
-    @property
-    def target(self) -> Target:
-        return self.spec.targets[self.target_name]
-
-    @property
-    def root(self) -> Path:
-        return self.path.parent
-
-    @property
-    def cache_dir(self) -> Path:
-        """Where local state lives: venv, broker and Azurite data, logs, local tables."""
-        return self.root / ".cache"
-
-    @property
-    def jobs(self) -> dict[str, Job]:
-        return self.spec.jobs
-
-    def job(self, name: str) -> Job:
-        """The job called `name`, or a usage error listing the jobs there are."""
-        try:
-            return self.spec.jobs[name]
-        except KeyError:
-            raise UsageError(
-                f"no job '{name}' in {self.path.name}; jobs: {', '.join(self.spec.jobs)}"
-                + _did_you_mean(name, self.spec.jobs)
-            ) from None
-
-    def source(self, job: Job) -> Source:
-        return self.spec.sources[job.source]
-
-    def table(self, key: str) -> Table:
-        return self.spec.tables[key]
-
-    def _resolve(self, location: str) -> str:
-        if _SCHEME.match(location) or location.startswith("/"):
-            return location.rstrip("/")
-        # Relative paths are relative to bundle.yml (local target only; rules refuse them elsewhere).
-        return str((self.root / location).resolve())
-
-    @cached_property
-    def storage_root(self) -> str:
-        return self._resolve(self.target.storage_root)
-
-    @cached_property
-    def checkpoint_root(self) -> str:
-        root = self.target.checkpoint_root
-        return self._resolve(root) if root else f"{self.storage_root}/_checkpoints"
-
-    def checkpoint_location(self, job: Job) -> str:
-        """Derived from the stable query name, so a job never shares or silently moves it."""
-        if job.checkpoint:
-            return self._resolve(job.checkpoint)
-        return f"{self.checkpoint_root}/{job.query_name}"
-
-    def bronze_checkpoint_location(self, job: Job) -> str:
-        """Checkpoint of the job's bronze query, beside the gold one and named the same way."""
-        return f"{self.checkpoint_location(job).rstrip('/')}_bronze"
-
-    def bronze_location(self, job: Job) -> str:
-        """Raw parsed events of the job, with their Kafka coordinates."""
-        return f"{self.storage_root}/tables/{job.query_name}_bronze"
-
-    def quarantine_location(self, job: Job) -> str:
-        """Events the job could not use, with their raw bytes and the reason."""
-        return f"{self.storage_root}/tables/{job.query_name}_quarantine"
-
-    def table_location(self, key: str) -> str:
-        t = self.spec.tables[key]
-        return self._resolve(t.location) if t.location else f"{self.storage_root}/tables/{key}"
-
-    def bootstrap_servers(self, source: Source) -> str:
-        """Bootstrap servers for a source; 'embedded' until the local stack resolves it."""
-        if self.bootstrap_override:
-            return self.bootstrap_override
-        return source.bootstrap_servers or self.target.kafka.bootstrap_servers
 
 
 def load(path: str | os.PathLike[str], target: str, *, strict: bool = True) -> Bundle:
@@ -173,16 +82,17 @@ def load(path: str | os.PathLike[str], target: str, *, strict: bool = True) -> B
     if target not in spec.targets:
         raise UsageError(
             f"no target '{target}' in {display}; targets: {', '.join(spec.targets)}"
-            + _did_you_mean(target, spec.targets)
+            + did_you_mean(target, spec.targets)
         )
     # Only the local target may be pointed elsewhere from the environment: a stray variable must
     # never redirect a production job to another cluster.
     override = (
         (os.environ.get(ENV_BOOTSTRAP) or None) if spec.targets[target].mode == "local" else None
     )
+    is_local = spec.targets[target].mode == "local"
+    stack_dir = os.environ.get(ENV_LOCAL_STACK) if is_local else None
+    jvm_dir = os.environ.get(ENV_JVM_DIR) if is_local else None
     bundle = Bundle(spec=spec, target_name=target, path=p.resolve(), bootstrap_override=override)
-    from streamops.bundle.rules import check  # rules need the Bundle type
-
     problems += check(bundle, doc)
     errors = [x for x in problems if x.severity == "error"]
     if errors and strict:
@@ -193,15 +103,12 @@ def load(path: str | os.PathLike[str], target: str, *, strict: bool = True) -> B
         path=p.resolve(),
         warnings=tuple(x for x in problems if x.severity == "warning"),
         bootstrap_override=override,
+        local_stack_dir=Path(stack_dir) if stack_dir else None,
+        jvm_dir_override=Path(jvm_dir) if jvm_dir else None,
     )
 
 
 # --- turning pydantic's errors into problems that name the place and the fix ---------------
-
-
-def _did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _clean_loc(loc: tuple[Any, ...]) -> YamlPath:
@@ -263,7 +170,7 @@ def _pydantic_problems(exc: ValidationError, doc: YamlDocument) -> list[Problem]
             key = str(loc[-1])
             allowed = _allowed_keys(loc[:-1])
             msg = f"unknown key '{key}'"
-            fix = "remove it or correct the spelling" + _did_you_mean(key, allowed)
+            fix = "remove it or correct the spelling" + did_you_mean(key, allowed)
             if allowed:
                 fix += f"; allowed here: {', '.join(allowed)}"
         elif kind == "missing":
@@ -288,7 +195,7 @@ def _pydantic_problems(exc: ValidationError, doc: YamlDocument) -> list[Problem]
                 line = doc.line_of(loc)
                 msg = f"unknown step '{unknown[0]}'"
             fix = f"write exactly one of: {', '.join(STEP_KINDS)}" + (
-                _did_you_mean(unknown[0], STEP_KINDS) if unknown else ""
+                did_you_mean(unknown[0], STEP_KINDS) if unknown else ""
             )
         elif kind == "value_error" and "; " in msg:
             # Our validators write "what is wrong; how to fix it".
@@ -306,18 +213,6 @@ def _show(value: Any) -> str:
 
 
 ENV_TARGET = "STREAMOPS_TARGET"
-
-
-STORAGE_OPTIONS_ENV = "STREAMOPS_STORAGE_OPTIONS"
-
-
-def storage_options_env() -> str | None:
-    """The JSON of adlfs options for remote storage, from $STREAMOPS_STORAGE_OPTIONS (or None).
-
-    Read here, like every environment variable streamops uses; resolved at run time because it
-    carries credentials, which never belong in bundle.yml.
-    """
-    return os.environ.get(STORAGE_OPTIONS_ENV) or None
 
 
 def default_target() -> str:

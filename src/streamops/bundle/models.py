@@ -33,19 +33,10 @@ class Frozen(BaseModel):
 # --- targets -------------------------------------------------------------------------------
 
 
-class Engines(Frozen):
-    """Which adapter runs each stage (DESIGN.md, 'Engines per target')."""
-
-    source: Literal["spark-kafka", "python-kafka"]
-    sink: Literal["delta-spark", "delta-rs"]
-    compaction: Literal["databricks-sql", "delta-rs"]
-
-
-LOCAL_ENGINES = Engines(source="python-kafka", sink="delta-rs", compaction="delta-rs")
-DATABRICKS_ENGINES = Engines(source="spark-kafka", sink="delta-spark", compaction="databricks-sql")
-
-
 class KafkaSecurity(Frozen):
+    """How clients log in. With `bootstrap_servers: embedded`, a SASL protocol without username/
+    password uses the credentials the local broker generated at its start."""
+
     protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     username: SecretField | None = None
@@ -106,7 +97,7 @@ class DatabricksSettings(Frozen):
 
 
 class Monitoring(Frozen):
-    """Where a target's metrics and pages go (streamops.metrics, streamops.paging)."""
+    """Where a target's metrics and pages go (streamops.monitoring.metrics, streamops.monitoring.paging)."""
 
     # jsonl: <cache_dir>/metrics/<query>.jsonl; azure-monitor: a Log Analytics workspace, queried
     # with azure-monitor-query (the custom table is fed by a Data Collection Rule).
@@ -149,7 +140,6 @@ class Monitoring(Frozen):
 
 class Target(Frozen):
     mode: Literal["local", "databricks"]
-    engines: Engines | None = None
     kafka: KafkaSettings
     storage_root: str
     checkpoint_root: str | None = None
@@ -159,12 +149,6 @@ class Target(Frozen):
     file_size_band_mb: tuple[float, float] = (50.0, 500.0)
     checkpoints: CheckpointSettings = Field(default_factory=lambda: CheckpointSettings())
     monitoring: Monitoring = Monitoring()
-
-    @property
-    def resolved_engines(self) -> Engines:
-        if self.engines is not None:
-            return self.engines
-        return LOCAL_ENGINES if self.mode == "local" else DATABRICKS_ENGINES
 
     @field_validator("file_size_band_mb")
     @classmethod

@@ -17,12 +17,13 @@ from streamops.bundle.models import (
     WatermarkStep,
     WindowAggregateStep,
 )
+from streamops.bundle.runtime import TESTED_RUNTIME, TESTED_SPARK, spark_version_of
 from streamops.bundle.secrets import looks_like_secret
 from streamops.bundle.yamlsource import YamlDocument, YamlPath, dotted
 from streamops.errors import Problem
 
 if TYPE_CHECKING:
-    from streamops.bundle.loader import Bundle
+    from streamops.bundle.resolved import Bundle
 
 # Partitions beyond this many per core mean many scheduling waves per batch for little work.
 PARTITIONS_PER_CORE_MAX = 4
@@ -469,11 +470,11 @@ def compaction_warehouses(ctx: _Ctx) -> None:
                     f"use one of: {', '.join(spec.targets)}")  # fmt: skip
     t = ctx.bundle.target
     if (
-        t.resolved_engines.compaction == "databricks-sql"
+        t.mode == "databricks"
         and ctx.bundle.target_name not in spec.compaction.warehouse_ids
     ):
         ctx.add(("compaction",),
-                f"target '{ctx.bundle.target_name}' compacts with databricks-sql but names no SQL "
+                f"target '{ctx.bundle.target_name}' runs on Databricks but names no SQL "
                 "warehouse; nightly compaction would fail there",
                 f"add `warehouse_ids: {{{ctx.bundle.target_name}: <warehouse id>}}` under "
                 "`compaction:`", warning=True)  # fmt: skip
@@ -485,7 +486,7 @@ def compaction_warehouses(ctx: _Ctx) -> None:
 @rule
 def databricks_job_settings(ctx: _Ctx) -> None:
     """Hand-written Jobs API settings: every key must be a Jobs API 2.2 field (never dropped)."""
-    from streamops.deploy import validate as v
+    from streamops.bundle import jobs_api_fields as v
 
     checks = (("job_settings", v.job_settings_problems), ("cluster_settings", v.cluster_problems),
               ("libraries", v.library_problems))  # fmt: skip
@@ -500,7 +501,7 @@ def databricks_job_settings(ctx: _Ctx) -> None:
     if t.mode == "databricks" and not (t.cluster.spark_version and t.cluster.node_type_id):
         ctx.add(("targets", ctx.bundle.target_name, "cluster"),
                 "spark_version and node_type_id are not set: `streamops deploy` cannot build "
-                "the job cluster", "set e.g. `spark_version: 16.4.x-scala2.13` and "
+                "the job cluster", f"set e.g. `spark_version: {TESTED_RUNTIME}` and "
                 "`node_type_id: Standard_D8ds_v5`", warning=True)  # fmt: skip
     for name, job in _jobs(ctx):
         if job.continuous and job.trigger.available_now:
@@ -508,6 +509,44 @@ def databricks_job_settings(ctx: _Ctx) -> None:
                     "a continuous job restarts as soon as it stops, but `available_now` stops "
                     "after catching up: it would run in a loop",
                     "use `continuous: false` for catch-up jobs, or a processing_time trigger")  # fmt: skip
+
+
+@rule
+def kafka_credentials(ctx: _Ctx) -> None:
+    """SASL needs a mechanism, and credentials unless the local broker generates them."""
+    for tname, target in ctx.bundle.spec.targets.items():
+        k = target.kafka
+        if not k.security.protocol.startswith("SASL_"):
+            continue
+        path = ("targets", tname, "kafka", "security")
+        if k.security.sasl_mechanism is None:
+            ctx.add(path, f"protocol {k.security.protocol} needs a SASL mechanism",
+                    "add `sasl_mechanism: PLAIN` (or SCRAM-SHA-256 / SCRAM-SHA-512)")  # fmt: skip
+        if k.bootstrap_servers != "embedded" and not (k.security.username and k.security.password):
+            ctx.add(path, f"protocol {k.security.protocol} needs a username and a password",
+                    "add `username: '{{secrets/<scope>/kafka-user}}'` and "
+                    "`password: '{{secrets/<scope>/kafka-password}}'`")  # fmt: skip
+
+
+@rule
+def runtime_spark_version(ctx: _Ctx) -> None:
+    """The runtime's Spark must be the one the jobs are tested with (one data path)."""
+    for tname, target in ctx.bundle.spec.targets.items():
+        runtime = target.cluster.spark_version
+        if not runtime:
+            continue
+        path = ("targets", tname, "cluster", "spark_version")
+        spark = spark_version_of(runtime)
+        if spark is None:
+            ctx.add(path, f"'{runtime}' is not a Databricks runtime streamops knows the Spark "
+                    f"version of; the jobs are tested with Apache Spark {TESTED_SPARK}",
+                    f"use `{TESTED_RUNTIME}` (Databricks Runtime 18 LTS, Spark {TESTED_SPARK}) "
+                    "or a runtime whose Spark is the same", warning=True)  # fmt: skip
+        elif spark != TESTED_SPARK:
+            ctx.add(path, f"'{runtime}' runs Apache Spark {spark}, but the jobs are tested "
+                    f"with Apache Spark {TESTED_SPARK}: what runs there would not be what "
+                    "`make test` ran",
+                    f"use `{TESTED_RUNTIME}` (Databricks Runtime 18 LTS, Spark {TESTED_SPARK})")  # fmt: skip
 
 
 @rule

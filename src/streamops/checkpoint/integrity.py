@@ -80,13 +80,14 @@ def _broker(bundle: Bundle, job_name: str) -> tuple[str | None, dict[str, str], 
     """(bootstrap servers or None, client settings, what happened) for the job's source."""
     from confluent_kafka import Consumer
 
-    from streamops.kafka.connect import librdkafka_security
+    from streamops.errors import LocalStackError
     from streamops.kafka.offsets import client_config
 
-    bootstrap = bundle.bootstrap_servers(bundle.source(bundle.job(job_name)))
-    if bootstrap == "embedded":
-        return None, {}, "skipped: the target's broker is 'embedded' (not resolved here)"
-    extra = librdkafka_security(bundle)
+    try:
+        kafka = bundle.runtime.kafka_for(bundle.job(job_name).source)
+    except LocalStackError as exc:
+        return None, {}, f"skipped: {exc}"
+    bootstrap, extra = kafka.bootstrap_servers, kafka.librdkafka()
     consumer = Consumer(client_config(bootstrap, extra))
     try:
         consumer.list_topics(timeout=PROBE_TIMEOUT_S)
@@ -167,7 +168,7 @@ def check_job(bundle: Bundle, job_name: str, *, backup: bool = True) -> Integrit
 
 def check_and_page(bundle: Bundle, job_name: str) -> dict[str, Any]:
     """What the DAG task runs: check, back up, page once on problems and raise."""
-    from streamops.paging import page
+    from streamops.monitoring.paging import page
 
     result = check_job(bundle, job_name)
     print(result.render())

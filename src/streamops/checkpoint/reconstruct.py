@@ -2,8 +2,10 @@
 
 Sources, in order of trust:
 1. `delta-commit`: the end offsets the sink recorded in its last Delta commit of the query
-   (`streamops.endOffsets`, written in the same commit as the batch's data: exact).
-2. `consumer-group`: not available (the Kafka source commits no offsets to a group): skipped.
+   (`commitInfo.userMetadata`, `streamops.pipeline.commit_meta`; written in the same commit as
+   the batch's data: exact).
+2. `consumer-group`: the end offsets each batch mirrors to the consumer group `<query name>`
+   (Spark's Kafka source commits none of its own).
 3. `kafka-timestamps`: offsets_for_times at the newest event time in the sink minus the source's
    max lateness (approximate: may re-read records the sink already holds).
 """
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from streamops.checkpoint.registry import queries_of
 from streamops.errors import CheckpointError
-from streamops.spark.delta_sink import META_BATCH, META_END_OFFSETS, META_QUERY
+from streamops.pipeline.commit_meta import from_commit_info
 
 if TYPE_CHECKING:
     from streamops.bundle import Bundle
@@ -90,11 +92,14 @@ def from_delta_commits(
         except TableNotFoundError:
             continue
         for c in dt.history():
-            if c.get(META_QUERY) != query_name or not c.get(META_END_OFFSETS):
+            commit = from_commit_info(c)
+            if commit is None or commit.query != query_name:
                 continue
-            batch = int(c.get(META_BATCH, -1))
+            offsets = commit.kafka_offsets()
+            if not offsets:
+                continue
+            batch = commit.batch_id
             if best is None or (best.batch or -1) < batch:
-                offsets = _merge(json.loads(c[META_END_OFFSETS]))
                 best = Reconstructed(
                     query_name, offsets, "delta-commit",
                     f"end offsets of batch {batch}, recorded in version {c.get('version')} of "
@@ -121,9 +126,11 @@ def from_consumer_group(
     from streamops.kafka.offsets import client_config, topic_partitions
 
     src = bundle.source(bundle.job(job_name))
+    kafka = bundle.runtime.kafka_for(bundle.job(job_name).source)
     consumer = Consumer(
         client_config(
-            bundle.bootstrap_servers(src), dict(kafka_config or {}, **{"group.id": query_name})
+            kafka.bootstrap_servers,
+            dict(kafka.librdkafka(), **(kafka_config or {}), **{"group.id": query_name}),
         )
     )
     try:
@@ -185,7 +192,10 @@ def from_kafka_timestamps(
     if newest is None:
         return None
     at_ms = int(newest.timestamp() * 1000 - src.max_lateness.seconds * 1000)
-    consumer = Consumer(client_config(bundle.bootstrap_servers(src), kafka_config))
+    kafka = bundle.runtime.kafka_for(bundle.job(job_name).source)
+    consumer = Consumer(
+        client_config(kafka.bootstrap_servers, dict(kafka.librdkafka(), **(kafka_config or {})))
+    )
     try:
         parts = topic_partitions(consumer, src.topic)
         found = consumer.offsets_for_times(

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import fsspec
 
-from streamops.bundle.loader import STORAGE_OPTIONS_ENV, storage_options_env
+from streamops.bundle.runtime import STORAGE_OPTIONS_ENV, storage_options_env
 from streamops.checkpoint.reader import list_checkpoint, read_offsets, read_query_id
-from streamops.errors import CheckpointError, CheckpointGuardError
+from streamops.errors import BundleError, CheckpointError, CheckpointGuardError
 
 if TYPE_CHECKING:
     from streamops.bundle import Bundle
@@ -38,17 +38,11 @@ def storage_options_for(location: str) -> dict[str, Any] | None:
     $STREAMOPS_STORAGE_OPTIONS, or None when that is not set (the storage cannot be reached)."""
     if "://" not in location or location.startswith("file://"):
         return {}
-    raw = storage_options_env()
-    if not raw:
-        return None
     try:
-        opts = json.loads(raw)
-    except json.JSONDecodeError:
-        raise CheckpointError(
-            f"${STORAGE_OPTIONS_ENV} is not valid JSON. Fix: set it to a JSON object of adlfs "
-            'options, e.g. {"account_name": "...", "anon": false}'
-        ) from None
-    return dict(opts)
+        opts = storage_options_env()
+    except BundleError as exc:
+        raise CheckpointError(f"{exc} (while reading {location})") from None
+    return None if opts is None else dict(opts)
 
 
 @dataclass(frozen=True)

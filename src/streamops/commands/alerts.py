@@ -42,9 +42,9 @@ def register(app: typer.Typer) -> None:
         """Evaluate every rule: exit 0 nothing breached, 1 breaches (or the metrics could not be
         read), 2 usage error. Local targets read <cache>/metrics/*.jsonl; azure-monitor targets
         query Log Analytics with azure-monitor-query."""
-        from streamops.alerts.evaluate import evaluate_bundle
-        from streamops.alerts.evaluate import explain as explain_rules
         from streamops.bundle import load
+        from streamops.monitoring.alerts.evaluate import evaluate_bundle
+        from streamops.monitoring.alerts.evaluate import explain as explain_rules
 
         try:
             at = datetime.fromisoformat(now) if now else datetime.now(UTC)

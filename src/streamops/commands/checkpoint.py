@@ -67,6 +67,7 @@ def register(app: typer.Typer) -> None:
         from streamops.errors import UsageError
 
         so = _so(location)
+        kafka_conf: dict[str, str] | None = None
         expected: str | None = None
         note = "no --bundle/--target given"
         if (bundle is None) != (target is None):
@@ -83,11 +84,15 @@ def register(app: typer.Typer) -> None:
                 expected = rec.get("query_id")
                 note = f"job '{job}' has no query id recorded yet"
                 if bootstrap_servers is None:
-                    bootstrap_servers = b.bootstrap_servers(b.source(b.job(job)))
-                    if bootstrap_servers == "embedded":
+                    from streamops.errors import LocalStackError
+
+                    try:
+                        kafka = b.runtime.kafka_for(b.job(job).source)
+                        bootstrap_servers, kafka_conf = kafka.bootstrap_servers, kafka.librdkafka()
+                    except LocalStackError:
                         bootstrap_servers = None
         report = check(
-            location, so, bootstrap_servers=bootstrap_servers,
+            location, so, bootstrap_servers=bootstrap_servers, kafka_config=kafka_conf,
             expected_query_id=expected, registry_note=note,
         )  # fmt: skip
         print(report.to_json() if json_out else report.render())

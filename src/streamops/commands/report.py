@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
         """Render JOB's exported metrics (lag per partition, batch duration against the trigger,
         state size) to <cache>/reports/JOB/report.png and report.html; print where."""
         from streamops.bundle import load
-        from streamops.report import render_report
+        from streamops.monitoring.report import render_report
 
         r = render_report(load(bundle, target), job)
         out.print(f"{job}: {r.points} metric points", markup=False)

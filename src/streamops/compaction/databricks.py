@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from streamops.compaction.local import RetryPolicy, with_retries
 from streamops.compaction.plan import CompactionPlan
+from streamops.compaction.retry import RetryPolicy, with_retries
 from streamops.errors import CompactionError, MissingDependencyError
 
 

@@ -32,7 +32,7 @@ def nightly_table(bundle: Bundle, key: str, *, attempt: int, attempts: int) -> d
     except Exception as exc:
         log.error("compaction of %s failed (attempt %d of %d): %s", key, attempt, attempts, exc)
         if attempt >= attempts:
-            from streamops.paging import page
+            from streamops.monitoring.paging import page
 
             page(
                 bundle,

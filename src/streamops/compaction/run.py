@@ -9,12 +9,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from streamops.compaction import log
-from streamops.compaction.local import RetryPolicy
 from streamops.compaction.plan import CompactionPlan, FileInfo, build_plan
 from streamops.compaction.report import CompactionReport, Snapshot
+from streamops.compaction.retry import RetryPolicy
 from streamops.errors import CompactionError, UsageError
 
 if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
     from streamops.bundle import Bundle
     from streamops.compaction.databricks import DatabricksSqlRunner
 
@@ -76,6 +78,7 @@ def compact_table(
     retain_hours: float | None = None,
     engine: str | None = None,
     runner: DatabricksSqlRunner | None = None,
+    spark: SparkSession | None = None,
     storage_options: dict[str, str] | None = None,
     sleep: Callable[[float], None] = time.sleep,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -88,7 +91,7 @@ def compact_table(
     """
     if key not in bundle.spec.tables:
         _unknown(bundle, key)
-    engine = engine or bundle.target.resolved_engines.compaction
+    engine = engine or ("spark-sql" if bundle.target.mode == "local" else "databricks-sql")
     started = now()
     t0 = monotonic()
     location = bundle.table_location(key)
@@ -125,26 +128,26 @@ def compact_table(
     retries = 0
     removed = added = 0
     deleted: int | None = None
-    if engine == "delta-rs":
-        from streamops.compaction import local
+    from streamops.compaction.databricks import run_plan
 
-        if plan.optimizes:
-            res = local.optimize(
-                plan, run_id=uuid.uuid4().hex, policy=policy, storage_options=storage_options
-            )
-            retries += res.retries
-            removed = int(res.metrics.get("numFilesRemoved", 0))
-            added = int(res.metrics.get("numFilesAdded", 0))
-        if plan.vacuum is not None:
-            res = local.vacuum(plan, policy=policy, storage_options=storage_options)
-            retries += res.retries
-            deleted = int(res.metrics["files_deleted"])
+    if engine == "spark-sql":
+        import json
+
+        from streamops.compaction.log import MARKER, Marker
+        from streamops.compaction.spark_sql import SparkSqlRunner
+
+        marker = Marker(run_id=uuid.uuid4().hex, read_version=plan.read_version,
+                        deferred=plan.deferred)  # fmt: skip
+        spark_runner = SparkSqlRunner(
+            spark or _local_spark(bundle), json.dumps({MARKER: marker.to_json()})
+        )
+        retries += run_plan(plan, spark_runner, policy)  # type: ignore[arg-type]
     elif engine == "databricks-sql":
-        from streamops.compaction.databricks import run_plan
-
         retries += run_plan(plan, runner or sql_runner(bundle), policy)
     else:
         raise CompactionError(f"unknown compaction engine '{engine}'")
+    if plan.optimizes:
+        removed, added = _optimize_metrics(location, state.version, storage_options)
 
     dt = log.open_table(location, storage_options)
     after_files = log.live_files(dt) if dt is not None else ()
@@ -160,3 +163,27 @@ def compact_table(
         retries=retries,
         message="; ".join(plan.notes),
     )
+
+
+def _local_spark(bundle: Bundle) -> SparkSession:
+    from streamops.pipeline.session import session_for
+
+    return session_for(bundle, app_name="streamops-compaction")
+
+
+def _optimize_metrics(
+    location: str, read_version: int, storage_options: dict[str, str] | None
+) -> tuple[int, int]:
+    """Files removed and added by the OPTIMIZE commits since `read_version` (from the log)."""
+    dt = log.open_table(location, storage_options)
+    if dt is None:
+        return 0, 0
+    removed = added = 0
+    for c in dt.history():
+        if int(c.get("version", -1)) <= read_version:
+            break
+        if c.get("operation") == "OPTIMIZE":
+            m = c.get("operationMetrics") or {}
+            removed += int(m.get("numRemovedFiles", 0) or 0)
+            added += int(m.get("numAddedFiles", 0) or 0)
+    return removed, added

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from streamops.deploy import client, specs
-from streamops.deploy.errors import DeployError, DriftError
 from streamops.deploy.guard import check_before_deploy
 from streamops.deploy.plan import Plan, make_plan, with_fingerprint
+from streamops.errors import DeployError, DriftError
 
 if TYPE_CHECKING:
     from airflow.providers.databricks.hooks.databricks import DatabricksHook

@@ -12,14 +12,14 @@ import copy
 from typing import TYPE_CHECKING, Any
 
 from streamops import __version__
-from streamops.deploy.errors import DeployError
-from streamops.deploy.validate import (
+from streamops.bundle.jobs_api_fields import (
     FieldProblem,
     cluster_problems,
     dotted,
     job_settings_problems,
     library_problems,
 )
+from streamops.errors import DeployError
 
 if TYPE_CHECKING:
     from databricks.sdk.service import jobs

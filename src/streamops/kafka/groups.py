@@ -18,7 +18,7 @@ from streamops.kafka.offsets import client_config
 if TYPE_CHECKING:
     from confluent_kafka import Consumer
 
-    from streamops.spark.progress import BatchProgress
+    from streamops.pipeline.progress import BatchProgress
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,9 @@ class GroupCommitter:
                 return False
 
     def on_batch(self, bp: BatchProgress) -> None:
-        self.commit(bp.query_name, bp.end_offsets)
+        # Only queries that read Kafka (bronze) have Kafka end offsets to mirror.
+        if bp.end_offsets:
+            self.commit(bp.query_name, bp.end_offsets)
 
     def close(self) -> None:
         with self._lock:
@@ -82,11 +84,17 @@ class GroupCommitter:
             self._consumers.clear()
 
 
-def group_offsets(bootstrap: str, group: str, topic: str, partitions: list[int]) -> dict[int, int]:
+def group_offsets(
+    bootstrap: str,
+    group: str,
+    topic: str,
+    partitions: list[int],
+    extra: dict[str, str] | None = None,
+) -> dict[int, int]:
     """What the group `group` has committed for `topic` (for checks and tests)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    conf = client_config(bootstrap)
+    conf = client_config(bootstrap, extra)
     conf["group.id"] = group
     c = Consumer(conf)
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -14,9 +13,6 @@ from streamops.errors import KafkaError
 # {"topic": {"partition as str": offset}}, exactly the built-in source's JSON.
 Offsets = dict[str, dict[str, int]]
 
-# librdkafka's "no such offset yet" marker for cached watermarks.
-_UNKNOWN = -1001
-
 
 def client_config(bootstrap_servers: str, extra: dict[str, str] | None = None) -> dict[str, Any]:
     """Consumer settings for metadata and reads; a fetch must not wait for data that is not there."""
@@ -26,7 +22,7 @@ def client_config(bootstrap_servers: str, extra: dict[str, str] | None = None) -
         "enable.auto.commit": False,
         "enable.partition.eof": False,
         "auto.offset.reset": "earliest",
-        # Some brokers hold every fetch for the full wait; keep it short so reads stream.
+        # Reads stop at a known end offset: a fetch must not wait for records that never come.
         "fetch.wait.max.ms": 10,
         "socket.timeout.ms": 10000,
         "session.timeout.ms": 10000,
@@ -54,54 +50,16 @@ def watermarks(
     partitions: Iterable[int],
     *,
     timeout: float = 10.0,
-    confirmed: set[int] | None = None,
 ) -> dict[int, tuple[int, int]]:
-    """(earliest, end) per partition, with the end made exact (see true_end_offsets)."""
-    parts = list(partitions)
-    reported = {
-        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout) for p in parts
-    }
-    ends = true_end_offsets(
-        consumer, topic, {p: hw for p, (_, hw) in reported.items()}, confirmed=confirmed
-    )
-    return {p: (reported[p][0], ends[p]) for p in parts}
-
-
-def true_end_offsets(
-    consumer: Consumer,
-    topic: str,
-    reported: dict[int, int],
-    *,
-    deadline_s: float = 3.0,
-    confirmed: set[int] | None = None,
-) -> dict[int, int]:
-    """End offsets confirmed by a fetch.
-
-    Some Kafka-compatible brokers under-report ListOffsets(latest) after batched produces, while
-    a Fetch response carries the right high watermark. So: assign at the reported end, poll, and
-    take the larger of the reported and the fetched high watermark. Records seen by the poll are
-    not consumed by anyone: this consumer commits nothing. Partitions whose end a fetch
-    confirmed are added to `confirmed`; the others keep the (possibly low) reported end.
-    """
-    if not reported:
-        return {}
-    consumer.assign([TopicPartition(topic, p, max(0, off)) for p, off in reported.items()])
-    ends = dict(reported)
-    pending = set(reported)
-    stop = time.monotonic() + deadline_s
-    try:
-        while pending and time.monotonic() < stop:
-            consumer.poll(0.05)
-            for p in list(pending):
-                _, hw = consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)
-                if hw != _UNKNOWN and hw >= 0:
-                    ends[p] = max(ends[p], hw)
-                    pending.discard(p)
-                    if confirmed is not None:
-                        confirmed.add(p)
-    finally:
-        consumer.unassign()
-    return ends
+    """(earliest, end) per partition: the broker's log start offset and high watermark."""
+    out: dict[int, tuple[int, int]] = {}
+    for p in partitions:
+        try:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+        except KafkaException as exc:
+            raise KafkaError(f"cannot read the offsets of '{topic}' [{p}]: {exc}") from exc
+        out[p] = (low, high)
+    return out
 
 
 def parse_offsets_json(text: str, *, where: str) -> Offsets:

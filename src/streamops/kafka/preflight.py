@@ -16,17 +16,21 @@ PARTITIONS_PER_CORE_MAX = 4
 
 
 def wait_for_broker(
-    bootstrap: str,
+    conf: dict[str, str],
     *,
     attempts: int = 5,
     first_backoff_s: float = 1.0,
     sleep: Callable[[float], None] = time.sleep,
     say: Callable[[str], None] | None = None,
 ) -> dict[str, int]:
-    """Topic -> partition count, once the broker answers; KafkaError after `attempts` tries."""
+    """Topic -> partition count, once the broker answers; KafkaError after `attempts` tries.
+
+    `conf`: librdkafka settings (`KafkaClientSettings.librdkafka()`), security included.
+    """
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, "socket.timeout.ms": 5000})
+    bootstrap = conf.get("bootstrap.servers", "?")
+    admin = AdminClient({**conf, "log_level": 0, "socket.timeout.ms": 5000})
     backoff = first_backoff_s
     last = ""
     for attempt in range(1, attempts + 1):
@@ -35,6 +39,11 @@ def wait_for_broker(
             return {t: len(m.partitions) for t, m in md.topics.items() if m.error is None}
         except Exception as exc:  # the client raises KafkaException with a transport error
             last = str(exc)
+            if "SASL" in last or "uthentication" in last:
+                raise KafkaError(
+                    f"Kafka at {bootstrap} refused the login ({last}). Fix: check the username "
+                    "and password references under targets.<target>.kafka.security"
+                ) from None
             if attempt == attempts:
                 break
             if say:
@@ -53,7 +62,6 @@ def wait_for_broker(
 def check_source(
     bundle: Bundle,
     job_name: str,
-    bootstrap: str,
     *,
     cores: int,
     say: Callable[[str], None],
@@ -63,7 +71,9 @@ def check_source(
     job = bundle.job(job_name)
     src_name = job.source
     src = bundle.spec.sources[src_name]
-    topics = wait_for_broker(bootstrap, sleep=sleep, say=say)
+    kafka = bundle.runtime.kafka_for(src_name)
+    bootstrap = kafka.bootstrap_servers
+    topics = wait_for_broker(kafka.librdkafka(), sleep=sleep, say=say)
     if src.topic not in topics:
         raise KafkaError(
             f"topic '{src.topic}' (sources.{src_name}.topic in {bundle.path.name}) does not exist "

@@ -22,8 +22,10 @@ from streamops.errors import LocalStackError
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 STOP_GRACE_S = 10.0
-# tansu colours its log lines even when writing to a file; error messages should stay plain.
+# A service may colour its log lines even when writing to a file; error messages stay plain.
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# Java stack frames ("\tat ...", "\t... 6 more", "Caused by: ...") bury the message in a tail.
+_STACK_FRAME = re.compile(r"^\s+(at |\.\.\. \d+ more)|^Caused by: ")
 _KILL_WAIT_S = 5.0
 
 
@@ -33,6 +35,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         s.bind((host, 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def free_ports(host: str, count: int) -> list[int]:
+    """`count` distinct TCP ports on `host` that nothing listens on right now."""
+    with contextlib.ExitStack() as held:
+        ports = []
+        for _ in range(count):
+            # Keep each socket bound until all are chosen, so no port is handed out twice.
+            s = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            s.bind((host, 0))
+            ports.append(s.getsockname()[1])
+        return ports
 
 
 def spawn(argv: Sequence[str], log: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
@@ -79,10 +93,13 @@ def cmdline(pid: int) -> str:
     return raw.replace(b"\0", b" ").decode(errors="replace").strip()
 
 
-def owned(pid: int, marker: str, port: int) -> bool:
-    """Whether `pid` is alive and still the service we started (guards against pid reuse)."""
+def owned(pid: int, marker: str, port: int | None = None) -> bool:
+    """Whether `pid` is alive and still the service we started (guards against pid reuse).
+
+    Its command line must hold `marker` (and `port`, when given).
+    """
     line = cmdline(pid)
-    return pid_alive(pid) and marker in line and str(port) in line
+    return pid_alive(pid) and marker in line and (port is None or str(port) in line)
 
 
 def _wait_gone(pid: int, seconds: float) -> bool:
@@ -103,10 +120,10 @@ def _signal(pid: int, sig: signal.Signals) -> None:
             os.kill(pid, sig)
 
 
-def stop(pid: int, name: str, log: Path | None) -> None:
-    """SIGTERM `pid`, wait up to STOP_GRACE_S, then SIGKILL; LocalStackError if it survives."""
+def stop(pid: int, name: str, log: Path | None, *, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM `pid`, wait up to `grace_s`, then SIGKILL; LocalStackError if it survives."""
     _signal(pid, signal.SIGTERM)
-    if _wait_gone(pid, STOP_GRACE_S):
+    if _wait_gone(pid, grace_s):
         return
     _signal(pid, signal.SIGKILL)
     if not _wait_gone(pid, _KILL_WAIT_S):
@@ -117,12 +134,13 @@ def stop(pid: int, name: str, log: Path | None) -> None:
 
 
 def tail(log: Path, lines: int = 20) -> str:
-    """The last `lines` lines of `log`, indented, for error messages."""
+    """The last `lines` lines of `log` without stack frames, indented, for error messages."""
     try:
         text = log.read_text(errors="replace")
     except OSError:
         return "    (no log written)"
-    last = _ANSI.sub("", text).rstrip().splitlines()[-lines:]
+    kept = [ln for ln in _ANSI.sub("", text).rstrip().splitlines() if not _STACK_FRAME.match(ln)]
+    last = kept[-lines:]
     return "\n".join(f"    {line}" for line in last) if last else "    (log is empty)"
 
 
@@ -155,10 +173,16 @@ class StateFile:
         return {k: v for k, v in services.items() if _valid_record(v)}
 
     def write(self, services: dict[str, dict[str, Any]]) -> None:
-        """Replace the file's content in one step, so a reader never sees half a file."""
+        """Replace the file's content in one step, so a reader never sees half a file.
+
+        Owner-only (0600): the records hold the broker's SASL password.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"services": services}, indent=2, sort_keys=True) + "\n")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps({"services": services}, indent=2, sort_keys=True) + "\n")
+        os.chmod(tmp, 0o600)
         os.replace(tmp, self.path)
 
 

@@ -181,7 +181,12 @@ def generate(
     return sample
 
 
-def produce(bootstrap_servers: str, topic: str, sample: Sample) -> int:
+def _conf(kafka: str | dict[str, str]) -> dict[str, str]:
+    # A plain host:port, or librdkafka settings (`KafkaClientSettings.librdkafka()`, SASL included).
+    return {"bootstrap.servers": kafka} if isinstance(kafka, str) else dict(kafka)
+
+
+def produce(kafka: str | dict[str, str], topic: str, sample: Sample) -> int:
     """Produce every event to `topic` on its partition; return how many were acknowledged."""
     from confluent_kafka import Producer
 
@@ -195,9 +200,9 @@ def produce(bootstrap_servers: str, topic: str, sample: Sample) -> int:
         else:
             errors.append(f"{topic}[{msg.partition()}]: {err}")
 
-    p = Producer(
-        {"bootstrap.servers": bootstrap_servers, "linger.ms": 5, "acks": "all", "log_level": 3}
-    )
+    conf = _conf(kafka)
+    bootstrap_servers = conf["bootstrap.servers"]
+    p = Producer({**conf, "linger.ms": 5, "acks": "all", "log_level": 3})
     for e in sample.events:
         p.produce(topic, key=e.key, value=e.value, partition=e.partition, on_delivery=on_delivery)
         p.poll(0)
@@ -212,11 +217,11 @@ def produce(bootstrap_servers: str, topic: str, sample: Sample) -> int:
     return acked
 
 
-def ensure_topic(bootstrap_servers: str, topic: str, partitions: int) -> None:
+def ensure_topic(kafka: str | dict[str, str], topic: str, partitions: int) -> None:
     """Create `topic` with `partitions` if it does not exist yet."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "log_level": 3})
+    admin = AdminClient({**_conf(kafka), "log_level": 3})
     md = admin.list_topics(timeout=10)
     if topic in md.topics and not md.topics[topic].error:
         return

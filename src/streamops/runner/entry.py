@@ -6,8 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from streamops.bundle import Bundle, load
-from streamops.runner import run_job
-from streamops.spark.session import session_for
+from streamops.pipeline.session import session_for
+from streamops.runner.job import run_job
 
 
 def run_from_args(
@@ -35,7 +35,7 @@ def run_from_args(
     spark = session_for(bundle, app_name=f"streamops-{job}")
 
     def line(bp: object) -> None:
-        from streamops.spark.progress import BatchProgress
+        from streamops.pipeline.progress import BatchProgress
 
         assert isinstance(bp, BatchProgress)
         say(f"[{bp.query_name}] batch {bp.batch_id}: {bp.input_rows} rows, {bp.malformed_rows} malformed, "
@@ -54,21 +54,6 @@ def run_from_args(
     say(f"[{job}] done: {len(run.batches)} batches, {run.input_rows} rows in, "
         f"{run.quarantined_rows} quarantined, {run.dropped_by_watermark} dropped by the watermark")  # fmt: skip
     return 0
-
-
-def pause_after_commit(marker: Path) -> Callable[[int], None]:
-    """Crash-test hook: after a gold Delta commit, record the batch id in `marker` and hang.
-
-    The test then kills the process with SIGKILL at exactly the worst moment: the Delta table
-    holds the batch but Spark has not written its commit file.
-    """
-    import time
-
-    def hook(batch_id: int) -> None:
-        marker.write_text(str(batch_id))
-        time.sleep(3600)
-
-    return hook
 
 
 def recovery_offsets(bundle: Bundle, job: str, *, say: Callable[[str], None]) -> Path:

@@ -10,15 +10,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from streamops.alerts import kql
-from streamops.alerts.rules import RULES, Finding, evaluate, parse_ts
-from streamops.alerts.state import OpenAlerts, SyncResult, state_file
-from streamops.exporters import metrics_dir, read_points
-from streamops.paging import Pager
+from streamops.monitoring.alerts import kql
+from streamops.monitoring.alerts.rules import RULES, Finding, evaluate, parse_ts
+from streamops.monitoring.alerts.state import OpenAlerts, SyncResult, state_file
+from streamops.monitoring.exporters import metrics_dir, read_points
+from streamops.monitoring.paging import Pager
 
 if TYPE_CHECKING:
     from streamops.bundle import Bundle
-    from streamops.spark.progress import BatchProgress
+    from streamops.pipeline.progress import BatchProgress
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def _sync(
 ) -> SyncResult:
     def trigger(f: Finding, key: str) -> None:
         if f.rule == BLIND_RULE:
-            from streamops.paging import page
+            from streamops.monitoring.paging import page
 
             page(bundle, summary=f.summary, severity="critical", dedup_key=key,
                  details={"rule": BLIND_RULE, "target": bundle.target_name, **f.details,

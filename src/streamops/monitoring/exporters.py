@@ -74,7 +74,7 @@ class AzureMonitorSink:
         if self.endpoint.startswith(("http://127.0.0.1", "http://localhost")):
             # Loopback test servers only: azure-core refuses bearer tokens over plain http.
             kwargs["enforce_https"] = False
-        from streamops.alerts.kql import to_row
+        from streamops.monitoring.alerts.kql import to_row
 
         # The same columns the alert rules' KQL reads back (alerts.kql.COLUMNS).
         rows = [to_row(p) for p in points]

@@ -23,10 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from streamops import metrics as m
-from streamops.alerts.rules import parse_ts
 from streamops.errors import StreamopsError
-from streamops.exporters import metrics_dir, read_points
+from streamops.monitoring import metrics as m
+from streamops.monitoring.alerts.rules import parse_ts
+from streamops.monitoring.exporters import metrics_dir, read_points
 
 if TYPE_CHECKING:
     from streamops.bundle import Bundle

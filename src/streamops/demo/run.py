@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from streamops.bundle import Bundle
-from streamops.runner import JobRun, run_job
-from streamops.sample import Sample, ensure_topic, generate, produce, utc
-from streamops.spark.progress import BatchProgress
+from streamops.demo.sample import Sample, ensure_topic, generate, produce, utc
+from streamops.pipeline.progress import BatchProgress
+from streamops.runner.job import JobRun, run_job
 
 DEMO_START = utc("2026-11-24T06:00:00Z")
 
@@ -101,7 +101,7 @@ def run_demo(
 ) -> list[JobSummary]:
     """Run every job on the local target against a fresh broker; return one summary per job."""
     from streamops.localstack import LocalStack
-    from streamops.spark.session import local_session
+    from streamops.pipeline.session import jars_dir, local_session
 
     if bundle.target.mode != "local":
         from streamops.errors import UsageError
@@ -111,7 +111,8 @@ def run_demo(
     if data_root.exists():
         say(f"clearing the local target's previous demo data in {data_root}")
         shutil.rmtree(data_root)
-    stack = LocalStack(bundle.cache_dir, state_dir=bundle.cache_dir / "demo-stack")
+    stack_dir = bundle.cache_dir / "demo-stack"
+    stack = LocalStack(bundle.cache_dir, state_dir=stack_dir)
     own_broker = (
         bundle.bootstrap_override is None and bundle.target.kafka.bootstrap_servers == "embedded"
     )
@@ -119,16 +120,16 @@ def run_demo(
         if own_broker:
             # Azurite is started too: it is part of the local stack that dev/prod storage tests use.
             stack.up(services=("broker", "azurite"), progress=say)
-            bundle = dataclasses.replace(bundle, bootstrap_override=stack.broker_bootstrap())
-        bootstrap = bundle.bootstrap_override or bundle.target.kafka.bootstrap_servers
+            bundle = dataclasses.replace(bundle, local_stack_dir=stack_dir)
         say("starting Spark (local) ...")
         t0 = time.monotonic()
-        spark = local_session(cores=bundle.target.cluster.total_cores, app_name="streamops-demo")
+        spark = local_session(jars=jars_dir(bundle.jvm_dir),
+                              cores=bundle.target.cluster.total_cores, app_name="streamops-demo")  # fmt: skip
         say(f"Spark ready in {time.monotonic() - t0:.1f} s")
         summaries = []
         for name in bundle.jobs:
             summaries.append(
-                _demo_job(bundle, name, spark, bootstrap, say, on_batch, scale, batch_rows)
+                _demo_job(bundle, name, spark, say, on_batch, scale, batch_rows)
             )
         return summaries
     finally:
@@ -141,7 +142,6 @@ def _demo_job(
     bundle: Bundle,
     name: str,
     spark: Any,
-    bootstrap: str,
     say: Callable[[str], None],
     on_batch: Callable[[str, BatchProgress], None],
     scale: int,
@@ -161,7 +161,8 @@ def _demo_job(
             }
         ),
     )
-    ensure_topic(bootstrap, src.topic, src.partitions)
+    kafka = bundle.runtime.kafka_for(job.source).librdkafka()
+    ensure_topic(kafka, src.topic, src.partitions)
     span = timedelta(hours=3)
     phase1 = generate(job, partitions=src.partitions, start=DEMO_START, span=span, n=2000 * scale,
                       malformed=25, seed=11)  # fmt: skip
@@ -170,7 +171,7 @@ def _demo_job(
                       first_index=2000 * scale)  # fmt: skip
     runs: list[JobRun] = []
     for label, sample in (("phase 1", phase1), ("phase 2 (restart from checkpoint)", phase2)):
-        produce(bootstrap, src.topic, sample)
+        produce(kafka, src.topic, sample)
         say(f"[{name}] {label}: produced {len(sample.events)} events to {src.topic} "
             f"({sample.count('malformed')} malformed, {sample.count('late')} late, "
             f"{sample.count('too_late')} too late)")  # fmt: skip

@@ -6,14 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from streamops.exporters import BufferedExporter, JsonlSink, metrics_dir
-from streamops.metrics import BatchMetrics
+from streamops.monitoring.exporters import BufferedExporter, JsonlSink, metrics_dir
+from streamops.monitoring.metrics import BatchMetrics
 
 if TYPE_CHECKING:
-    from streamops.alerts.evaluate import FastPath
-    from streamops.bundle import Bundle
+    from streamops.bundle import Bundle, KafkaClientSettings
     from streamops.kafka.groups import GroupCommitter
-    from streamops.spark.progress import BatchProgress
+    from streamops.monitoring.alerts.evaluate import FastPath
+    from streamops.pipeline.progress import BatchProgress
 
 OnBatch = Callable[["BatchProgress"], None]
 
@@ -37,12 +37,12 @@ class JobMonitor:
         bundle: Bundle,
         job_name: str,
         *,
-        bootstrap: str | None,
+        kafka: KafkaClientSettings | None,
         trigger_seconds: float | None,
         say: Callable[[str], None] | None = None,
         alerting: bool = True,
     ) -> JobMonitor:
-        from streamops.alerts.evaluate import FastPath
+        from streamops.monitoring.alerts.evaluate import FastPath
 
         mon = bundle.target.monitoring
         # Metrics are written as JSON lines on the driver for every target; azure-monitor targets
@@ -50,7 +50,7 @@ class JobMonitor:
         exporter = BufferedExporter(JsonlSink(metrics_dir(bundle.cache_dir)),
                                     max_batches=mon.buffer_batches, name="jsonl")  # fmt: skip
         if mon.metrics == "azure-monitor" and mon.ingestion_endpoint and mon.dcr_immutable_id:
-            from streamops.exporters import AzureMonitorSink, FanOut
+            from streamops.monitoring.exporters import AzureMonitorSink, FanOut
 
             azure = BufferedExporter(
                 AzureMonitorSink(mon.ingestion_endpoint, mon.dcr_immutable_id, mon.dcr_stream),
@@ -62,11 +62,10 @@ class JobMonitor:
                                trigger_seconds=trigger_seconds, export=exporter, say=say,
                                listeners=(fast,) if fast else ())  # fmt: skip
         committer = None
-        if mon.commit_offsets and bootstrap:
-            from streamops.kafka.connect import librdkafka_security
+        if mon.commit_offsets and kafka is not None:
             from streamops.kafka.groups import GroupCommitter
 
-            committer = GroupCommitter(bootstrap, librdkafka_security(bundle))
+            committer = GroupCommitter(kafka.bootstrap_servers, kafka.librdkafka())
         return cls(metrics, exporter, fast, committer)
 
     def __call__(self, bp: BatchProgress) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streamops.alerts.rules import Finding
+from streamops.monitoring.alerts.rules import Finding
 
 
 def state_file(cache_dir: Path) -> Path:

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streamops.kafka.offsets import lag as offsets_lag
-from streamops.spark.pipeline import QUALITY
+from streamops.pipeline.commit_meta import is_kafka_offsets
+from streamops.pipeline.transform import QUALITY
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class BatchProgress:
     state_memory_bytes: int
     watermark: str | None
     end_offsets: dict[str, dict[str, int]] = field(default_factory=dict)
+    start_offsets: dict[str, dict[str, int]] = field(default_factory=dict)
     latest_offsets: dict[str, dict[str, int]] = field(default_factory=dict)
     # Per stateful operator (in plan order): (operator name, state rows, state memory bytes).
     operators: tuple[tuple[str, int, int], ...] = ()
@@ -37,6 +39,20 @@ class BatchProgress:
         return offsets_lag(self.latest_offsets, self.end_offsets)
 
     @property
+    def skipped_records(self) -> int:
+        """Offsets in this batch's range that were not read (deleted by retention and skipped
+        with failOnDataLoss=false). Transaction markers also take offsets, so a topic written by
+        transactional producers counts those too."""
+        if not self.start_offsets or not self.end_offsets:
+            return 0
+        span = sum(
+            max(0, end - self.start_offsets.get(t, {}).get(p, end))
+            for t, parts in self.end_offsets.items()
+            for p, end in parts.items()
+        )
+        return max(0, span - self.input_rows)
+
+    @property
     def total_lag(self) -> int:
         return sum(n for parts in self.lag.values() for n in parts.values())
 
@@ -45,15 +61,18 @@ def _offsets(text: Any) -> dict[str, dict[str, int]]:
     if not text:
         return {}
     data = json.loads(text) if isinstance(text, str) else text
-    return data if isinstance(data, dict) else {}
+    # Only Kafka sources have per-partition offsets; a Delta source's offset is another shape.
+    return data if is_kafka_offsets(data) else {}
 
 
 def parse_progress(p: dict[str, Any]) -> BatchProgress:
     """Parse StreamingQueryProgress JSON (the same for the built-in and the streamops source)."""
     end: dict[str, dict[str, int]] = {}
+    start: dict[str, dict[str, int]] = {}
     latest: dict[str, dict[str, int]] = {}
     for s in p.get("sources", []):
         end.update(_offsets(s.get("endOffset")))
+        start.update(_offsets(s.get("startOffset")))
         latest.update(_offsets(s.get("latestOffset")))
     ops = p.get("stateOperators", []) or []
     quality = (p.get("observedMetrics") or {}).get(QUALITY) or {}
@@ -69,6 +88,7 @@ def parse_progress(p: dict[str, Any]) -> BatchProgress:
         state_memory_bytes=sum(int(o.get("memoryUsedBytes", 0)) for o in ops),
         watermark=(p.get("eventTime") or {}).get("watermark"),
         end_offsets=end,
+        start_offsets=start,
         latest_offsets=latest,
         operators=tuple(
             (

@@ -28,56 +28,84 @@ def event_schema(fields: dict[str, Any]) -> StructType:
     )
 
 
-def source_options(
-    bundle: Bundle, job: Job, bootstrap_servers: str, secrets: dict[str, str]
+def kafka_options(
+    bundle: Bundle, job: Job, *, starting_offsets: str | None = None
 ) -> dict[str, str]:
-    """Options for format('kafka') or format('streamops_kafka'): the built-in source's names."""
+    """Options of Spark's Kafka source for the job's bronze query; secrets resolved, never log."""
     src = bundle.source(job)
-    opts = {
-        "kafka.bootstrap.servers": bootstrap_servers,
+    opts = bundle.runtime.kafka_for(job.source).spark_options()
+    opts.update({
         "subscribe": src.topic,
-        "startingOffsets": src.starting_offsets,
+        "startingOffsets": starting_offsets or src.starting_offsets,
         "failOnDataLoss": str(src.fail_on_data_loss).lower(),
-    }
+        # Consumer group ids of Spark's own consumers say which query they belong to.
+        "groupIdPrefix": f"spark-{job.bronze_query_name}",
+    })  # fmt: skip
     if job.max_offsets_per_trigger:
         opts["maxOffsetsPerTrigger"] = str(job.max_offsets_per_trigger)
-    opts.update(secrets)
     return opts
 
 
-def read_source(
-    spark: SparkSession, bundle: Bundle, job: Job, options: dict[str, str]
-) -> DataFrame:
-    """The raw Kafka stream for `job` with the target's source engine."""
-    from streamops.spark.kafka_source import FORMAT
+def read_kafka(spark: SparkSession, options: dict[str, str]) -> DataFrame:
+    """The raw Kafka stream (key, value, topic, partition, offset, timestamp, ...)."""
+    return spark.readStream.format("kafka").options(**options).load()
 
-    fmt = "kafka" if bundle.target.resolved_engines.source == "spark-kafka" else FORMAT
-    return spark.readStream.format(fmt).options(**options).load()
+
+def read_bronze(spark: SparkSession, bundle: Bundle, job: Job) -> DataFrame:
+    """The job's bronze table as a Delta stream: the gold query's only input."""
+    return spark.readStream.format("delta").load(bundle.bronze_location(job))
+
+
+def bronze_schema(job: Job) -> StructType:
+    """Columns of the bronze table: the event's fields, then its Kafka coordinates."""
+    from pyspark.sql.types import (
+        IntegerType, LongType, StringType, StructField, StructType, TimestampType,
+    )  # fmt: skip
+
+    return StructType([
+        *event_schema(job.schema_).fields,
+        StructField("kafka_topic", StringType(), True),
+        StructField("kafka_partition", IntegerType(), True),
+        StructField("kafka_offset", LongType(), True),
+        StructField("kafka_timestamp", TimestampType(), True),
+    ])  # fmt: skip
+
+
+def quarantine_schema() -> StructType:
+    """Columns of the quarantine table: raw bytes, coordinates, reason, query and batch."""
+    from pyspark.sql.types import (
+        BinaryType,
+        IntegerType,
+        LongType,
+        StringType,
+        StructField,
+        StructType,
+        TimestampType,
+    )  # fmt: skip
+
+    return StructType([
+        StructField("key", BinaryType(), True),
+        StructField("value", BinaryType(), True),
+        StructField("kafka_topic", StringType(), True),
+        StructField("kafka_partition", IntegerType(), True),
+        StructField("kafka_offset", LongType(), True),
+        StructField("kafka_timestamp", TimestampType(), True),
+        StructField("reason", StringType(), True),
+        StructField("query_name", StringType(), True),
+        StructField("batch_id", LongType(), True),
+    ])  # fmt: skip
 
 
 def _with_reason(raw: DataFrame, job: Job) -> DataFrame:
     from pyspark.sql import functions as F
 
-    from streamops.spark.quality import reason_column
+    from streamops.pipeline.quality import reason_column
 
     schema = event_schema(job.schema_)
     parsed = raw.withColumn(
         "e", F.from_json(F.col("value").cast("string"), schema, {"mode": "PERMISSIVE"})
     )
     return parsed.withColumn("reason", reason_column(job, F.col("e")))
-
-
-def parse(raw: DataFrame, job: Job) -> DataFrame:
-    """Kafka rows -> good typed events; counts input and quarantined rows per batch (observed)."""
-    from pyspark.sql import functions as F
-
-    flagged = _with_reason(raw, job)
-    observed = flagged.observe(
-        QUALITY,
-        F.count(F.lit(1)).alias("input_rows"),
-        F.sum(F.col("reason").isNotNull().cast("long")).alias("malformed_rows"),
-    )
-    return observed.filter(F.col("reason").isNull()).select("e.*")
 
 
 def bronze(raw: DataFrame, job: Job) -> DataFrame:
@@ -130,9 +158,12 @@ def aggregate(events: DataFrame, job: Job, agg: WindowAggregateSpec) -> DataFram
     )
 
 
-def transform(raw: DataFrame, job: Job, other_raw: DataFrame | None = None) -> DataFrame:
-    """Apply the job's steps in order to the raw Kafka stream (`other_raw`: a join's other side)."""
-    df = parse(raw, job)
+def gold(events: DataFrame, job: Job, other_raw: DataFrame | None = None) -> DataFrame:
+    """Apply the job's steps in order to its good events (the bronze table read as a stream).
+
+    `other_raw`: the raw Kafka stream of a join's other side.
+    """
+    df = events.select(*job.schema_)
     if job.repartition:
         df = df.repartition(job.repartition)
     for step in job.steps:
@@ -193,3 +224,11 @@ def merge_keys(job: Job) -> tuple[str, ...]:
     """The columns that identify one output row of an aggregation."""
     agg = job.aggregate
     return ("window_start", "window_end", *agg.group_by) if agg else ()
+
+
+def ensure_tables(spark: SparkSession, bundle: Bundle, job: Job) -> None:
+    """Create the job's bronze and quarantine tables when missing (gold streams from bronze)."""
+    from streamops.pipeline.sinks import ensure_table
+
+    ensure_table(spark, bundle.bronze_location(job), bronze_schema(job))
+    ensure_table(spark, bundle.quarantine_location(job), quarantine_schema())

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from streamops.spark.progress import BatchProgress
+from streamops.pipeline.progress import BatchProgress
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Run one streaming job of the bundle: its bronze and gold queries, with checks before and after.
 
-bronze: every Kafka record -> the bronze table (good events) or the quarantine table (with the
-reason), written in one idempotent batch. gold: good events -> watermark -> aggregation -> the
-job's sink table. Each query has its own stable name and checkpoint.
+bronze (the only query that reads Kafka): every record -> the bronze table (good events) or the
+quarantine table (with the reason), written in one idempotent batch. gold: the bronze table as a
+Delta stream -> watermark -> aggregation -> the job's sink table. Each query has its own stable
+name and checkpoint.
 """
 
 from __future__ import annotations
@@ -15,20 +16,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from streamops.checkpoint.reader import read_offsets
 from streamops.checkpoint.registry import guard as checkpoint_guard
 from streamops.errors import KafkaError, SinkError, StreamopsError
-from streamops.kafka.connect import bootstrap_servers, security_options
 from streamops.kafka.preflight import check_source
-from streamops.monitor import JobMonitor
-from streamops.sizing import FileSizeWatch
-from streamops.spark import pipeline
-from streamops.spark.delta_sink import BatchWrite, BronzeWriter, SinkSpec, writer_for
-from streamops.spark.progress import BatchProgress, parse_progress
+from streamops.monitoring.monitor import JobMonitor
+from streamops.pipeline import transform as pipeline
+from streamops.pipeline.progress import BatchProgress, parse_progress
+from streamops.pipeline.sinks import BatchWrite, BronzeWriter, GoldWriter, SinkSpec
+from streamops.pipeline.sizing import FileSizeWatch
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-    from streamops.bundle import Bundle
+    from streamops.bundle import Bundle, Job
 
 Say = Callable[[str], None]
 
@@ -52,11 +53,13 @@ class JobRun:
 
     @property
     def input_rows(self) -> int:
-        return sum(b.input_rows for b in self.batches)
+        """Kafka records read (by the bronze query, the only one that reads Kafka)."""
+        return sum(b.input_rows for b in self.bronze_batches)
 
     @property
     def malformed_rows(self) -> int:
-        return sum(b.malformed_rows for b in self.batches)
+        """Records quarantined instead of reaching bronze."""
+        return self.quarantined_rows
 
     @property
     def dropped_by_watermark(self) -> int:
@@ -64,7 +67,12 @@ class JobRun:
 
     @property
     def bronze_input_rows(self) -> int:
-        return sum(b.input_rows for b in self.bronze_batches)
+        return self.input_rows
+
+    @property
+    def gold_input_rows(self) -> int:
+        """Events the gold query read from the bronze table."""
+        return sum(b.input_rows for b in self.batches)
 
     @property
     def quarantined_rows(self) -> int:
@@ -72,7 +80,8 @@ class JobRun:
 
     @property
     def lag_end(self) -> dict[str, dict[str, int]]:
-        for b in reversed(self.batches):
+        """Records behind per topic partition after the bronze query's last batch."""
+        for b in reversed(self.bronze_batches):
             if b.latest_offsets:
                 return b.lag
         return {}
@@ -105,15 +114,17 @@ def run_job(
 ) -> JobRun:
     """Run `job_name` until it ends (availableNow), `timeout_s` passes, or it fails.
 
-    available_now=None uses the job's trigger from the bundle; True forces a catch-up run.
-    `after_commit` runs after each gold Delta commit, before Spark writes its commit file (a
-    fault-injection point for crash tests). `reset_from`: an offsets file from `streamops checkpoint
-    reconstruct`, the only way past the checkpoint guard (docs/checkpoint.md).
+    bronze reads Kafka (the only query that does) into the bronze and quarantine tables; gold
+    reads the bronze table as a Delta stream, so gold can never disagree with bronze.
+    available_now=None uses the job's trigger from the bundle; True forces a catch-up run (bronze
+    to the end of the topic first, then gold to the end of bronze). `after_commit` runs after each
+    gold Delta commit, before Spark writes its commit file (crash tests inject it). `reset_from`:
+    an offsets file from `streamops checkpoint reconstruct`, the only way past the checkpoint
+    guard (docs/checkpoint.md).
     """
     say = say or (lambda _m: None)
     job = bundle.job(job_name)
     starting = checkpoint_guard(bundle, job_name, event="start", reset_from=reset_from, say=say)
-    source = bundle.source(job)
     run = JobRun(
         job_name,
         job.query_name,
@@ -122,26 +133,21 @@ def run_job(
         bronze_uri=bundle.bronze_location(job),
         quarantine_uri=bundle.quarantine_location(job),
     )
-    bootstrap = bootstrap_servers(bundle, source)
-    cores = spark.sparkContext.defaultParallelism
-    for warning in check_source(bundle, job_name, bootstrap, cores=cores, say=say):
-        run.warnings.append(warning)
-        say(f"warning: {warning}")
-    opts = pipeline.source_options(bundle, job, bootstrap, security_options(bundle))
-    loss_log = bundle.cache_dir / "metrics" / f"{job.query_name}_lost_offsets.jsonl"
-    loss_start = loss_log.stat().st_size if loss_log.exists() else 0
-    if bundle.target.resolved_engines.source == "python-kafka":
-        loss_log.parent.mkdir(parents=True, exist_ok=True)
-        opts["streamops.lossLog"] = str(loss_log)
+    kafka = bundle.runtime.kafka_for(job.source)
+    if "bronze" in queries:
+        cores = spark.sparkContext.defaultParallelism
+        for warning in check_source(bundle, job_name, cores=cores, say=say):
+            run.warnings.append(warning)
+            say(f"warning: {warning}")
     use_available_now = job.trigger.available_now if available_now is None else available_now
-    engine = bundle.target.resolved_engines.sink
+    trigger_s = (
+        None
+        if use_available_now or not job.trigger.processing_time
+        else job.trigger.processing_time.seconds
+    )
     lo, hi = bundle.target.file_size_band_mb
-    watch = FileSizeWatch(
-        band_mb=(lo, hi),
-        trigger_seconds=None if use_available_now or not job.trigger.processing_time
-        else job.trigger.processing_time.seconds,
-        max_offsets=job.max_offsets_per_trigger,
-    )  # fmt: skip
+    watch = FileSizeWatch(band_mb=(lo, hi), trigger_seconds=trigger_s,
+                          max_offsets=job.max_offsets_per_trigger)  # fmt: skip
 
     def on_bronze_write(w: BatchWrite) -> None:
         run.bronze_writes.append(w)
@@ -151,67 +157,105 @@ def run_job(
             say(f"warning: [{job_name}] {advice}")
 
     # Metrics, fast-path alerts and the consumer-group commit ride on the polled progress.
-    monitor = JobMonitor.for_job(
-        bundle, job_name, bootstrap=bootstrap, say=say,
-        trigger_seconds=None if use_available_now or not job.trigger.processing_time
-        else job.trigger.processing_time.seconds,
-    )  # fmt: skip
+    monitor = JobMonitor.for_job(bundle, job_name, kafka=kafka, say=say, trigger_seconds=trigger_s)
+    # Both tables exist before any query starts: gold streams from bronze from its first batch.
+    pipeline.ensure_tables(spark, bundle, job)
+    plans: list[tuple[str, Any]] = []
+    if "bronze" in queries:
+        plans.append(("bronze", _bronze_stream(spark, bundle, job, starting, run, on_bronze_write)))
+    if "gold" in queries:
+        plans.append(("gold", _gold_stream(spark, bundle, job, run, after_commit)))
     started: list[tuple[str, Any]] = []
     try:
-        if "bronze" in queries:
-            raw = pipeline.read_source(
-                spark, bundle, job, _at(opts, starting, job.bronze_query_name)
-            )
-            writer = BronzeWriter(
-                SinkSpec(run.bronze_uri, job.bronze_query_name, bundle.bronze_checkpoint_location(job)),
-                SinkSpec(run.quarantine_uri, job.bronze_query_name, bundle.bronze_checkpoint_location(job)),
-                tuple(job.schema_),
-                on_write=on_bronze_write,
-            )  # fmt: skip
-            stream = (
-                pipeline.bronze(raw, job)
-                .writeStream.queryName(job.bronze_query_name)
-                .option("checkpointLocation", bundle.bronze_checkpoint_location(job))
-                .foreachBatch(writer)
-            )
-            started.append(("bronze", _start(stream, job, use_available_now)))
-        if "gold" in queries:
-            raw = pipeline.read_source(spark, bundle, job, _at(opts, starting, job.query_name))
-            other = None
-            if job.join is not None:
-                other_src = bundle.spec.sources[job.join.source]
-                other = pipeline.read_source(
-                    spark, bundle, job, dict(opts, subscribe=other_src.topic)
-                )
-            spec = SinkSpec(
-                table_uri=run.table_uri,
-                app_id=job.query_name,
-                checkpoint=run.checkpoint,
-                mode="merge" if job.aggregate is not None else "append",
-                merge_keys=pipeline.merge_keys(job),
-                partition_by=tuple(bundle.table(job.sink).partition_by),
-            )
-            gold_writer = writer_for(engine, spec, run.writes.append, after_commit)
-            stream = (
-                pipeline.transform(raw, job, other)
-                .writeStream.queryName(job.query_name)
-                .outputMode(pipeline.output_mode(job))
-                .option("checkpointLocation", run.checkpoint)
-                .foreachBatch(gold_writer)
-            )
-            started.append(("gold", _start(stream, job, use_available_now)))
-        _await(started, run, monitor.wrap(on_batch), timeout_s, use_available_now)
+        if use_available_now:
+            # Catch-up: bronze to the end of the topic, then gold to the end of bronze.
+            for kind, stream in plans:
+                started.append((kind, _start(stream, job, True)))
+                _await(started[-1:], run, monitor.wrap(on_batch), timeout_s, True)
+        else:
+            for kind, stream in plans:
+                started.append((kind, _start(stream, job, False)))
+            _await(started, run, monitor.wrap(on_batch), timeout_s, False)
     finally:
         for _, q in started:
             if q.isActive:
                 q.stop()
         monitor.close()
-    run.skipped_records = _lost_since(loss_log, loss_start)
+    run.skipped_records = sum(b.skipped_records for b in run.bronze_batches)
     if run.skipped_records:
-        say(
-            f"warning: [{job_name}] {run.skipped_records} records were lost to retention and skipped"
-        )
+        say(f"warning: [{job_name}] {run.skipped_records} records were lost to retention and "
+            "skipped (failOnDataLoss: false)")  # fmt: skip
     return run
+
+
+def _end_offsets(bundle: Bundle, checkpoint: str) -> Callable[[int], list[Any]]:
+    """Reads a batch's end offsets from the query's own checkpoint (`offsets/N`, written by Spark
+    before the batch runs), so the sink can record them in the batch's Delta commit."""
+    so = bundle.runtime.storage_options(checkpoint)
+
+    def read(batch_id: int) -> list[Any]:
+        try:
+            f = read_offsets(checkpoint, batch_id, storage_options=so)
+        except (OSError, ValueError):
+            return []
+        return [s for s in f.sources if s is not None]
+
+    return read
+
+
+def _bronze_stream(
+    spark: SparkSession,
+    bundle: Bundle,
+    job: Job,
+    starting: dict[str, str],
+    run: JobRun,
+    on_write: Callable[[BatchWrite], None],
+) -> Any:
+    checkpoint = bundle.bronze_checkpoint_location(job)
+    opts = pipeline.kafka_options(bundle, job, starting_offsets=starting.get(job.bronze_query_name))
+    writer = BronzeWriter(
+        SinkSpec(run.bronze_uri, job.bronze_query_name),
+        SinkSpec(run.quarantine_uri, job.bronze_query_name),
+        tuple(job.schema_),
+        _end_offsets(bundle, checkpoint),
+        on_write=on_write,
+    )
+    return (
+        pipeline.bronze(pipeline.read_kafka(spark, opts), job)
+        .writeStream.queryName(job.bronze_query_name)
+        .option("checkpointLocation", checkpoint)
+        .foreachBatch(writer)
+    )
+
+
+def _gold_stream(
+    spark: SparkSession,
+    bundle: Bundle,
+    job: Job,
+    run: JobRun,
+    after_commit: Callable[[int], None] | None,
+) -> Any:
+    other = None
+    if job.join is not None:
+        # The other side of a join is another topic; it is read as it comes (no bronze of its own).
+        other_opts = dict(pipeline.kafka_options(bundle, job),
+                          subscribe=bundle.spec.sources[job.join.source].topic)  # fmt: skip
+        other = pipeline.read_kafka(spark, other_opts)
+    spec = SinkSpec(
+        table_uri=run.table_uri,
+        app_id=job.query_name,
+        mode="merge" if job.aggregate is not None else "append",
+        merge_keys=pipeline.merge_keys(job),
+        partition_by=tuple(bundle.table(job.sink).partition_by),
+    )
+    writer = GoldWriter(spec, _end_offsets(bundle, run.checkpoint), run.writes.append, after_commit)
+    return (
+        pipeline.gold(pipeline.read_bronze(spark, bundle, job), job, other)
+        .writeStream.queryName(job.query_name)
+        .outputMode(pipeline.output_mode(job))
+        .option("checkpointLocation", run.checkpoint)
+        .foreachBatch(writer)
+    )
 
 
 def _at(opts: dict[str, str], starting: dict[str, str], query_name: str) -> dict[str, str]:
@@ -283,11 +327,3 @@ def _collect(
         batches.append(bp)
         if on_batch is not None:
             on_batch(bp)
-
-
-def _lost_since(path: Path, offset: int) -> int:
-    if not path.exists():
-        return 0
-    with path.open("rb") as fh:
-        fh.seek(offset)
-        return sum(int(json.loads(line).get("skipped", 0)) for line in fh if line.strip())

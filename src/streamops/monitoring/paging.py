@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from streamops.errors import StreamopsError, UsageError
 
 if TYPE_CHECKING:
-    from streamops.alerts.rules import Finding
     from streamops.bundle import Bundle
+    from streamops.monitoring.alerts.rules import Finding
 
 SEVERITIES = ("critical", "error", "warning", "info")
 TIMEOUT_S = 10.0

@@ -1,4 +1,4 @@
-"""Alert rules over metric points (streamops.metrics), evaluated with an injected clock.
+"""Alert rules over metric points (streamops.monitoring.metrics), evaluated with an injected clock.
 
 Each rule yields one Finding per thing it watches (a partition for lag, a query for the rest),
 breached or not, so a recovered breach can be resolved. The thresholds are the bundle's `alerts:`.
@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from streamops import metrics as m
 from streamops.bundle.models import Alerts
+from streamops.monitoring import metrics as m
 
 
 @dataclass(frozen=True)

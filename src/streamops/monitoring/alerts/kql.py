@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from streamops import metrics as m
-from streamops.alerts.rules import GROWTH_WINDOW, RATE_WINDOW, RULES
 from streamops.bundle.models import Alerts
+from streamops.monitoring import metrics as m
+from streamops.monitoring.alerts.rules import GROWTH_WINDOW, RATE_WINDOW, RULES
 
 COLUMNS = ("TimeGenerated", "Name", "Value", "Unit", "Job", "Query", "Target", "Topic",
            "Partition", "BatchId", "Operator")  # fmt: skip

@@ -1,0 +1,144 @@
+"""The validated bundle resolved for one target: what every stage downstream receives."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import typing
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from streamops.bundle.models import BundleSpec, Job, Source, Table, Target
+from streamops.errors import Problem, UsageError
+
+if TYPE_CHECKING:
+    from streamops.bundle.runtime import RuntimeContext
+
+# The local target may use any reachable Kafka (e.g. the docker-compose stack) in place of the
+# embedded broker: this variable wins over `targets.<t>.kafka.bootstrap_servers`.
+ENV_BOOTSTRAP = "STREAMOPS_KAFKA_BOOTSTRAP_SERVERS"
+# The local target's 'embedded' broker is the one whose stack state lives in this folder (tests
+# and the demo run stacks of their own beside a developer's `streamops local up`).
+ENV_LOCAL_STACK = "STREAMOPS_LOCAL_STACK_DIR"
+# A bundle outside the streamops checkout (tests, a user's own project) names the jars folder.
+ENV_JVM_DIR = "STREAMOPS_JVM_DIR"
+EMBEDDED = "embedded"
+# A URL scheme (abfss://, dbfs:/, file:/): two letters at least, so a Windows drive is not one.
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A validated bundle, resolved for one target. Everything downstream takes this."""
+
+    spec: BundleSpec
+    target_name: str
+    path: Path
+    warnings: tuple[Problem, ...] = ()
+    bootstrap_override: str | None = None
+    # State folder of the local stack whose broker 'embedded' means (default: `streamops local up`'s).
+    local_stack_dir: Path | None = None
+    # Where `make setup` put the pinned JVM jars (default <bundle dir>/.cache/jvm).
+    jvm_dir_override: Path | None = None
+    env: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def target(self) -> Target:
+        return self.spec.targets[self.target_name]
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    @property
+    def cache_dir(self) -> Path:
+        """Where local state lives: venv, broker and Azurite data, logs, local tables."""
+        return self.root / ".cache"
+
+    @property
+    def jvm_dir(self) -> Path:
+        """The pinned JVM jars (`spark/`: Kafka connector + Delta; `kafka/`: the local broker)."""
+        return self.jvm_dir_override or self.cache_dir / "jvm"
+
+    @property
+    def jobs(self) -> dict[str, Job]:
+        return self.spec.jobs
+
+    def job(self, name: str) -> Job:
+        """The job called `name`, or a usage error listing the jobs there are."""
+        try:
+            return self.spec.jobs[name]
+        except KeyError:
+            raise UsageError(
+                f"no job '{name}' in {self.path.name}; jobs: {', '.join(self.spec.jobs)}"
+                + did_you_mean(name, self.spec.jobs)
+            ) from None
+
+    def source(self, job: Job) -> Source:
+        return self.spec.sources[job.source]
+
+    def table(self, key: str) -> Table:
+        return self.spec.tables[key]
+
+    def _resolve(self, location: str) -> str:
+        if _SCHEME.match(location) or location.startswith("/"):
+            return location.rstrip("/")
+        # Relative paths are relative to bundle.yml (local target only; rules refuse them elsewhere).
+        return str((self.root / location).resolve())
+
+    @cached_property
+    def storage_root(self) -> str:
+        return self._resolve(self.target.storage_root)
+
+    @cached_property
+    def checkpoint_root(self) -> str:
+        root = self.target.checkpoint_root
+        return self._resolve(root) if root else f"{self.storage_root}/_checkpoints"
+
+    def checkpoint_location(self, job: Job) -> str:
+        """Derived from the stable query name, so a job never shares or silently moves it."""
+        if job.checkpoint:
+            return self._resolve(job.checkpoint)
+        return f"{self.checkpoint_root}/{job.query_name}"
+
+    def bronze_checkpoint_location(self, job: Job) -> str:
+        """Checkpoint of the job's bronze query, beside the gold one and named the same way."""
+        return f"{self.checkpoint_location(job).rstrip('/')}_bronze"
+
+    def bronze_location(self, job: Job) -> str:
+        """Raw parsed events of the job, with their Kafka coordinates."""
+        return f"{self.storage_root}/tables/{job.query_name}_bronze"
+
+    def quarantine_location(self, job: Job) -> str:
+        """Events the job could not use, with their raw bytes and the reason."""
+        return f"{self.storage_root}/tables/{job.query_name}_quarantine"
+
+    def table_location(self, key: str) -> str:
+        t = self.spec.tables[key]
+        return self._resolve(t.location) if t.location else f"{self.storage_root}/tables/{key}"
+
+    @cached_property
+    def runtime(self) -> RuntimeContext:
+        """Kafka client settings and storage options for this target, resolved on first use.
+
+        Lazy so that loading a bundle (DAG parsing, `validate`) never needs the local broker up.
+        """
+        from streamops.bundle.runtime import resolve
+
+        return resolve(self)
+
+    def bootstrap_servers(self, source: Source) -> str:
+        """Bootstrap servers for a source; 'embedded' until the local stack resolves it."""
+        if self.bootstrap_override:
+            return self.bootstrap_override
+        return source.bootstrap_servers or self.target.kafka.bootstrap_servers
+
+
+
+def did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+

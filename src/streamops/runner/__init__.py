@@ -1,0 +1,1 @@
+"""Run one job of the bundle: guard the checkpoints, start its queries, watch them, report."""

@@ -1,1 +1,0 @@
-"""Spark side of streamops: session, Kafka source, Delta sinks, pipelines, progress."""
