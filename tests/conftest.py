@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -15,14 +16,17 @@ pytest_plugins = ["tests.stack_fixtures"]
 
 # Spark resolves the machine's hostname otherwise, and warns when it maps to a loopback address.
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+# Test bundles live in tmp folders: the pinned jars are the checkout's (`make setup`).
+JVM_DIR = Path(__file__).resolve().parents[1] / ".cache" / "jvm"
+os.environ.setdefault("STREAMOPS_JVM_DIR", str(JVM_DIR))
 
 
 @pytest.fixture(scope="session")
 def spark() -> Iterator[SparkSession]:
-    """One local[2] SparkSession (streamops_kafka registered) for the whole test session."""
-    from streamops.pipeline.session import local_session
+    """One local[2] SparkSession (Kafka connector, Delta, RocksDB) for the whole test session."""
+    from streamops.pipeline.session import jars_dir, local_session
 
-    session = local_session(cores=2)
+    session = local_session(jars=jars_dir(JVM_DIR), cores=2)
     try:
         yield session
     finally:

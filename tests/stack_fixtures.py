@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from streamops.bundle.resolved import ENV_LOCAL_STACK
 from streamops.localstack import AzuriteEndpoint, KafkaEndpoints, LocalStack
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -39,8 +40,12 @@ def local_stack() -> Iterator[LocalStack]:
     stack = LocalStack(CACHE_DIR, state_dir=state_dir)
     try:
         stack.up()
+        # Bundles loaded from here on mean this stack's broker by 'embedded' (SASL included),
+        # and so do the job processes the tests start.
+        os.environ[ENV_LOCAL_STACK] = str(stack.state_dir)
         yield stack
     finally:
+        os.environ.pop(ENV_LOCAL_STACK, None)
         stack.down()
         shutil.rmtree(state_dir, ignore_errors=True)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from streamops.bundle import Bundle, load
+from streamops.bundle.models import KafkaSecurity
 from tests.stack_fixtures import PROJECT
 
 SHIPPED_BUNDLE = PROJECT / "bundle.yml"
@@ -18,16 +19,21 @@ SHIPPED_BUNDLE = PROJECT / "bundle.yml"
 
 def local_bundle(
     tmp_path: Path,
-    bootstrap_servers: str,
     *,
     topics: dict[str, str],
     jobs: dict[str, dict[str, Any]] | None = None,
+    sasl: bool = True,
 ) -> Bundle:
-    """bundle.yml's local target, with storage under `tmp_path`, the test broker, the given
-    topic per source, and field updates per job (e.g. a smaller max_offsets_per_trigger)."""
+    """bundle.yml's local target, with storage under `tmp_path`, the session's broker ('embedded':
+    its SASL listener, or PLAINTEXT with sasl=False), the given topic per source, and field
+    updates per job (e.g. a smaller max_offsets_per_trigger). Needs the `local_stack` fixture."""
     bundle = load(SHIPPED_BUNDLE, "local")
     spec = bundle.spec
-    target = spec.targets["local"].model_copy(update={"storage_root": str(tmp_path / "data")})
+    local = spec.targets["local"]
+    kafka = local.kafka
+    if not sasl:
+        kafka = kafka.model_copy(update={"security": KafkaSecurity()})
+    target = local.model_copy(update={"storage_root": str(tmp_path / "data"), "kafka": kafka})
     sources = {
         name: src.model_copy(update={"topic": topics[name]}) if name in topics else src
         for name, src in spec.sources.items()
@@ -43,7 +49,7 @@ def local_bundle(
             "jobs": job_models,
         }
     )
-    return dataclasses.replace(bundle, spec=spec, bootstrap_override=bootstrap_servers)
+    return dataclasses.replace(bundle, spec=spec)
 
 
 def hour_of(t: datetime) -> datetime:
@@ -62,9 +68,7 @@ def expected_hourly(
 
 def table_rows(table_uri: str, group_by: tuple[str, ...]) -> dict[tuple[Any, ...], dict[str, Any]]:
     """The sink table's rows keyed by (window_start, *group_by); fails on a duplicated key."""
-    from deltalake import DeltaTable
-
-    rows = DeltaTable(table_uri).to_pyarrow_table().to_pylist()
+    rows = delta_rows(table_uri)
     out: dict[tuple[Any, ...], dict[str, Any]] = {}
     for r in rows:
         key = (r["window_start"], *(r[g] for g in group_by))
@@ -76,3 +80,15 @@ def table_rows(table_uri: str, group_by: tuple[str, ...]) -> dict[tuple[Any, ...
 
 def decimal_sum(values: list[Decimal]) -> Decimal:
     return sum(values, Decimal(0))
+
+
+def delta_rows(table_uri: str) -> list[dict[str, Any]]:
+    """Every row of a Delta table (read with delta-rs, independent of the Spark writer)."""
+    from deltalake import DeltaTable
+
+    return list(DeltaTable(table_uri).to_pyarrow_table().to_pylist())
+
+
+def kafka_conf(bundle: Bundle, source: str = "claims") -> dict[str, str]:
+    """librdkafka settings of `source` (the session broker's SASL listener, credentials included)."""
+    return bundle.runtime.kafka_for(source).librdkafka()

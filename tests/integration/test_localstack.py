@@ -261,6 +261,20 @@ def test_missing_broker_jars_name_make_setup(tmp_path: Path) -> None:
     assert stack.status()[0].running is False
 
 
+def test_damaged_broker_jars_are_one_line_naming_make_setup(tmp_path: Path) -> None:
+    jars = tmp_path / "cache" / "jvm" / "kafka"
+    jars.mkdir(parents=True)
+    (jars / "kafka_2.13-4.1.1.jar").write_bytes(b"not a jar")
+    stack = LocalStack(tmp_path / "cache", state_dir=tmp_path / "state")
+    with pytest.raises(LocalStackError) as info:
+        stack.up(services=("broker",))
+    msg = str(info.value)
+    assert msg.startswith("formatting the broker's storage failed (exit 1): ")
+    assert "kafka.tools.StorageTool" in msg and "run `make setup`" in msg
+    assert "\n" not in msg and "\tat " not in msg
+    assert "StorageTool" in (tmp_path / "state" / "logs" / "broker.log").read_text()
+
+
 def test_missing_java_names_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(LocalStackError, match=r"`java` is not on PATH.*openjdk-17"):
@@ -394,14 +408,13 @@ def test_sasl_listener_produce_and_consume(kafka_endpoints: KafkaEndpoints) -> N
 
 def test_sasl_listener_refuses_a_wrong_password(kafka_endpoints: KafkaEndpoints) -> None:
     errors: list[KafkaError] = []
-    admin = AdminClient(
-        {
-            **kafka_endpoints.sasl_config(),
-            "sasl.password": kafka_endpoints.password + "x",
-            "error_cb": errors.append,
-            "log_level": 0,
-        }
-    )
+    conf: dict[str, Any] = {
+        **kafka_endpoints.sasl_config(),
+        "sasl.password": kafka_endpoints.password + "x",
+        "error_cb": errors.append,
+        "log_level": 0,
+    }
+    admin = AdminClient(conf)
     with pytest.raises(KafkaException):
         admin.list_topics(timeout=3)
     admin.poll(1)

@@ -7,7 +7,6 @@ none missing.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -17,29 +16,24 @@ from deltalake import DeltaTable
 from pyspark.sql import SparkSession
 
 from streamops.bundle.models import Trigger
-from streamops.runner.job import run_job
 from streamops.demo.sample import Sample, generate, produce, utc
-from streamops.pipeline.sinks import (
-    META_BATCH,
-    META_END_OFFSETS,
-    META_QUERY,
-    BatchWrite,
-    DeltaRsWriter,
-    SinkSpec,
-)
+from streamops.localstack import LocalStack
+from streamops.pipeline.commit_meta import BatchCommit, from_commit_info
 from streamops.pipeline.progress import BatchProgress
-from tests.integration.helpers import expected_hourly, local_bundle, table_rows
+from streamops.pipeline.sinks import BatchWrite, GoldWriter, SinkSpec
+from streamops.runner.job import run_job
+from tests.integration.helpers import expected_hourly, kafka_conf, local_bundle, table_rows
 
 START = utc("2026-11-24T06:00:00Z")
 
 
 @pytest.mark.slow
 def test_stop_mid_stream_then_restart_is_exactly_once(
-    spark: SparkSession, bootstrap_servers: str, new_topic: Callable[..., str], tmp_path: Path
+    spark: SparkSession, local_stack: LocalStack, new_topic: Callable[..., str], tmp_path: Path
 ) -> None:
     topic = new_topic(4, prefix="claims-restart")
     bundle = local_bundle(
-        tmp_path, bootstrap_servers, topics={"claims": topic},
+        tmp_path, topics={"claims": topic},
         jobs={"claims_hourly": {
             "trigger": Trigger.model_validate({"processing_time": "1 second"}),
             "max_offsets_per_trigger": 300,
@@ -50,15 +44,15 @@ def test_stop_mid_stream_then_restart_is_exactly_once(
                       malformed=12, late=9, too_late=3, seed=31)  # fmt: skip
     phase2 = generate(job, partitions=4, start=START + timedelta(hours=2), span=timedelta(hours=2),
                       n=800, malformed=7, late=6, too_late=4, seed=32, first_index=1600)  # fmt: skip
-    produce(bootstrap_servers, topic, phase1)
+    produce(kafka_conf(bundle), topic, phase1)
 
-    # Run 1: the bundle's processingTime trigger (1 s here); stopped as soon as two batches
-    # have completed, so the query dies while it still has phase 1 to read (the batch running
-    # then is cut off and must be replayed from the checkpoint).
+    # Run 1: the bundle's processingTime trigger (1 s here); stopped as soon as gold has
+    # completed two batches, so the job dies while it still has phase 1 to read (the batches
+    # running then are cut off and must be replayed from the checkpoints).
     def stop_after_two(b: BatchProgress) -> None:
         if b.query_name == job.query_name and b.batch_id >= 1:
             for q in spark.streams.active:
-                if q.name == job.query_name:
+                if q.name in (job.query_name, job.bronze_query_name):
                     q.stop()
 
     run1 = run_job(bundle, "claims_hourly", spark, timeout_s=300, on_batch=stop_after_two)
@@ -67,9 +61,12 @@ def test_stop_mid_stream_then_restart_is_exactly_once(
     assert [b.batch_id for b in run1.batches] == list(range(len(run1.batches)))
 
     # More events arrive while the query is down; run 2 catches up on all of it.
-    produce(bootstrap_servers, topic, phase2)
+    produce(kafka_conf(bundle), topic, phase2)
     run2 = run_job(bundle, "claims_hourly", spark, available_now=True, timeout_s=300)
     assert min(b.batch_id for b in run2.batches) > max(b.batch_id for b in run1.batches)
+    assert min(b.batch_id for b in run2.bronze_batches) > max(
+        b.batch_id for b in run1.bronze_batches
+    )
 
     both = Sample(phase1.events + phase2.events)
     # Each record went into exactly one completed batch over the two runs.
@@ -118,58 +115,62 @@ def forget_batches_from(checkpoint: Path, batch_id: int) -> None:
     assert (checkpoint / "offsets" / str(batch_id)).is_file()
 
 
-def _write_offsets_file(
-    checkpoint: Path, batch_id: int, offsets: dict[str, dict[str, int]]
-) -> None:
-    """offsets/N as Spark writes it: version line, batch metadata, one line per source."""
-    (checkpoint / "offsets").mkdir(parents=True, exist_ok=True)
-    meta = {"batchWatermarkMs": 0, "batchTimestampMs": 1795564800000, "conf": {}}
-    (checkpoint / "offsets" / str(batch_id)).write_text(
-        f"v1\n{json.dumps(meta)}\n{json.dumps(offsets)}", encoding="utf-8"
-    )
-
-
 def test_sink_replayed_batch_writes_nothing(spark: SparkSession, tmp_path: Path) -> None:
-    checkpoint = tmp_path / "checkpoint"
-    _write_offsets_file(checkpoint, 0, {"events": {"0": 3, "1": 2}})
-    _write_offsets_file(checkpoint, 1, {"events": {"0": 5, "1": 4}})
-    spec = SinkSpec(
-        table_uri=str(tmp_path / "table"), app_id="replay_test", checkpoint=str(checkpoint),
-        mode="append",
-    )  # fmt: skip
+    from deltalake import DeltaTable
+
+    ends = {0: [{"events": {"0": 3, "1": 2}}], 1: [{"events": {"0": 5, "1": 4}}]}
+    spec = SinkSpec(table_uri=str(tmp_path / "table"), app_id="replay_test", mode="append")
     writes: list[BatchWrite] = []
-    writer = DeltaRsWriter(spec, writes.append)
+
+    def writer() -> GoldWriter:
+        # A new writer per "process": Spark replays only the first batch after a restart.
+        return GoldWriter(spec, lambda b: ends[b], writes.append)
+
     batch0 = spark.createDataFrame([(i, f"e{i}") for i in range(5)], "id long, name string")
     batch1 = spark.createDataFrame([(i, f"e{i}") for i in range(5, 9)], "id long, name string")
 
-    writer(batch0, 0)
+    writer()(batch0, 0)
     dt = DeltaTable(spec.table_uri)
-    assert (dt.version(), dt.to_pyarrow_table().num_rows) == (0, 5)
+    v0 = dt.version()
+    assert dt.to_pyarrow_table().num_rows == 5
     assert dt.transaction_version("replay_test") == 0
-    commit = dt.history(1)[0]
-    assert commit[META_QUERY] == "replay_test"
-    assert commit[META_BATCH] == "0"
-    assert json.loads(commit[META_END_OFFSETS]) == [{"events": {"0": 3, "1": 2}}]
+    assert from_commit_info(dt.history(1)[0]) == BatchCommit(
+        "replay_test", 0, ({"events": {"0": 3, "1": 2}},)
+    )
 
     # Spark replays batch 0 after a crash: same id, same data. Nothing may be added.
-    writer(batch0, 0)
+    writer()(batch0, 0)
     dt = DeltaTable(spec.table_uri)
-    assert (dt.version(), dt.to_pyarrow_table().num_rows) == (0, 5)
-    assert writes[-1] == BatchWrite(0, 0, 0, True, writes[-1].seconds)
+    assert (dt.version(), dt.to_pyarrow_table().num_rows) == (v0, 5)
+    assert writes[-1] == BatchWrite(0, 0, None, True, writes[-1].seconds)
 
-    # The next batch is written, with its own end offsets; replaying either is then a no-op.
-    writer(batch1, 1)
-    writer(batch0, 0)
-    writer(batch1, 1)
+    # The next batch is written, with its own end offsets; replaying it is then a no-op.
+    w = writer()
+    w(batch1, 1)
+    writer()(batch1, 1)
     dt = DeltaTable(spec.table_uri)
-    assert dt.version() == 1
+    assert dt.version() == v0 + 1
     assert sorted(dt.to_pyarrow_table().column("id").to_pylist()) == list(range(9))
     assert dt.transaction_version("replay_test") == 1
-    commit = dt.history(1)[0]
-    assert (commit[META_BATCH], json.loads(commit[META_END_OFFSETS])) == (
-        "1",
-        [{"events": {"0": 5, "1": 4}}],
+    assert from_commit_info(dt.history(1)[0]) == BatchCommit(
+        "replay_test", 1, ({"events": {"0": 5, "1": 4}},)
     )
     assert [(w.batch_id, w.rows, w.skipped) for w in writes] == [
-        (0, 5, False), (0, 0, True), (1, 4, False), (0, 0, True), (1, 0, True),
+        (0, 5, False), (0, 0, True), (1, 4, False), (1, 0, True),
     ]  # fmt: skip
+
+
+def test_delta_skips_a_batch_it_already_holds_even_unasked(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """Delta's own txnAppId/txnVersion check is the last line: a writer that believes the batch
+    is new (no replay check) still adds nothing for a batch id the table already holds."""
+    from deltalake import DeltaTable
+
+    spec = SinkSpec(table_uri=str(tmp_path / "t"), app_id="q", mode="append")
+    w = GoldWriter(spec, lambda b: [])
+    df = spark.createDataFrame([(1,), (2,)], "id long")
+    w(df, 0)
+    w._last = -1  # the writer's own replay check now passes batch 0 as new
+    w(df, 0)
+    assert DeltaTable(spec.table_uri).to_pyarrow_table().num_rows == 2

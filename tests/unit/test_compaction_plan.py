@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from deltalake.exceptions import CommitFailedError
 
 from streamops.bundle import Bundle, load
 from streamops.compaction.databricks import StatementFailed, statements
@@ -20,6 +19,14 @@ from streamops.compaction.plan import (
 )
 from streamops.errors import BundleError, CompactionError, UnsafeVacuumError
 from tests.unit.helpers import edited, write
+
+
+def _conflict_error() -> StatementFailed:
+    return StatementFailed("OPTIMIZE t", "FAILED", "DELTA_CONCURRENT_DELETE_READ", "concurrent")
+
+
+def _conflict(exc: BaseException) -> bool:
+    return isinstance(exc, StatementFailed) and exc.is_conflict
 
 EVENTS = """tables:
   events:
@@ -173,7 +180,7 @@ def test_databricks_sql_without_catalog_name_uses_the_path(tmp_path: Path) -> No
 
 def test_conflicts_are_retried_with_exponential_backoff() -> None:
     slept: list[float] = []
-    calls = iter([CommitFailedError("concurrent"), CommitFailedError("concurrent"), "done"])
+    calls = iter([_conflict_error(), _conflict_error(), "done"])
 
     def step() -> str:
         x = next(calls)
@@ -182,7 +189,7 @@ def test_conflicts_are_retried_with_exponential_backoff() -> None:
         return x
 
     policy = RetryPolicy(max_retries=5, backoff_s=2, sleep=slept.append)
-    assert with_retries(step, policy, what="OPTIMIZE t") == ("done", 2)
+    assert with_retries(step, policy, what="OPTIMIZE t", retryable=_conflict) == ("done", 2)
     assert slept == [2, 4]
 
 
@@ -190,10 +197,11 @@ def test_retries_are_bounded() -> None:
     slept: list[float] = []
 
     def step() -> None:
-        raise CommitFailedError("a concurrent transaction deleted data this operation read")
+        raise _conflict_error()
 
     with pytest.raises(CompactionError, match="conflicted 4 times"):
-        with_retries(step, RetryPolicy(max_retries=3, backoff_s=1, sleep=slept.append), what="x")
+        with_retries(step, RetryPolicy(max_retries=3, backoff_s=1, sleep=slept.append), what="x",
+                     retryable=_conflict)
     assert slept == [1, 2, 4]
 
 
@@ -202,7 +210,8 @@ def test_other_errors_are_not_retried() -> None:
         raise OSError("disk gone")
 
     with pytest.raises(OSError):
-        with_retries(step, RetryPolicy(sleep=lambda s: pytest.fail("slept")), what="x")
+        with_retries(step, RetryPolicy(sleep=lambda s: pytest.fail("slept")), what="x",
+                     retryable=_conflict)
 
 
 def test_databricks_conflicts_are_recognised() -> None:

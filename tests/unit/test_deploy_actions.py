@@ -39,7 +39,7 @@ EXPECTED_SETTINGS: dict[str, Any] = {
         "streamops_query": "claims_hourly",
     },
     "job_clusters": [{"job_cluster_key": "streamops", "new_cluster": {
-        "spark_version": "16.4.x-scala2.13", "node_type_id": "Standard_E8ds_v5", "num_workers": 4,
+        "spark_version": "18.0.x-scala2.13", "node_type_id": "Standard_E8ds_v5", "num_workers": 4,
         "spark_env_vars": {"PYSPARK_PYTHON": "/databricks/python3/bin/python3"}}}],
     "tasks": [{
         "task_key": JOB,

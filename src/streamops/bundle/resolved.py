@@ -136,9 +136,6 @@ class Bundle:
         return source.bootstrap_servers or self.target.kafka.bootstrap_servers
 
 
-
 def did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
-
-

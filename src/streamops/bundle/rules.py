@@ -469,10 +469,7 @@ def compaction_warehouses(ctx: _Ctx) -> None:
             ctx.add(("compaction", "warehouse_ids", name), f"unknown target '{name}'",
                     f"use one of: {', '.join(spec.targets)}")  # fmt: skip
     t = ctx.bundle.target
-    if (
-        t.mode == "databricks"
-        and ctx.bundle.target_name not in spec.compaction.warehouse_ids
-    ):
+    if t.mode == "databricks" and ctx.bundle.target_name not in spec.compaction.warehouse_ids:
         ctx.add(("compaction",),
                 f"target '{ctx.bundle.target_name}' runs on Databricks but names no SQL "
                 "warehouse; nightly compaction would fail there",

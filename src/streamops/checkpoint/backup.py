@@ -111,6 +111,12 @@ def prune(root: str, query_name: str, keep: int, so: dict[str, Any] | None = Non
     return old
 
 
+def is_empty(location: str, storage_options: dict[str, Any] | None = None) -> bool:
+    """Whether no file is left at `location` (a lost checkpoint, or one never written)."""
+    fs, path = fsspec.core.url_to_fs(location, **(storage_options or {}))
+    return not (fs.exists(path) and fs.find(path))
+
+
 def restore(
     backup_path: str,
     location: str,
@@ -131,7 +137,7 @@ def restore(
             "(`streamops checkpoint backups`)"
         )
     fs, dest = fsspec.core.url_to_fs(location, **(storage_options or {}))
-    if fs.exists(dest) and fs.find(dest):
+    if not is_empty(location, storage_options):
         if not force:
             raise CheckpointError(
                 f"{location} is not empty. Fix: stop the job, then restore with --force (the "

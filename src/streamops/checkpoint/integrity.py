@@ -18,6 +18,7 @@ from streamops.errors import CheckpointError
 
 if TYPE_CHECKING:
     from streamops.bundle import Bundle
+    from streamops.checkpoint.registry import QueryNow
 
 log = logging.getLogger(__name__)
 
@@ -98,71 +99,87 @@ def _broker(bundle: Bundle, job_name: str) -> tuple[str | None, dict[str, str], 
     return bootstrap, extra, f"ran against {bootstrap}"
 
 
-def check_job(bundle: Bundle, job_name: str, *, backup: bool = True) -> IntegrityResult:
-    """Check both checkpoints of `job_name`; back up each healthy one (read-only otherwise)."""
+@dataclass(frozen=True)
+class _Checks:
+    """What every query of one job is checked with."""
+
+    bootstrap: str | None
+    kafka_config: dict[str, str]
+    recorded: dict[str, Any]  # the registry's records of the job, by query kind
+    job_name: str
+
+
+def _registry_records(bundle: Bundle, job_name: str) -> dict[str, Any]:
+    from streamops.checkpoint.registry import load_registry, registry_path, storage_options_for
+
+    root_so = storage_options_for(bundle.checkpoint_root, bundle)
+    if root_so is None:
+        return {}
+    try:
+        return dict(load_registry(registry_path(bundle), root_so)["jobs"].get(job_name, {}))
+    except Exception as exc:  # the registry is a cross-check; its absence is no problem
+        log.warning("registry of %s not read: %s", bundle.checkpoint_root, exc)
+        return {}
+
+
+def _check_query(bundle: Bundle, q: QueryNow, checks: _Checks, backup: bool) -> QueryIntegrity:
     import fsspec
 
     from streamops.checkpoint import backup as bk
-    from streamops.checkpoint.registry import (
-        load_registry,
-        queries_of,
-        registry_path,
-        storage_options_for,
-    )
+    from streamops.checkpoint.registry import storage_options_for
     from streamops.checkpoint.rules import check
 
-    bootstrap, extra, broker_note = _broker(bundle, job_name)
-    recorded: dict[str, Any] = {}
-    root_so = storage_options_for(bundle.checkpoint_root)
-    if root_so is not None:
+    res = QueryIntegrity(q.kind, q.query_name, q.checkpoint)
+    so = storage_options_for(q.checkpoint, bundle)
+    if so is None:
+        res.status = "unreadable"
+        res.problems.append(
+            f"{q.checkpoint}: no storage options for a remote location. Fix: set "
+            "$STREAMOPS_STORAGE_OPTIONS for the Airflow workers"
+        )
+        return res
+    try:
+        fs, path = fsspec.core.url_to_fs(q.checkpoint, **so)
+        there = fs.exists(path.rstrip("/"))
+    except Exception as exc:
+        res.status = "unreadable"
+        res.problems.append(f"{q.checkpoint}: cannot reach the storage ({exc})")
+        return res
+    if not there:
+        res.status = "missing"
+        return res
+    report = check(
+        q.checkpoint, so, bootstrap_servers=checks.bootstrap, kafka_config=checks.kafka_config,
+        source_tables=q.source_tables,
+        expected_query_id=(checks.recorded.get(q.kind) or {}).get("query_id"),
+        registry_note=f"job '{checks.job_name}' has no query id recorded yet",
+    )  # fmt: skip
+    res.report = report.as_dict()
+    if report.unreadable is not None:
+        res.status = "unreadable"
+        res.problems.append(report.unreadable)
+    elif report.errors:
+        res.status = "problems"
+        res.problems += [f.render() for f in report.errors]
+    elif backup:
         try:
-            recorded = load_registry(registry_path(bundle), root_so)["jobs"].get(job_name, {})
-        except Exception as exc:  # the registry is a cross-check; its absence is no problem
-            log.warning("registry of %s not read: %s", bundle.checkpoint_root, exc)
-    results: list[QueryIntegrity] = []
-    for q in queries_of(bundle, job_name):
-        res = QueryIntegrity(q.kind, q.query_name, q.checkpoint)
-        results.append(res)
-        so = storage_options_for(q.checkpoint)
-        if so is None:
-            res.status = "unreadable"
-            res.problems.append(
-                f"{q.checkpoint}: no storage options for a remote location. Fix: set "
-                "$STREAMOPS_STORAGE_OPTIONS for the Airflow workers"
-            )
-            continue
-        try:
-            fs, path = fsspec.core.url_to_fs(q.checkpoint, **so)
-            there = fs.exists(path.rstrip("/"))
+            made = bk.backup(q.checkpoint, q.query_name, bk.backup_root(bundle),
+                             retention=bundle.target.checkpoints.backup_retention,
+                             storage_options=so)  # fmt: skip
         except Exception as exc:
-            res.status = "unreadable"
-            res.problems.append(f"{q.checkpoint}: cannot reach the storage ({exc})")
-            continue
-        if not there:
-            res.status = "missing"
-            continue
-        expected = (recorded.get(q.kind) or {}).get("query_id")
-        report = check(q.checkpoint, so, bootstrap_servers=bootstrap, kafka_config=extra,
-                       expected_query_id=expected,
-                       registry_note=f"job '{job_name}' has no query id recorded yet")  # fmt: skip
-        res.report = report.as_dict()
-        if report.unreadable is not None:
-            res.status = "unreadable"
-            res.problems.append(report.unreadable)
-            continue
-        if report.errors:
-            res.status = "problems"
-            res.problems += [f.render() for f in report.errors]
-            continue
-        if backup:
-            try:
-                made = bk.backup(q.checkpoint, q.query_name, bk.backup_root(bundle),
-                                 retention=bundle.target.checkpoints.backup_retention,
-                                 storage_options=so)  # fmt: skip
-            except Exception as exc:
-                res.problems.append(f"backup failed: {exc}")
-            else:
-                res.backup, res.backup_files = made.path, made.files
+            res.problems.append(f"backup failed: {exc}")
+        else:
+            res.backup, res.backup_files = made.path, made.files
+    return res
+
+
+def check_job(bundle: Bundle, job_name: str, *, backup: bool = True) -> IntegrityResult:
+    """Check both checkpoints of `job_name`; back up each healthy one (read-only otherwise)."""
+    from streamops.checkpoint.registry import queries_of
+
+    bootstrap, extra, broker_note = _broker(bundle, job_name)
+    checks = _Checks(bootstrap, extra, _registry_records(bundle, job_name), job_name)
+    results = [_check_query(bundle, q, checks, backup) for q in queries_of(bundle, job_name)]
     return IntegrityResult(job_name, bundle.target_name, results, broker_note)
 
 

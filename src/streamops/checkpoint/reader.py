@@ -5,6 +5,10 @@ per source); `commits/N` (version line, {"nextBatchWatermarkMs": ...}); `sources
 `state/<operator>/<partition>/<version>.{delta,snapshot,zip}` (+ `SSTs/` for RocksDB) and
 `state/<operator>/_metadata/metadata`. Hidden `.crc` files sit beside each.
 
+A source line is whatever JSON its source writes: Kafka `{"topic": {"0": 42}}` (the bronze query),
+a Delta source's offset object (the gold query reads the bronze table), a bare number for the rate
+source. Shape-specific checks ask `kafka_offsets` / `delta_offset` which one a line is.
+
 One recursive listing finds every file; only the files a check needs are then read.
 """
 
@@ -16,7 +20,45 @@ from typing import Any
 
 import fsspec
 
+from streamops.pipeline.commit_meta import is_kafka_offsets
+
 KNOWN_VERSIONS = ("v1",)
+# Files that hold a state version: the default store's .delta/.snapshot, RocksDB's .zip, and
+# RocksDB's .changelog when changelog checkpointing is on.
+STATE_KINDS = ("delta", "snapshot", "zip", "changelog")
+
+
+@dataclass(frozen=True)
+class DeltaSourceOffset:
+    """A Delta source's offset (the gold query reading the bronze table as a stream)."""
+
+    reservoir_id: str  # the source table's id (metaData.id): a new id is a replaced table
+    reservoir_version: int  # the table version the next batch starts in
+    index: int  # the file index inside that version (-1: before its first file)
+    is_starting_version: bool
+
+    @property
+    def position(self) -> tuple[int, int]:
+        """Where in the table this offset points; it never goes down from batch to batch."""
+        return self.reservoir_version, self.index
+
+
+def delta_offset(value: Any) -> DeltaSourceOffset | None:
+    """The Delta source offset in one source line, or None when the line is another shape."""
+    if not isinstance(value, dict) or "reservoirId" not in value:
+        return None
+    try:
+        return DeltaSourceOffset(
+            str(value["reservoirId"]), int(value["reservoirVersion"]), int(value.get("index", -1)),
+            bool(value.get("isStartingVersion", False)),
+        )  # fmt: skip
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def kafka_offsets(value: Any) -> dict[str, dict[str, int]] | None:
+    """The Kafka offsets {topic: {partition: offset}} in one source line, or None."""
+    return value if is_kafka_offsets(value) else None
 
 
 @dataclass(frozen=True)
@@ -26,7 +68,7 @@ class OffsetsFile:
     batch_id: int
     version: str
     metadata: dict[str, Any]
-    sources: tuple[dict[str, Any] | None, ...]
+    sources: tuple[Any, ...]  # each line's JSON as its source wrote it; None for '-'
 
 
 @dataclass(frozen=True)
@@ -46,7 +88,7 @@ class StateFile:
     partition: str
     name: str
     version: int | None  # None for files that carry no version (SSTs, logs)
-    kind: str  # "delta" | "snapshot" | "zip" (RocksDB) | "sst" | "other"
+    kind: str  # one of STATE_KINDS, "sst" or "other"
 
 
 @dataclass(frozen=True)
@@ -120,8 +162,8 @@ def parse_offsets(text: str, batch_id: int) -> OffsetsFile:
         sources = tuple(None if ln.strip() == "-" else json.loads(ln) for ln in lines[2:])
     except json.JSONDecodeError as exc:
         raise ValueError(f"offsets/{batch_id}: invalid JSON ({exc.msg})") from None
-    if not isinstance(meta, dict) or not all(s is None or isinstance(s, dict) for s in sources):
-        raise ValueError(f"offsets/{batch_id}: metadata and source lines must be JSON objects")
+    if not isinstance(meta, dict):
+        raise ValueError(f"offsets/{batch_id}: the batch metadata line must be a JSON object")
     return OffsetsFile(batch_id, lines[0].strip(), meta, sources)
 
 
@@ -189,7 +231,7 @@ def _state_file(parts: list[str]) -> StateFile | None:
     stem, _, ext = name.partition(".")
     num = stem.split("_", 1)[0]
     version = int(num) if num.isdigit() else None
-    kind = ext if ext in ("delta", "snapshot", "zip") else "other"
+    kind = ext if ext in STATE_KINDS else "other"
     return StateFile(op, part, name, version, kind)
 
 

@@ -1,30 +1,48 @@
-"""Rebuild startingOffsets for a new checkpoint from what the sink already holds.
+"""Rebuild startingOffsets for a lost bronze checkpoint from what the sink already holds.
 
-Sources, in order of trust:
-1. `delta-commit`: the end offsets the sink recorded in its last Delta commit of the query
+Only the bronze query reads Kafka, so only its offsets can be rebuilt. The gold query reads the
+bronze table as a Delta stream and keeps its window state in the checkpoint: a lost gold
+checkpoint is restored from a backup (or gold is rebuilt from bronze), never reconstructed.
+
+Sources, in order of trust (the bronze query writes the bronze and quarantine tables):
+1. `delta-commit`: the end offsets the sink recorded in its newest commit of the query
    (`commitInfo.userMetadata`, `streamops.pipeline.commit_meta`; written in the same commit as
-   the batch's data: exact).
-2. `consumer-group`: the end offsets each batch mirrors to the consumer group `<query name>`
-   (Spark's Kafka source commits none of its own).
-3. `kafka-timestamps`: offsets_for_times at the newest event time in the sink minus the source's
-   max lateness (approximate: may re-read records the sink already holds).
+   the batch's data): exact.
+2. `consumer-group`: the end offsets the job mirrors to the consumer group `<query name>` after
+   each batch (Spark's Kafka source commits none of its own): exact after a clean stop; after a
+   crash between a batch's commit and its mirror, that batch is read again.
+3. `kafka-timestamps`: per partition, offsets_for_times at the newest Kafka record timestamp the
+   sink holds for it (each row keeps its `kafka_timestamp`): no record is missed; the records that
+   share that timestamp are read again.
+
+Each result carries the sink's last batch id of the query: the new checkpoint goes on numbering
+after it (the sink's idempotency key is the batch id, see `registry.seed_checkpoint`).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from streamops.checkpoint.registry import queries_of
+from streamops.checkpoint.registry import QueryNow, queries_of
 from streamops.errors import CheckpointError
-from streamops.pipeline.commit_meta import from_commit_info
+from streamops.pipeline.commit_meta import BatchCommit, from_commit_info
 
 if TYPE_CHECKING:
+    from confluent_kafka import Consumer
+    from deltalake import DeltaTable
+
     from streamops.bundle import Bundle
 
 Offsets = dict[str, dict[str, int]]
+# The newest commits looked at first; the whole history only when none of them is the query's
+# (a quarantine table may not have been written for many batches).
+RECENT_COMMITS = 50
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -37,7 +55,7 @@ class Reconstructed:
     why: str
     table: str = ""
     version: int | None = None
-    batch: int | None = None
+    batch: int | None = None  # the sink's last batch of the query: the new checkpoint's first
 
 
 @dataclass
@@ -70,183 +88,185 @@ class Reconstruction:
         return json.dumps(self.as_dict(), indent=2, sort_keys=True)
 
 
-def _merge(sources: list[Any]) -> Offsets:
-    out: Offsets = {}
-    for s in sources:
-        for topic, parts in (s or {}).items():
-            out.setdefault(topic, {}).update({str(p): int(o) for p, o in parts.items()})
-    return out
-
-
-def from_delta_commits(
-    tables: tuple[str, ...], query_name: str, delta_options: dict[str, str] | None = None
-) -> Reconstructed | None:
-    """The newest commit of `query_name` (highest batch id over `tables`) with end offsets."""
+def _table(bundle: Bundle, uri: str) -> DeltaTable | None:
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
+    try:
+        return DeltaTable(uri, storage_options=bundle.runtime.storage_options(uri))
+    except TableNotFoundError:
+        return None
+
+
+def _newest_commit(dt: DeltaTable, query_name: str) -> tuple[int | None, BatchCommit] | None:
+    """(version, commit) of the newest commit of `query_name` that records Kafka end offsets."""
+    for limit in (RECENT_COMMITS, None):
+        for info in dt.history(limit):
+            commit = from_commit_info(info)
+            if commit is not None and commit.query == query_name and commit.kafka_offsets():
+                return info.get("version"), commit
+    return None
+
+
+def _last_batch(bundle: Bundle, q: QueryNow) -> int | None:
+    """The newest batch id of `q` in its sink tables (its Delta transaction version)."""
+    found = [dt.transaction_version(q.query_name) for u in q.tables if (dt := _table(bundle, u))]
+    return max((v for v in found if v is not None), default=None)
+
+
+def from_delta_commits(bundle: Bundle, q: QueryNow) -> Reconstructed | None:
+    """The newest commit of `q` (highest batch id over its tables) with Kafka end offsets."""
     best: Reconstructed | None = None
-    for uri in tables:
-        try:
-            dt = DeltaTable(uri, storage_options=delta_options)
-        except TableNotFoundError:
+    for uri in q.tables:
+        dt = _table(bundle, uri)
+        found = _newest_commit(dt, q.query_name) if dt is not None else None
+        if found is None:
             continue
-        for c in dt.history():
-            commit = from_commit_info(c)
-            if commit is None or commit.query != query_name:
-                continue
-            offsets = commit.kafka_offsets()
-            if not offsets:
-                continue
-            batch = commit.batch_id
-            if best is None or (best.batch or -1) < batch:
-                best = Reconstructed(
-                    query_name, offsets, "delta-commit",
-                    f"end offsets of batch {batch}, recorded in version {c.get('version')} of "
-                    f"{uri} in the same commit as the batch's data (exact)",
-                    uri, c.get("version"), batch,
-                )  # fmt: skip
-            break  # history is newest first: the first match is this table's newest
+        version, commit = found
+        if best is None or (best.batch if best.batch is not None else -1) < commit.batch_id:
+            best = Reconstructed(
+                q.query_name, commit.kafka_offsets(), "delta-commit",
+                f"end offsets of batch {commit.batch_id}, recorded in version {version} of {uri} "
+                "in the same commit as the batch's data (exact)",
+                uri, version, commit.batch_id,
+            )  # fmt: skip
     return best
 
 
-def from_consumer_group(
-    bundle: Bundle,
-    job_name: str,
-    query_name: str,
-    tables: tuple[str, ...],
-    delta_options: dict[str, str] | None = None,
-    kafka_config: dict[str, str] | None = None,
-) -> Reconstructed | None:
-    """The offsets the job mirrors to the consumer group `<query name>` after each batch."""
-    from confluent_kafka import Consumer, TopicPartition
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
+def _consumer(bundle: Bundle, job_name: str, group: str | None = None) -> Consumer:
+    from confluent_kafka import Consumer
 
-    from streamops.kafka.offsets import client_config, topic_partitions
+    from streamops.kafka.offsets import client_config
 
-    src = bundle.source(bundle.job(job_name))
     kafka = bundle.runtime.kafka_for(bundle.job(job_name).source)
-    consumer = Consumer(
-        client_config(
-            kafka.bootstrap_servers,
-            dict(kafka.librdkafka(), **(kafka_config or {}), **{"group.id": query_name}),
-        )
-    )
+    extra = dict(kafka.librdkafka(), **({"group.id": group} if group else {}))
+    return Consumer(client_config(kafka.bootstrap_servers, extra))
+
+
+def from_consumer_group(bundle: Bundle, job_name: str, q: QueryNow) -> Reconstructed | None:
+    """The end offsets the job mirrored to the consumer group `<query name>` after its batches."""
+    from confluent_kafka import TopicPartition
+
+    from streamops.kafka.offsets import topic_partitions
+
+    topic = bundle.source(bundle.job(job_name)).topic
+    consumer = _consumer(bundle, job_name, group=q.query_name)
     try:
-        parts = topic_partitions(consumer, src.topic)
-        committed = consumer.committed([TopicPartition(src.topic, p) for p in parts], timeout=10)
+        parts = topic_partitions(consumer, topic)
+        committed = consumer.committed([TopicPartition(topic, p) for p in parts], timeout=10)
     finally:
         consumer.close()
     if not committed or any(tp.offset < 0 for tp in committed):
         return None
-    # The new checkpoint must go on numbering after the sink's last batch of this query.
-    batch = None
-    for uri in tables:
-        try:
-            v = DeltaTable(uri, storage_options=delta_options).transaction_version(query_name)
-        except TableNotFoundError:
-            continue
-        if v is not None and (batch is None or v > batch):
-            batch = v
-    offsets = {src.topic: {str(tp.partition): tp.offset for tp in committed}}
     return Reconstructed(
-        query_name, offsets, "consumer-group",
-        f"no Delta commit of '{query_name}' records end offsets; the consumer group "
-        f"'{query_name}' holds the end offsets the job committed after its last batch",
-        batch=batch,
+        q.query_name, {topic: {str(tp.partition): tp.offset for tp in committed}},
+        "consumer-group",
+        f"no Delta commit of '{q.query_name}' records end offsets; the consumer group "
+        f"'{q.query_name}' holds the end offsets the job committed after its last batch (exact "
+        "after a clean stop; the last batch is read again if the job died before mirroring it)",
+        batch=_last_batch(bundle, q),
     )  # fmt: skip
 
 
-def from_kafka_timestamps(
-    bundle: Bundle,
-    job_name: str,
-    query_name: str,
-    tables: tuple[str, ...],
-    delta_options: dict[str, str] | None = None,
-    kafka_config: dict[str, str] | None = None,
-) -> Reconstructed | None:
-    """offsets_for_times at (newest event time in the sink - max lateness)."""
-    from confluent_kafka import Consumer, TopicPartition
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
+def _newest_record_times(bundle: Bundle, q: QueryNow, topic: str) -> dict[int, int]:
+    """{partition: newest Kafka record timestamp (ms)} over the rows the sink holds of `topic`."""
+    import pyarrow.compute as pc
 
-    from streamops.kafka.offsets import client_config, topic_partitions
-
-    job = bundle.job(job_name)
-    src = bundle.source(job)
-    newest = None
-    for uri in tables:
-        try:
-            t = DeltaTable(uri, storage_options=delta_options).to_pyarrow_table()
-        except TableNotFoundError:
+    newest: dict[int, int] = {}
+    cols = ["kafka_topic", "kafka_partition", "kafka_timestamp"]
+    for uri in q.tables:
+        dt = _table(bundle, uri)
+        if dt is None:
             continue
-        for col in (job.event_time, "window_end"):
-            if col in t.column_names and t.num_rows:
-                import pyarrow.compute as pc
+        rows = dt.to_pyarrow_table(columns=cols)
+        rows = rows.filter(pc.equal(rows.column("kafka_topic"), topic))
+        if not rows.num_rows:
+            continue
+        grouped = rows.group_by("kafka_partition").aggregate([("kafka_timestamp", "max")])
+        for p, ts in zip(grouped.column(0).to_pylist(), grouped.column(1).to_pylist(), strict=True):
+            if p is None or ts is None:
+                continue
+            # Integer arithmetic: a float timestamp could round to a later millisecond.
+            ms = (ts.replace(tzinfo=ts.tzinfo or UTC) - EPOCH) // timedelta(milliseconds=1)
+            newest[int(p)] = max(ms, newest.get(int(p), ms))
+    return newest
 
-                v = pc.max(t.column(col)).as_py()
-                if v is not None and (newest is None or v > newest):
-                    newest = v
-                break
-    if newest is None:
+
+def from_kafka_timestamps(bundle: Bundle, job_name: str, q: QueryNow) -> Reconstructed | None:
+    """Per partition: the first offset at the newest Kafka record timestamp the sink holds."""
+    from confluent_kafka import TopicPartition
+
+    from streamops.kafka.offsets import topic_partitions, watermarks
+
+    topic = bundle.source(bundle.job(job_name)).topic
+    newest = _newest_record_times(bundle, q, topic)
+    if not newest:
         return None
-    at_ms = int(newest.timestamp() * 1000 - src.max_lateness.seconds * 1000)
-    kafka = bundle.runtime.kafka_for(bundle.job(job_name).source)
-    consumer = Consumer(
-        client_config(kafka.bootstrap_servers, dict(kafka.librdkafka(), **(kafka_config or {})))
-    )
+    consumer = _consumer(bundle, job_name)
     try:
-        parts = topic_partitions(consumer, src.topic)
-        found = consumer.offsets_for_times(
-            [TopicPartition(src.topic, p, at_ms) for p in parts], timeout=10
-        )
-        offsets = {src.topic: {str(tp.partition): (tp.offset if tp.offset >= 0 else -1)
-                               for tp in found}}  # fmt: skip
+        parts = topic_partitions(consumer, topic)
+        earliest = {p: lo for p, (lo, _) in watermarks(consumer, topic, parts).items()}
+        asked = [TopicPartition(topic, p, newest[p]) for p in parts if p in newest]
+        found = {tp.partition: tp.offset for tp in consumer.offsets_for_times(asked, timeout=10)}
     finally:
         consumer.close()
+    # A partition the sink holds nothing of, or none of whose records is as new as the sink's
+    # newest (gone to retention), starts at its earliest record: nothing is skipped.
+    offsets = {str(p): found[p] if found.get(p, -1) >= 0 else earliest[p] for p in parts}
     return Reconstructed(
-        query_name, offsets, "kafka-timestamps",
-        f"no Delta commit of '{query_name}' records end offsets; offsets of the first records at "
-        f"or after {newest} minus max_lateness ({src.max_lateness.text}), the newest event time in "
-        "the sink: approximate, records near that time may be read twice (-1 = latest)",
+        q.query_name, {topic: offsets}, "kafka-timestamps",
+        f"no Delta commit of '{q.query_name}' records end offsets and the consumer group "
+        f"'{q.query_name}' has none; per partition, the first record at the newest Kafka "
+        "timestamp the sink holds (approximate: records sharing that timestamp are read again, "
+        "none is skipped)",
+        batch=_last_batch(bundle, q),
     )  # fmt: skip
+
+
+def not_rebuildable(bundle: Bundle, job_name: str, q: QueryNow) -> str:
+    """Why a query that does not read Kafka gets no reconstructed offsets, and what to do."""
+    return (
+        f"{q.kind} query '{q.query_name}' reads {', '.join(q.source_tables)} as a Delta stream, "
+        "not Kafka, and keeps its window state in its checkpoint: a lost one cannot be rebuilt "
+        f"from offsets. Fix: `streamops checkpoint restore --job {job_name} --target "
+        f"{bundle.target_name}` restores its newest backup"
+    )
 
 
 def reconstruct(
     bundle: Bundle,
     job_name: str,
     *,
-    delta_options: dict[str, str] | None = None,
-    kafka_config: dict[str, str] | None = None,
+    only: Collection[str] | None = None,
     use_kafka: bool = True,
 ) -> Reconstruction:
-    """Starting offsets for every query of `job_name`; CheckpointError when none can be found."""
+    """Starting offsets for the job's Kafka-reading queries (those named in `only`, if given).
+
+    CheckpointError when none can be found.
+    """
     out = Reconstruction(job_name, bundle.target_name)
     for q in queries_of(bundle, job_name):
-        found = from_delta_commits(q.tables, q.query_name, delta_options)
-        if found is not None:
-            out.skipped.setdefault(
-                "consumer-group", "not needed: the sink's Delta commits record exact end offsets"
-            )
+        if only is not None and q.query_name not in only:
+            continue
+        if not q.reads_kafka:
+            out.skipped[q.query_name] = not_rebuildable(bundle, job_name, q)
+            continue
+        found = from_delta_commits(bundle, q)
         if found is None and use_kafka:
-            found = from_consumer_group(
-                bundle, job_name, q.query_name, q.tables, delta_options, kafka_config
-            )
-        if found is None and use_kafka:
-            found = from_kafka_timestamps(
-                bundle, job_name, q.query_name, q.tables, delta_options, kafka_config
+            found = from_consumer_group(bundle, job_name, q) or from_kafka_timestamps(
+                bundle, job_name, q
             )
         if found is None:
             out.skipped[q.query_name] = (
-                f"no Delta commit with end offsets and no event times in {', '.join(q.tables)}"
+                f"no commit with end offsets and no Kafka coordinates in {', '.join(q.tables)}"
             )
             continue
         out.queries.append(found)
     if not out.queries:
         raise CheckpointError(
-            f"job '{job_name}': nothing to reconstruct offsets from (the sink tables hold no "
-            "commits of its queries). Fix: start the job without --reset-from; it reads from the "
-            "source's startingOffsets"
+            f"job '{job_name}': nothing to reconstruct offsets from ("
+            + "; ".join(f"{name}: {why}" for name, why in out.skipped.items())
+            + "). Fix: a query whose sink holds no batch starts without --reset-from (it reads "
+            "from the source's startingOffsets); restore a lost gold checkpoint from a backup"
         )
     return out

@@ -33,13 +33,14 @@ if TYPE_CHECKING:
 REGISTRY_NAME = "_streamops_registry.json"
 
 
-def storage_options_for(location: str) -> dict[str, Any] | None:
-    """fsspec options for `location`: {} for local paths; for remote ones the JSON in
-    $STREAMOPS_STORAGE_OPTIONS, or None when that is not set (the storage cannot be reached)."""
-    if "://" not in location or location.startswith("file://"):
+def storage_options_for(location: str, bundle: Bundle | None = None) -> dict[str, Any] | None:
+    """fsspec options for `location`: {} for local paths; for remote ones the bundle's resolved
+    storage options (without a bundle: $STREAMOPS_STORAGE_OPTIONS), or None when none are set
+    (the storage cannot be reached from here)."""
+    if "://" not in location or location.startswith("file:"):
         return {}
     try:
-        opts = storage_options_env()
+        opts = bundle.runtime.storage_options(location) if bundle else storage_options_env()
     except BundleError as exc:
         raise CheckpointError(f"{exc} (while reading {location})") from None
     return None if opts is None else dict(opts)
@@ -66,16 +67,60 @@ class QueryNow:
     query_name: str
     checkpoint: str
     tables: tuple[str, ...]  # the tables this query writes
+    source_tables: tuple[str, ...] = ()  # the Delta tables it streams from (gold: bronze)
+
+    @property
+    def reads_kafka(self) -> bool:
+        """Only such a query's lost checkpoint can start again from offsets rebuilt from its
+        sink; one that reads a Delta table (and keeps window state) has to be restored."""
+        return not self.source_tables
 
 
 def queries_of(bundle: Bundle, job_name: str) -> list[QueryNow]:
+    """The job's queries: bronze (Kafka -> bronze + quarantine), gold (bronze -> the sink)."""
     job = bundle.job(job_name)
     return [
         QueryNow("bronze", job.bronze_query_name, bundle.bronze_checkpoint_location(job),
                  (bundle.bronze_location(job), bundle.quarantine_location(job))),
         QueryNow("gold", job.query_name, bundle.checkpoint_location(job),
-                 (bundle.table_location(job.sink),)),
+                 (bundle.table_location(job.sink),), (bundle.bronze_location(job),)),
     ]  # fmt: skip
+
+
+def lost_checkpoint_problem(bundle: Bundle, job_name: str, q: QueryNow) -> str:
+    """Why starting `q` with its checkpoint gone (and its sink holding data) is refused, and the
+    way back that fits the query."""
+    head = (
+        f"job '{job_name}' {q.kind} query '{q.query_name}': the checkpoint {q.checkpoint} is "
+        "empty or gone while its sink already holds data"
+    )
+    restore = f"`streamops checkpoint restore --job {job_name} --target {bundle.target_name}`"
+    if q.reads_kafka:
+        return (
+            f"{head}; starting would re-read the topic from startingOffsets and duplicate or skip "
+            f"records. Fix: {restore} a backup, or `streamops checkpoint reconstruct --job "
+            f"{job_name} --target {bundle.target_name} --out FILE` and start with --reset-from FILE"
+        )
+    return (
+        f"{head}. It reads the bronze table {', '.join(q.source_tables)}, not Kafka, and keeps "
+        "its window state in the checkpoint: neither can be rebuilt from Kafka offsets. Fix: "
+        f"{restore} restores its newest backup; or rebuild it from bronze: move its sink table "
+        f"{', '.join(q.tables)} and the checkpoint aside, then start the job (gold re-reads "
+        "bronze from its first version)"
+    )
+
+
+def lost_checkpoints(
+    bundle: Bundle, job_name: str, so: dict[str, Any] | None = None
+) -> list[QueryNow]:
+    """The job's queries whose checkpoint holds no query id (gone, or never written)."""
+    so = storage_options_for(bundle.checkpoint_root, bundle) if so is None else so
+    return [q for q in queries_of(bundle, job_name) if read_query_id(q.checkpoint, so) is None]
+
+
+def sink_has_data(q: QueryNow, so: dict[str, Any] | None) -> bool:
+    """Whether any table `q` writes holds a batch of `q` (a Delta transaction of its app id)."""
+    return any(_holds_batches(t, q.query_name, so) for t in q.tables)
 
 
 def registry_path(bundle: Bundle) -> str:
@@ -114,19 +159,22 @@ def save_registry(path: str, so: dict[str, Any] | None, data: dict[str, Any]) ->
 
 def recorded(bundle: Bundle, job_name: str, so: dict[str, Any] | None = None) -> dict[str, Any]:
     """The registry's records of `job_name` by query kind ({} when none)."""
-    so = storage_options_for(bundle.checkpoint_root) if so is None else so
+    so = storage_options_for(bundle.checkpoint_root, bundle) if so is None else so
     data = load_registry(registry_path(bundle), so)
     return dict(data["jobs"].get(job_name, {}))
 
 
-def _has_data(table: str, so: dict[str, Any] | None) -> bool:
-    fs, p = fsspec.core.url_to_fs(table, **(so or {}))
+def _holds_batches(table: str, app_id: str, so: dict[str, Any] | None) -> bool:
+    # The sink writes each batch under its query's app id (txnAppId). A table that exists but
+    # holds none (the job creates bronze before its queries start) is no reason to refuse.
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
     try:
-        return bool(fs.exists(f"{p.rstrip('/')}/_delta_log")) and bool(
-            fs.ls(f"{p.rstrip('/')}/_delta_log")
-        )
-    except FileNotFoundError:
+        dt = DeltaTable(table, storage_options=so or None)
+    except TableNotFoundError:
         return False
+    return dt.transaction_version(app_id) is not None
 
 
 def _last_offsets(location: str, so: dict[str, Any] | None) -> tuple[int | None, Any]:
@@ -161,6 +209,84 @@ def load_reset_file(path: Path) -> dict[str, Any]:
     return data
 
 
+@dataclass(frozen=True)
+class _Seen:
+    """One query at a start or deploy: the bundle's view, the registry's record, the storage."""
+
+    bundle: Bundle
+    job_name: str
+    q: QueryNow
+    rec: dict[str, Any] | None  # what the registry recorded for this query kind, if anything
+    qid: str | None  # the query id in its checkpoint now
+    so: dict[str, Any] | None
+
+
+def _moved(s: _Seen) -> str | None:
+    if s.rec is None or s.rec.get("checkpoint") == s.q.checkpoint:
+        return None
+    return (
+        f"job '{s.job_name}' {s.q.kind} query '{s.q.query_name}': its checkpoint location changed "
+        f"from {s.rec.get('checkpoint')} to {s.q.checkpoint}; starting there would start the "
+        "query from scratch. Fix: put the old location back (job.checkpoint in bundle.yml), or "
+        "move the old checkpoint there"
+    )
+
+
+def _renamed(s: _Seen) -> str | None:
+    if s.rec is None or s.rec.get("query_name") == s.q.query_name:
+        return None
+    return (
+        f"job '{s.job_name}' {s.q.kind} query: its query name changed from "
+        f"'{s.rec.get('query_name')}' to '{s.q.query_name}' (the checkpoint and the sink's "
+        "idempotency key follow the name). Fix: put the old query_name back in bundle.yml"
+    )
+
+
+def _emptied(s: _Seen) -> str | None:
+    if s.qid is not None or not sink_has_data(s.q, s.so):
+        return None
+    return lost_checkpoint_problem(s.bundle, s.job_name, s.q)
+
+
+def _replaced(s: _Seen) -> str | None:
+    recorded_id = (s.rec or {}).get("query_id")
+    if not recorded_id or s.qid is None or recorded_id == s.qid:
+        return None
+    return (
+        f"job '{s.job_name}' {s.q.kind} query '{s.q.query_name}': query id {s.qid} in "
+        f"{s.q.checkpoint} differs from {recorded_id} recorded at the last "
+        f"{(s.rec or {}).get('event', 'start')}: the checkpoint was reset or replaced. Fix: "
+        "restore the right backup, or start with --reset-from FILE to accept it"
+    )
+
+
+# Each rule returns the problem (with its fix) or None.
+GUARD_RULES = (_moved, _renamed, _emptied, _replaced)
+
+
+def _reset_spec(s: _Seen, reset: dict[str, Any] | None, path: Path | None) -> Any:
+    """The --reset-from entry of this query (None without one); refuses one Spark would ignore
+    and one for a query that does not read Kafka."""
+    spec = (reset or {}).get("queries", {}).get(s.q.query_name)
+    if spec is None:
+        return None
+    if not s.q.reads_kafka:
+        raise CheckpointGuardError(
+            f"job '{s.job_name}' {s.q.kind} query '{s.q.query_name}': {path} holds Kafka starting "
+            f"offsets for it, but it reads the bronze table, not Kafka. Fix: remove it from "
+            f"{path} (`streamops checkpoint reconstruct` writes bronze queries only) and "
+            f"`streamops checkpoint restore --job {s.job_name} --target {s.bundle.target_name}` "
+            "its checkpoint from a backup"
+        )
+    if s.qid is not None:
+        raise CheckpointGuardError(
+            f"job '{s.job_name}' {s.q.kind} query '{s.q.query_name}': --reset-from needs an "
+            f"empty checkpoint, but {s.q.checkpoint} holds query {s.qid} (Spark would ignore the "
+            "starting offsets). Fix: move that checkpoint away first"
+        )
+    return spec
+
+
 def guard(
     bundle: Bundle,
     job_name: str,
@@ -179,7 +305,7 @@ def guard(
     so = (
         storage_options
         if storage_options is not None
-        else storage_options_for(bundle.checkpoint_root)
+        else storage_options_for(bundle.checkpoint_root, bundle)
     )
     if so is None:
         if say is not None:
@@ -200,57 +326,20 @@ def guard(
     overrode: dict[str, list[str]] = {}
     now: dict[str, dict[str, Any]] = {}
     for q in queries_of(bundle, job_name):
-        rec = job_rec.get(q.kind)
-        qid = read_query_id(q.checkpoint, so)
-        mine: list[str] = []
-        if rec is not None and rec.get("checkpoint") != q.checkpoint:
-            mine.append(
-                f"job '{job_name}' {q.kind} query '{q.query_name}': its checkpoint location "
-                f"changed from {rec.get('checkpoint')} to {q.checkpoint}; starting there would "
-                "re-read the topic from startingOffsets. Fix: put the old location back "
-                "(job.checkpoint in bundle.yml), or move the old checkpoint there"
-            )
-        if rec is not None and rec.get("query_name") != q.query_name:
-            mine.append(
-                f"job '{job_name}' {q.kind} query: its query name changed from "
-                f"'{rec.get('query_name')}' to '{q.query_name}' (the checkpoint and the sink's "
-                "idempotency key follow the name). Fix: put the old query_name back in bundle.yml"
-            )
-        if qid is None and any(_has_data(t, so) for t in q.tables):
-            mine.append(
-                f"job '{job_name}' {q.kind} query '{q.query_name}': the checkpoint "
-                f"{q.checkpoint} is empty or gone while its sink already holds data; starting "
-                "would re-read the topic from startingOffsets and duplicate or skip records. Fix: "
-                "`streamops checkpoint restore --job {job} --target {target}` a backup, or "
-                "`streamops checkpoint reconstruct` and start with --reset-from FILE".format(
-                    job=job_name, target=bundle.target_name
-                )
-            )
-        elif rec is not None and rec.get("query_id") and qid and rec["query_id"] != qid:
-            mine.append(
-                f"job '{job_name}' {q.kind} query '{q.query_name}': query id {qid} in "
-                f"{q.checkpoint} differs from {rec['query_id']} recorded at the last "
-                f"{rec.get('event', 'start')}: the checkpoint was reset or replaced. Fix: restore "
-                "the right backup, or start with --reset-from FILE to accept it"
-            )
-        spec = (reset or {}).get("queries", {}).get(q.query_name)
-        if reset is not None and spec is not None:
-            if qid is not None:
-                raise CheckpointGuardError(
-                    f"job '{job_name}' {q.kind} query '{q.query_name}': --reset-from needs an "
-                    f"empty checkpoint, but {q.checkpoint} holds query {qid} (Spark would ignore "
-                    "the starting offsets). Fix: move that checkpoint away first"
-                )
+        seen = _Seen(bundle, job_name, q, job_rec.get(q.kind), read_query_id(q.checkpoint, so), so)
+        mine = [m for rule in GUARD_RULES if (m := rule(seen)) is not None]
+        spec = _reset_spec(seen, reset, reset_from)
+        if spec is None:
+            problems += mine
+        else:
             starting[q.query_name] = json.dumps(spec["startingOffsets"], separators=(",", ":"))
             if record and isinstance(spec.get("batch"), int):
                 seed_checkpoint(q.checkpoint, spec["batch"], spec["startingOffsets"], so)
-        if mine and spec is not None:
-            overrode[q.query_name] = mine
-        else:
-            problems += mine
-        batch, offsets = _last_offsets(q.checkpoint, so) if qid else (None, None)
+            if mine:
+                overrode[q.query_name] = mine
+        batch, offsets = _last_offsets(q.checkpoint, so) if seen.qid else (None, None)
         now[q.kind] = {
-            "query_name": q.query_name, "checkpoint": q.checkpoint, "query_id": qid,
+            "query_name": q.query_name, "checkpoint": q.checkpoint, "query_id": seen.qid,
             "offsets": offsets, "batch": batch, "event": event, "at": time.time(),
         }  # fmt: skip
     if problems:

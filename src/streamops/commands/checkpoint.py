@@ -13,17 +13,18 @@ import typer
 
 if TYPE_CHECKING:
     from streamops.bundle import Bundle
+    from streamops.checkpoint.registry import QueryNow
 
 BundleOpt = Annotated[Path, typer.Option("--bundle", "-b", help="path to bundle.yml")]
 TargetOpt = Annotated[str, typer.Option("--target", "-t", help="target in bundle.yml")]
 JobOpt = Annotated[str, typer.Option("--job", "-j", help="job name in bundle.yml")]
 
 
-def _so(location: str) -> dict[str, Any] | None:
+def _so(location: str, bundle: Bundle | None = None) -> dict[str, Any]:
     from streamops.checkpoint.registry import STORAGE_OPTIONS_ENV, storage_options_for
     from streamops.errors import UsageError
 
-    so = storage_options_for(location)
+    so = storage_options_for(location, bundle)
     if so is None:
         raise UsageError(
             f"{location}: no storage options for a remote location. Fix: set "
@@ -32,15 +33,44 @@ def _so(location: str) -> dict[str, Any] | None:
     return so
 
 
-def _job_of(bundle: Bundle, location: str) -> tuple[str, str] | None:
-    """(job, kind) whose checkpoint is `location`."""
+def _job_of(bundle: Bundle, location: str) -> tuple[str, QueryNow] | None:
+    """(job, query) whose checkpoint is `location`."""
     from streamops.checkpoint.registry import queries_of
 
     for name in bundle.jobs:
         for q in queries_of(bundle, name):
             if q.checkpoint.rstrip("/") == location.rstrip("/"):
-                return name, q.kind
+                return name, q
     return None
+
+
+def _bundle_checks(bundle: Bundle, location: str, bootstrap: str | None) -> dict[str, Any]:
+    """`check` arguments that the bundle supplies for one of its checkpoints: the source broker,
+    the source table of a gold query and the query id the registry recorded."""
+    from streamops.checkpoint.registry import load_registry, registry_path
+    from streamops.errors import LocalStackError
+
+    found = _job_of(bundle, location)
+    if found is None:
+        note = (
+            f"{location} is no job's checkpoint in {bundle.path.name} (target {bundle.target_name})"
+        )
+        return {"bootstrap_servers": bootstrap, "registry_note": note}
+    job, q = found
+    reg = load_registry(registry_path(bundle), _so(bundle.checkpoint_root, bundle))
+    rec = reg["jobs"].get(job, {}).get(q.kind) or {}
+    out: dict[str, Any] = {
+        "bootstrap_servers": bootstrap, "source_tables": q.source_tables,
+        "expected_query_id": rec.get("query_id"),
+        "registry_note": f"job '{job}' has no query id recorded yet",
+    }  # fmt: skip
+    if bootstrap is None:
+        try:
+            kafka = bundle.runtime.kafka_for(bundle.job(job).source)
+        except LocalStackError:
+            return out  # the local broker is not up: the broker check says it was skipped
+        out.update(bootstrap_servers=kafka.bootstrap_servers, kafka_config=kafka.librdkafka())
+    return out
 
 
 def register(app: typer.Typer) -> None:
@@ -62,39 +92,18 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Check a checkpoint: exit 0 healthy, 1 problems found, 2 location unreadable."""
         from streamops.bundle import load
-        from streamops.checkpoint.registry import load_registry, registry_path
         from streamops.checkpoint.rules import check
         from streamops.errors import UsageError
 
-        so = _so(location)
-        kafka_conf: dict[str, str] | None = None
-        expected: str | None = None
-        note = "no --bundle/--target given"
         if (bundle is None) != (target is None):
             raise UsageError("give --bundle and --target together")
         if bundle is not None and target is not None:
             b = load(bundle, target)
-            found = _job_of(b, location)
-            if found is None:
-                note = f"{location} is no job's checkpoint in {bundle.name} (target {target})"
-            else:
-                job, kind = found
-                reg = load_registry(registry_path(b), _so(b.checkpoint_root))
-                rec = reg["jobs"].get(job, {}).get(kind) or {}
-                expected = rec.get("query_id")
-                note = f"job '{job}' has no query id recorded yet"
-                if bootstrap_servers is None:
-                    from streamops.errors import LocalStackError
-
-                    try:
-                        kafka = b.runtime.kafka_for(b.job(job).source)
-                        bootstrap_servers, kafka_conf = kafka.bootstrap_servers, kafka.librdkafka()
-                    except LocalStackError:
-                        bootstrap_servers = None
-        report = check(
-            location, so, bootstrap_servers=bootstrap_servers, kafka_config=kafka_conf,
-            expected_query_id=expected, registry_note=note,
-        )  # fmt: skip
+            report = check(
+                location, _so(location, b), **_bundle_checks(b, location, bootstrap_servers)
+            )
+        else:
+            report = check(location, _so(location), bootstrap_servers=bootstrap_servers)
         print(report.to_json() if json_out else report.render())
         raise typer.Exit(report.exit_code)
 
@@ -105,7 +114,7 @@ def register(app: typer.Typer) -> None:
         target: TargetOpt = "local",
         out: Annotated[Path | None, typer.Option("--out", "-o", help="write the JSON here")] = None,
     ) -> None:
-        """Write startingOffsets for new checkpoints of JOB from what its sink holds."""
+        """Write startingOffsets for a new bronze checkpoint of JOB from what its sink holds."""
         from streamops.bundle import load
         from streamops.checkpoint.reconstruct import reconstruct
 
@@ -137,7 +146,7 @@ def register(app: typer.Typer) -> None:
         for q in queries_of(b, job):
             made = backup(q.checkpoint, q.query_name, root,
                           retention=b.target.checkpoints.backup_retention,
-                          storage_options=_so(q.checkpoint))  # fmt: skip
+                          storage_options=_so(q.checkpoint, b))  # fmt: skip
             print(f"{q.query_name}: batch {made.batch}, {made.files} files -> {made.path}")
 
     @ck.command("restore")
@@ -152,15 +161,20 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--force", help="move a non-empty checkpoint aside first")
         ] = False,
     ) -> None:
-        """Put JOB's newest (or the named) backup back, after checking it."""
+        """Put JOB's newest (or the named) backup back where a checkpoint is gone, after checking
+        it; --force replaces intact checkpoints too (moving them aside)."""
         from streamops.bundle import load
-        from streamops.checkpoint.backup import backup_root, list_backups, restore
+        from streamops.checkpoint.backup import backup_root, is_empty, list_backups, restore
+        from streamops.checkpoint.registry import queries_of
         from streamops.errors import CheckpointError
 
         b = load(bundle, target)
         root = backup_root(b)
-        for q in _queries(b, job):
-            so = _so(q.checkpoint)
+        for q in queries_of(b, job):
+            so = _so(q.checkpoint, b)
+            if not force and not is_empty(q.checkpoint, so):
+                print(f"{q.query_name}: keeps its checkpoint {q.checkpoint} (--force replaces it)")
+                continue
             have = list_backups(root, q.query_name, so)
             pick = [p for p in have if backup_name is None or p.endswith("/" + backup_name)]
             if not pick:
@@ -170,9 +184,3 @@ def register(app: typer.Typer) -> None:
                 )
             n = restore(pick[-1], q.checkpoint, storage_options=so, force=force)
             print(f"{q.query_name}: restored {n} files from {pick[-1]} to {q.checkpoint}")
-
-
-def _queries(b: Bundle, job: str) -> list[Any]:
-    from streamops.checkpoint.registry import queries_of
-
-    return list(queries_of(b, job))

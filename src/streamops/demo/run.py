@@ -128,9 +128,7 @@ def run_demo(
         say(f"Spark ready in {time.monotonic() - t0:.1f} s")
         summaries = []
         for name in bundle.jobs:
-            summaries.append(
-                _demo_job(bundle, name, spark, say, on_batch, scale, batch_rows)
-            )
+            summaries.append(_demo_job(bundle, name, spark, say, on_batch, scale, batch_rows))
         return summaries
     finally:
         if own_broker:

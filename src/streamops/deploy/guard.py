@@ -24,7 +24,7 @@ def check_before_deploy(bundle: Bundle, job_name: str) -> list[Problem]:
 
     where = f"jobs.{job_name}"
     try:
-        so = storage_options_for(bundle.checkpoint_root)
+        so = storage_options_for(bundle.checkpoint_root, bundle)
         if so is None:
             return [Problem(
                 bundle.path.name, None, where,

@@ -108,7 +108,7 @@ def build_job_settings(bundle: Bundle, job_key: str) -> jobs.JobSettings:
         raise DeployError(
             f"{bundle.path.name}: targets.{bundle.target_name}.cluster: spark_version and "
             "node_type_id are needed for the job cluster. Fix: set e.g. "
-            "`spark_version: 16.4.x-scala2.13` and `node_type_id: Standard_D8ds_v5`"
+            "`spark_version: 18.0.x-scala2.13` and `node_type_id: Standard_D8ds_v5`"
         )
     root = workspace_root(bundle)
 

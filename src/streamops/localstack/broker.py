@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from streamops.errors import LocalStackError
+from streamops.localstack import process
 
 NAME = "broker"
 PLAINTEXT = "PLAINTEXT"
@@ -86,11 +87,11 @@ class KafkaEndpoints:
 
     __str__ = __repr__
 
-    def plaintext_config(self) -> dict[str, str]:
+    def plaintext_config(self) -> dict[str, Any]:
         """confluent-kafka settings for the PLAINTEXT listener."""
         return {"bootstrap.servers": self.plaintext}
 
-    def sasl_config(self) -> dict[str, str]:
+    def sasl_config(self) -> dict[str, Any]:
         """confluent-kafka settings for the SASL listener, credentials included; never log it."""
         return {
             "bootstrap.servers": self.sasl,
@@ -243,9 +244,9 @@ def prepare(
         log.write_text(output + "\n")
         if "UnsupportedClassVersionError" in output:
             raise LocalStackError(f"Kafka 4.1 needs Java 17 or newer ({java_bin}). {_FIX_JAVA}.")
-        last = output.splitlines()[-1] if output else "(no output)"
         raise LocalStackError(
-            f"formatting the broker's storage failed (exit {done.returncode}): {last} "
+            f"formatting the broker's storage failed (exit {done.returncode}): "
+            f"{process.last_message(output)} "
             f"(output in {log}). Fix: if the jars are damaged run `make setup`."
         )
     return [java_bin, *_HEAP, jvm_log, "-cp", cp, MAIN_CLASS, str(config)]
@@ -265,7 +266,7 @@ def bind_failure(log: Path) -> str | None:
     return None
 
 
-def _answers_one(conf: dict[str, str], timeout: float) -> bool:
+def _answers_one(conf: dict[str, Any], timeout: float) -> bool:
     host, _, port = conf["bootstrap.servers"].rpartition(":")
     # A plain connect first: it fails fast and keeps librdkafka from retrying a closed port.
     try:

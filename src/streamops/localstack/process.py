@@ -144,6 +144,13 @@ def tail(log: Path, lines: int = 20) -> str:
     return "\n".join(f"    {line}" for line in last) if last else "    (log is empty)"
 
 
+def last_message(text: str) -> str:
+    """The last line of `text` that is not a stack frame, for one-line error messages."""
+    kept = [ln.strip() for ln in _ANSI.sub("", text).splitlines() if ln.strip()]
+    kept = [ln for ln in kept if not _STACK_FRAME.match(ln) and not ln.startswith("at ")]
+    return kept[-1] if kept else "(no output)"
+
+
 class StateFile:
     """state.json: one record per started service, written atomically, guarded by a file lock."""
 

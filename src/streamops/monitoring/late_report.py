@@ -1,5 +1,7 @@
 """Which events did the aggregate miss? Bronze holds every good event; gold only the on-time ones.
 
+Both tables are read with delta-rs (no JVM), whichever engine wrote them.
+
 Per window and group: events in bronze minus events counted in gold. A positive difference is
 events that arrived after the watermark closed their window (dropped from gold, kept in bronze).
 """
@@ -12,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 from streamops.errors import UsageError
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from streamops.bundle import Bundle
 
 
@@ -28,11 +32,21 @@ class MissedWindow:
         return self.bronze_events - self.gold_events
 
 
+def _read(bundle: Bundle, uri: str, columns: list[str]) -> pd.DataFrame | None:
+    """`columns` of the Delta table at `uri` (delta-rs: no JVM), or None when there is none."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        dt = DeltaTable(uri, storage_options=bundle.runtime.storage_options(uri))
+    except TableNotFoundError:
+        return None
+    return dt.to_pandas(columns=columns)
+
+
 def late_report(bundle: Bundle, job_name: str) -> list[MissedWindow]:
     """Windows where bronze holds more events than the gold aggregate counted, oldest first."""
     import pandas as pd
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
 
     job = bundle.job(job_name)
     agg = job.aggregate
@@ -45,16 +59,13 @@ def late_report(bundle: Bundle, job_name: str) -> list[MissedWindow]:
             "counted. Fix: add `- {name: events, fn: count}` to its metrics"
         )
     keys = list(agg.group_by)
-    try:
-        bronze = DeltaTable(bundle.bronze_location(job)).to_pandas(columns=[job.event_time, *keys])
-    except TableNotFoundError:
+    bronze = _read(bundle, bundle.bronze_location(job), [job.event_time, *keys])
+    if bronze is None or bronze.empty:
         return []
-    try:
-        gold = DeltaTable(bundle.table_location(job.sink)).to_pandas(
-            columns=["window_start", "window_end", *keys, count]
-        )
-    except TableNotFoundError:
-        gold = pd.DataFrame(columns=["window_start", "window_end", *keys, count])
+    gold_cols = ["window_start", "window_end", *keys, count]
+    gold = _read(bundle, bundle.table_location(job.sink), gold_cols)
+    if gold is None:
+        gold = pd.DataFrame(columns=gold_cols)
     # Tumbling windows start at multiples of the window length from the epoch, as Spark's do.
     # (For sliding windows this compares each event with the window that starts at its floor.)
     step = f"{int(agg.window.seconds)}s"

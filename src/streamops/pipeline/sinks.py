@@ -91,6 +91,12 @@ def _find_commit(spark: SparkSession, uri: str, app_id: str, batch_id: int) -> _
     return None
 
 
+def _may_be_replay(last: int | None, batch_id: int) -> bool:
+    """Whether a table may already hold `batch_id`: Spark replays only the first batch after a
+    (re)start, and batch ids only grow within a run; every other batch skips the history read."""
+    return last is None or batch_id <= last
+
+
 def _sizes(c: _Committed | None) -> tuple[int, ...]:
     if c is None or c.files <= 0:
         return ()
@@ -143,11 +149,40 @@ def _merge(df: DataFrame, spec: SinkSpec, batch_id: int, meta: str) -> None:
             spark.conf.unset(k)
 
 
-def _fail(spec: SinkSpec, batch_id: int, exc: Exception) -> SinkError:
+# Java exceptions that mean "the query is being stopped", as Spark recognises them in the error
+# text of a Python foreachBatch function.
+_INTERRUPTIONS = (
+    "java.lang.InterruptedException",
+    "java.io.InterruptedIOException",
+    "java.nio.channels.ClosedByInterruptException",
+)
+
+
+class QueryStopping(Exception):  # noqa: N818 - named for what it reports, not an error of ours
+    """The batch was interrupted because its query is being stopped (not a failure)."""
+
+
+def _fail(spec: SinkSpec, batch_id: int, exc: BaseException) -> Exception:
+    """A short error for Spark to report; the long py4j text would bury it.
+
+    Spark matches the Python error text against a pattern that recurses once per character to
+    tell a stop from a failure; a Java stack trace with the query plan in it overflows the stream
+    thread's stack there. So the text stays short, and an interruption keeps the exact words
+    Spark looks for, so that stopping a query mid-batch ends it quietly instead of failing it.
+    """
+    text = str(exc)
+    stop = next((name for name in _INTERRUPTIONS if name in text), None)
+    if stop is not None:
+        return QueryStopping(
+            f"py4j.protocol.Py4JJavaError: An error occurred while calling {spec.app_id}.\n: {stop}"
+        )
+    if isinstance(exc, SinkError):
+        return exc
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     return SinkError(
         f"writing batch {batch_id} of query '{spec.app_id}' to {spec.table_uri} failed: "
-        f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. Nothing was committed "
-        "for this batch; the query retries it from its checkpoint"
+        f"{first[:500]}. Nothing was committed for this batch; the query retries it from its "
+        "checkpoint"
     )
 
 
@@ -171,33 +206,35 @@ class GoldWriter:
         self.on_write = on_write
         # Runs after the Delta commit, before Spark's commit file (crash tests inject here).
         self.after_commit = after_commit
-        self._first = True
+        self._last: int | None = None
 
     def __call__(self, df: DataFrame, batch_id: int) -> None:
+        try:
+            self._write(df, batch_id)
+        except Exception as exc:
+            raise _fail(self.spec, batch_id, exc) from None
+
+    def _write(self, df: DataFrame, batch_id: int) -> None:
         from delta.tables import DeltaTable
 
         t0 = time.monotonic()
         spec = self.spec
         spark = df.sparkSession
         replayed = False
-        if self._first:
-            # Only the first batch after a (re)start can be one Delta already holds.
+        if _may_be_replay(self._last, batch_id):
             if not DeltaTable.isDeltaTable(spark, spec.table_uri):
                 ensure_table(spark, spec.table_uri, df.schema, spec.partition_by)
             replayed = _find_commit(spark, spec.table_uri, spec.app_id, batch_id) is not None
-            self._first = False
+        self._last = batch_id
         meta = encode(BatchCommit(spec.app_id, batch_id, tuple(self.end_offsets(batch_id))))
         df.persist()
         try:
             rows = df.count()  # runs the plan (state included) exactly once
             if rows and not replayed:
-                try:
-                    if spec.mode == "merge":
-                        _merge(df, spec, batch_id, meta)
-                    else:
-                        _append(df, spec, batch_id, meta)
-                except Exception as exc:
-                    raise _fail(spec, batch_id, exc) from exc
+                if spec.mode == "merge":
+                    _merge(df, spec, batch_id, meta)
+                else:
+                    _append(df, spec, batch_id, meta)
         finally:
             df.unpersist()
         done = None
@@ -235,20 +272,25 @@ class BronzeWriter:
         self.end_offsets = end_offsets
         self.on_write = on_write
         self.after_commit = after_commit
-        self._first = True
+        self._last: int | None = None
 
     def __call__(self, df: DataFrame, batch_id: int) -> None:
+        try:
+            self._write(df, batch_id)
+        except Exception as exc:
+            raise _fail(self.bronze, batch_id, exc) from None
+
+    def _write(self, df: DataFrame, batch_id: int) -> None:
         from pyspark.sql import functions as F
 
         t0 = time.monotonic()
         app = self.bronze.app_id
         spark = df.sparkSession
         held: set[str] = set()
-        if self._first:
-            # Only the first batch after a (re)start can be one a table already holds.
+        if _may_be_replay(self._last, batch_id):
             held = {s.table_uri for s in (self.bronze, self.quarantine)
                     if _find_commit(spark, s.table_uri, app, batch_id) is not None}  # fmt: skip
-            self._first = False
+        self._last = batch_id
         meta = encode(BatchCommit(app, batch_id, tuple(self.end_offsets(batch_id))))
         df.persist()
         try:
@@ -272,7 +314,7 @@ class BronzeWriter:
                 try:
                     _append(part, spec, batch_id, meta)
                 except Exception as exc:
-                    raise _fail(spec, batch_id, exc) from exc
+                    raise _fail(spec, batch_id, exc) from None
                 written[spec.table_uri] = _find_commit(spark, spec.table_uri, app, batch_id)
         finally:
             df.unpersist()

@@ -57,27 +57,36 @@ def run_from_args(
 
 
 def recovery_offsets(bundle: Bundle, job: str, *, say: Callable[[str], None]) -> Path:
-    """Reconstruct starting offsets for `job` and write them where the reset guard reads them."""
-    import fsspec
+    """Reconstruct starting offsets for the job's lost bronze checkpoint and write them where the
+    reset guard reads them; CheckpointError naming the fix when a lost gold checkpoint needs a
+    backup instead."""
+    from streamops.checkpoint.reconstruct import Reconstruction, reconstruct
+    from streamops.checkpoint.registry import (
+        lost_checkpoint_problem,
+        lost_checkpoints,
+        queries_of,
+        sink_has_data,
+        storage_options_for,
+    )
+    from streamops.errors import CheckpointError
 
-    from streamops.checkpoint.reconstruct import reconstruct
-
-    rec = reconstruct(bundle, job)
-    j = bundle.job(job)
-    checkpoints = {
-        j.query_name: bundle.checkpoint_location(j),
-        j.bronze_query_name: bundle.bronze_checkpoint_location(j),
-    }
+    so = storage_options_for(bundle.checkpoint_root, bundle)
+    lost = {q.query_name: q for q in lost_checkpoints(bundle, job, so)}
     # Only queries whose checkpoint is really gone start from rebuilt offsets; an intact one goes
     # on from its own checkpoint (the guard refuses starting offsets for a live checkpoint).
-    kept = []
-    for q in rec.queries:
-        fs, root = fsspec.core.url_to_fs(checkpoints.get(q.query_name, ""))
-        if fs.exists(f"{root.rstrip('/')}/metadata"):
+    for q in queries_of(bundle, job):
+        if q.query_name not in lost:
             say(f"[{job}] recovery: {q.query_name} keeps its checkpoint")
-        else:
-            kept.append(q)
-    rec.queries = kept
+        elif not q.reads_kafka and sink_has_data(q, so):
+            raise CheckpointError(lost_checkpoint_problem(bundle, job, q))
+    rebuild = [n for n, q in lost.items() if q.reads_kafka and sink_has_data(q, so)]
+    rec = (
+        reconstruct(bundle, job, only=rebuild)
+        if rebuild
+        else Reconstruction(job, bundle.target_name)
+    )
+    for r in rec.queries:
+        say(f"[{job}] recovery: {r.query_name} from {r.source}: {r.why}")
     path = bundle.cache_dir / "recovery" / f"{job}.offsets.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(rec.to_json() + "\n", encoding="utf-8")
