@@ -609,7 +609,7 @@ def test_lost_gold_checkpoint_says_restore_and_the_restore_works(
     with pytest.raises(CheckpointGuardError) as refused:
         guard(bundle, JOB, event="start")
     msg = str(refused.value)
-    assert f"gold query '{JOB}'" in msg and "cannot be rebuilt from Kafka offsets" in msg
+    assert f"gold query '{JOB}'" in msg and "neither can be rebuilt from Kafka offsets" in msg
     assert fix in msg and "reconstruct" not in msg
     with pytest.raises(CheckpointError, match=fix):
         recovery_offsets(bundle, JOB, say=lambda _m: None)

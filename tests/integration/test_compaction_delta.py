@@ -15,8 +15,8 @@ from deltalake.exceptions import CommitFailedError
 
 from streamops.bundle import Bundle, load
 from streamops.compaction import compact_table
-from streamops.compaction.retry import RetryPolicy, with_retries
 from streamops.compaction.log import read_state
+from streamops.compaction.retry import RetryPolicy, with_retries
 from streamops.errors import UnsafeVacuumError
 from tests.unit.helpers import edited, write
 

@@ -2,8 +2,10 @@
 by one real job run: a healthy job is checked and backed up, a broken one pages once and fails,
 a job that never ran is reported missing without failing.
 
-Airflow runs in a child process (see test_dag_compaction); the DAG file is copied next to a test
-bundle.yml whose local target points at the session's broker.
+The checkpoints come from the one data path: Spark's Kafka source (bronze, Kafka offsets) and the
+bronze table read as a Delta stream (gold, Delta source offsets and window state). Airflow runs in
+a child process (see test_dag_compaction); the DAG file is copied next to a test bundle.yml whose
+local target's 'embedded' broker is the session's (over its SASL listener).
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from pyspark.sql import SparkSession
 from streamops.bundle import load
 from streamops.checkpoint import backup as bk
 from streamops.checkpoint.rules import check
-from streamops.runner.job import run_job
 from streamops.demo.sample import generate, produce, utc
+from streamops.localstack import LocalStack
+from streamops.runner.job import run_job
+from tests.integration.helpers import kafka_conf
 from tests.integration.test_dag_compaction import run_child
 from tests.unit.helpers import edited, write
 
@@ -40,24 +44,20 @@ def test_dag_imports(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def project(tmp_path: Path, spark: SparkSession, bootstrap_servers: str) -> Path:
+def project(tmp_path: Path, spark: SparkSession, local_stack: LocalStack) -> Path:
     """bundle.yml on the session broker, the DAG, and checkpoints from one real run."""
     topic = f"claims-dagck-{uuid.uuid4().hex[:10]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    admin = AdminClient({"bootstrap.servers": local_stack.broker_bootstrap()})
     admin.create_topics([NewTopic(topic, num_partitions=2)])[topic].result(timeout=30)
-    text = edited(
-        ("bootstrap_servers: embedded", f"bootstrap_servers: {bootstrap_servers}"),
-        ("topic: insurance.claims", f"topic: {topic}"),
-    )
-    write(tmp_path, text)
+    write(tmp_path, edited(("topic: insurance.claims", f"topic: {topic}")))
     (tmp_path / "dags").mkdir()
     shutil.copy(DAG_FILE, tmp_path / "dags" / DAG_FILE.name)
     bundle = load(tmp_path / "bundle.yml", "local")
     sample = generate(bundle.job(HEALTHY), partitions=2, start=utc("2026-11-24T06:00:00Z"),
-                      span=timedelta(hours=1), n=200, seed=11)  # fmt: skip
-    produce(bootstrap_servers, topic, sample)
+                      span=timedelta(hours=1), n=200, malformed=3, seed=11)  # fmt: skip
+    produce(kafka_conf(bundle), topic, sample)
     run = run_job(bundle, HEALTHY, spark, available_now=True, timeout_s=300)
-    assert run.batches
+    assert run.batches and run.bronze_batches
     return tmp_path
 
 
@@ -90,6 +90,9 @@ def test_integrity_dag_pages_for_the_broken_checkpoint_and_backs_up_the_healthy_
     assert page["details"]["broker"].startswith("ran against")  # the session broker was reached
     by_kind = {q["kind"]: q for q in page["details"]["queries"]}
     assert by_kind["gold"]["status"] == "problems" and by_kind["bronze"]["status"] == "healthy"
+    # Bronze's Kafka offsets went to the broker; gold's Delta source offsets are no Kafka topic.
+    assert "broker" in by_kind["bronze"]["report"]["checks_run"]
+    assert "reads no Kafka topic" in by_kind["gold"]["report"]["checks_skipped"]["broker"]
 
     root = bk.backup_root(bundle)
     for name in (healthy.query_name, healthy.bronze_query_name):

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from streamops.monitoring import metrics as m
-from streamops.kafka.groups import group_offsets
-from streamops.runner.job import run_job
 from streamops.demo.sample import generate, produce, utc
+from streamops.kafka.groups import group_offsets
+from streamops.monitoring import metrics as m
+from streamops.runner.job import run_job
 from tests.integration.helpers import local_bundle
 
 

@@ -17,8 +17,8 @@ import pytest
 
 from streamops.bundle.durations import parse_duration
 from streamops.bundle.models import Monitoring
-from streamops.runner.job import run_job
 from streamops.demo.sample import generate, produce, utc
+from streamops.runner.job import run_job
 from tests.integration.helpers import local_bundle
 
 

@@ -13,10 +13,11 @@ from confluent_kafka import Producer
 from deltalake import DeltaTable
 
 from streamops.bundle.models import EventTypeSpec
+from streamops.demo.sample import generate, produce, utc
+from streamops.localstack import LocalStack
 from streamops.monitoring.late_report import late_report
 from streamops.runner.job import run_job
-from streamops.demo.sample import generate, produce, utc
-from tests.integration.helpers import local_bundle
+from tests.integration.helpers import kafka_conf, local_bundle
 
 START = utc("2026-11-24T06:00:00Z")
 GOOD = {
@@ -59,12 +60,11 @@ BAD: list[tuple[bytes | None, bytes | None, str]] = [
 
 @pytest.mark.slow
 def test_every_bad_record_is_quarantined_with_its_reason(
-    tmp_path: Path, spark, bootstrap_servers: str, new_topic: Callable[..., str]
+    tmp_path: Path, spark, local_stack: LocalStack, new_topic: Callable[..., str]
 ) -> None:
     topic = new_topic(partitions=2)
     bundle = local_bundle(
         tmp_path,
-        bootstrap_servers,
         topics={"claims": topic},
         jobs={
             "claims_hourly": {
@@ -79,9 +79,9 @@ def test_every_bad_record_is_quarantined_with_its_reason(
     )
     job = bundle.job("claims_hourly")
     sample = generate(job, partitions=2, start=START, span=timedelta(hours=2), n=300, late=5)
-    produce(bootstrap_servers, topic, sample)
+    produce(kafka_conf(bundle), topic, sample)
     # The bad records, each at a known partition and offset (after the good ones on partition 1).
-    p = Producer({"bootstrap.servers": bootstrap_servers, "log_level": 3})
+    p = Producer({**kafka_conf(bundle), "log_level": 3})
     bad_at: dict[int, str] = {}
     first = sum(e.partition == 1 for e in sample.events)
     for i, (key, value, reason) in enumerate(BAD):
@@ -123,8 +123,9 @@ def test_every_bad_record_is_quarantined_with_its_reason(
     assert run.bronze_input_rows == produced
     assert run.quarantined_rows == len(BAD)
     assert sum(w.rows for w in run.bronze_writes) + run.quarantined_rows == produced
-    # The gold query sees the same records and rejects the same ones.
+    # Gold reads bronze, not Kafka: exactly the good records, none of the quarantined ones.
     assert run.input_rows == produced and run.malformed_rows == len(BAD)
+    assert run.gold_input_rows == len(sample.events)
 
     assert late_report(bundle, "claims_hourly") == []  # nothing late yet: gold has it all
 
@@ -133,7 +134,7 @@ def test_every_bad_record_is_quarantined_with_its_reason(
     # restores the watermark from the checkpoint, so they are dropped at once.
     late = generate(job, partitions=2, start=START + timedelta(hours=2), span=timedelta(hours=1),
                     n=0, too_late=3, first_index=10_000)  # fmt: skip
-    produce(bootstrap_servers, topic, late)
+    produce(kafka_conf(bundle), topic, late)
     run2 = run_job(bundle, "claims_hourly", spark, available_now=True)
     assert run2.dropped_by_watermark == 3
     # Late events stay in bronze; the late report names exactly the windows gold missed.

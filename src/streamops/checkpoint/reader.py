@@ -3,7 +3,8 @@
 Layout (Spark 4): `metadata` {"id": query id}; `offsets/N` (version line, batch metadata, one line
 per source); `commits/N` (version line, {"nextBatchWatermarkMs": ...}); `sources/<i>/0`;
 `state/<operator>/<partition>/<version>.{delta,snapshot,zip}` (+ `SSTs/` for RocksDB) and
-`state/<operator>/_metadata/metadata`. Hidden `.crc` files sit beside each.
+`state/<operator>/_metadata/metadata`. Hidden `.crc` files (Hadoop's) sit beside each; Spark 4.1
+adds its own `<file>.crc` (JSON: CRC32C and size) beside state files.
 
 A source line is whatever JSON its source writes: Kafka `{"topic": {"0": 42}}` (the bronze query),
 a Delta source's offset object (the gold query reads the bronze table), a bare number for the rate
@@ -102,7 +103,7 @@ class StateOperator:
 
 @dataclass(frozen=True)
 class Listing:
-    """Every file under a checkpoint (paths relative to it, hidden .crc files left out)."""
+    """Every file under a checkpoint (paths relative to it, hidden files left out)."""
 
     location: str
     sizes: dict[str, int] = field(repr=False)
@@ -264,14 +265,16 @@ def listing_from(location: str, root: str, found: dict[str, Any]) -> Listing:
         path = str(full)
         rel = path[len(prefix) :] if path.startswith(prefix) else path.rsplit("/", 1)[-1]
         name = rel.rsplit("/", 1)[-1]
-        if name.endswith(".crc") or name.startswith("."):
+        # Hidden `.<name>.crc` files are Hadoop's local-filesystem checksums, not Spark's. Spark's
+        # own checksum files (`<name>.crc`, e.g. `state/0/3/5.zip.crc`) belong to the checkpoint.
+        if name.startswith("."):
             continue
         sizes[rel] = int(info.get("size") or 0)
         parts = rel.split("/")
         if parts[0] in ("offsets", "commits") and len(parts) == 2:
             if name.isdigit():
                 (offsets if parts[0] == "offsets" else commits).append(int(name))
-            else:
+            elif not name.removesuffix(".crc").isdigit():
                 odd.append(rel)
         elif parts[0] == "sources":
             sources.append(rel)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from streamops.errors import KafkaError
 
@@ -27,10 +27,18 @@ def wait_for_broker(
 
     `conf`: librdkafka settings (`KafkaClientSettings.librdkafka()`), security included.
     """
+    from confluent_kafka import KafkaError as KafkaErrorCode
     from confluent_kafka.admin import AdminClient
 
     bootstrap = conf.get("bootstrap.servers", "?")
-    admin = AdminClient({**conf, "log_level": 0, "socket.timeout.ms": 5000})
+    auth_errors: list[str] = []
+
+    def on_error(err: Any) -> None:
+        # librdkafka reports a refused login here; list_topics then only says "timed out".
+        if err.code() == KafkaErrorCode._AUTHENTICATION:
+            auth_errors.append(err.str())
+
+    admin = AdminClient({**conf, "log_level": 0, "socket.timeout.ms": 5000, "error_cb": on_error})
     backoff = first_backoff_s
     last = ""
     for attempt in range(1, attempts + 1):
@@ -39,10 +47,11 @@ def wait_for_broker(
             return {t: len(m.partitions) for t, m in md.topics.items() if m.error is None}
         except Exception as exc:  # the client raises KafkaException with a transport error
             last = str(exc)
-            if "SASL" in last or "uthentication" in last:
+            admin.poll(0.5)  # serves error_cb, which carries the reason for the failure
+            if auth_errors:
                 raise KafkaError(
-                    f"Kafka at {bootstrap} refused the login ({last}). Fix: check the username "
-                    "and password references under targets.<target>.kafka.security"
+                    f"Kafka at {bootstrap} refused the login ({auth_errors[-1]}). Fix: check "
+                    "the username and password references under targets.<target>.kafka.security"
                 ) from None
             if attempt == attempts:
                 break

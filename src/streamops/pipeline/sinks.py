@@ -9,12 +9,13 @@ after a crash is skipped by Delta itself. Each commit records the batch's end of
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from streamops.errors import SinkError
+from streamops.errors import KafkaError, SinkError
 from streamops.pipeline.commit_meta import BatchCommit, encode, from_commit_info
 
 if TYPE_CHECKING:
@@ -158,7 +159,13 @@ _INTERRUPTIONS = (
 )
 
 
-class QueryStopping(Exception):  # noqa: N818 - named for what it reports, not an error of ours
+# Spark's Kafka source, failOnDataLoss=true, when retention deleted records before they were read.
+_DATA_LOSS = re.compile(
+    r"Could not read records in offset \[(\d+), (\d+)\) for topic partition (\S+)-(\d+)"
+)
+
+
+class QueryStopping(Exception):
     """The batch was interrupted because its query is being stopped (not a failure)."""
 
 
@@ -176,8 +183,15 @@ def _fail(spec: SinkSpec, batch_id: int, exc: BaseException) -> Exception:
         return QueryStopping(
             f"py4j.protocol.Py4JJavaError: An error occurred while calling {spec.app_id}.\n: {stop}"
         )
-    if isinstance(exc, SinkError):
+    if isinstance(exc, SinkError | KafkaError):
         return exc
+    loss = _DATA_LOSS.search(text)
+    if loss is not None:
+        start, end, topic, part = loss.groups()
+        return KafkaError(
+            f"data loss: {topic}[{part}] offsets {start}..{int(end) - 1} of batch {batch_id} of "
+            f"query '{spec.app_id}' are no longer in Kafka"
+        )
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     return SinkError(
         f"writing batch {batch_id} of query '{spec.app_id}' to {spec.table_uri} failed: "

@@ -69,7 +69,12 @@ def read_bronze(spark: SparkSession, bundle: Bundle, job: Job) -> DataFrame:
 def bronze_schema(job: Job) -> StructType:
     """Columns of the bronze table: the event's fields, then its Kafka coordinates."""
     from pyspark.sql.types import (
-        IntegerType, LongType, StringType, StructField, StructType, TimestampType,
+        IntegerType,
+        LongType,
+        StringType,
+        StructField,
+        StructType,
+        TimestampType,
     )  # fmt: skip
 
     return StructType([

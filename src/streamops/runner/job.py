@@ -176,6 +176,10 @@ def run_job(
             for kind, stream in plans:
                 started.append((kind, _start(stream, job, False)))
             _await(started, run, monitor.wrap(on_batch), timeout_s, False)
+    except KafkaError as exc:
+        if str(exc).startswith("data loss:"):
+            raise data_loss_error(bundle, job, str(exc)) from None
+        raise
     finally:
         for _, q in started:
             if q.isActive:
@@ -186,6 +190,46 @@ def run_job(
         say(f"warning: [{job_name}] {run.skipped_records} records were lost to retention and "
             "skipped (failOnDataLoss: false)")  # fmt: skip
     return run
+
+
+_LOSS = re.compile(r"data loss: (\S+)\[(\d+)\] offsets (\d+)\.\.(\d+) of batch (\d+)")
+
+
+def data_loss_error(bundle: Bundle, job: Job, detail: str) -> KafkaError:
+    """The failure for records deleted by retention before the job read them: which partition,
+    which offsets (up to where the broker starts now), and the two ways on."""
+    m = _LOSS.search(detail)
+    if m is None:
+        return KafkaError(detail)
+    topic, part, start, last, batch = (
+        m.group(1),
+        int(m.group(2)),
+        int(m.group(3)),
+        int(m.group(4)),
+        m.group(5),
+    )
+    lost_to = last
+    try:
+        from confluent_kafka import Consumer
+
+        from streamops.kafka.offsets import client_config, watermarks
+
+        kafka = bundle.runtime.kafka_for(job.source)
+        consumer = Consumer(client_config(kafka.bootstrap_servers, kafka.librdkafka()))
+        try:
+            low = watermarks(consumer, topic, [part])[part][0]
+        finally:
+            consumer.close()
+        lost_to = min(last, low - 1)
+    except Exception:  # the broker is only asked to narrow the range; Spark's range stands
+        pass
+    return KafkaError(
+        f"{topic}[{part}]: offsets {start}..{lost_to} were deleted from Kafka (retention) before "
+        f"query '{job.bronze_query_name}' read them (batch {batch}); nothing of that batch was "
+        "written. Fix: replay those records into the topic if they can be, or set "
+        f"`sources.{job.source}.fail_on_data_loss: false` in {bundle.path.name} to skip them "
+        "(every skipped record is counted and reported), then restart the job"
+    )
 
 
 def _end_offsets(bundle: Bundle, checkpoint: str) -> Callable[[int], list[Any]]:
