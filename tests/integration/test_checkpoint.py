@@ -424,6 +424,9 @@ def test_guard_refuses_resets_and_drift(copy: Path, made: Made) -> None:
     (cks["gold"] / "metadata").write_text('{"id":"00000000-0000-0000-0000-000000000000"}')
     with pytest.raises(CheckpointGuardError, match="was reset or replaced"):
         guard(bundle, JOB, event="start")
+    (cks["gold"] / "metadata").write_text('{"id": "abc')  # garbled: named, with the way out
+    with pytest.raises(CheckpointError, match=r"metadata: invalid JSON.*checkpoint check"):
+        guard(bundle, JOB, event="start")
     (cks["gold"] / "metadata").write_text(original)
 
     # An empty bronze checkpoint while bronze and quarantine hold its batches.
@@ -639,6 +642,30 @@ def test_lost_gold_checkpoint_says_restore_and_the_restore_works(
     assert len(seen) == len(set(seen)) and set(seen) == _topic_records(bundle, made.topic)
     # Gold holds every on-time event: only the two dropped before the loss are missing.
     assert sum(m.missed for m in late_report(bundle, JOB)) == made.dropped
+
+
+def test_gold_rebuilt_from_bronze_when_no_backup_is_left(
+    copy: Path, made: Made, spark: SparkSession
+) -> None:
+    """The other way back the message names: gold's table and checkpoint moved aside, gold
+    re-reads bronze from its first version and holds every on-time event again."""
+    bundle = _bundle(copy, made.topic)
+    job = bundle.job(JOB)
+    gold = _query(bundle, "gold")
+    guard(bundle, JOB, event="start")
+    shutil.rmtree(gold.checkpoint)
+    with pytest.raises(CheckpointGuardError, match="move its sink table"):
+        guard(bundle, JOB, event="start")
+    shutil.move(bundle.table_location(job.sink), copy / "gold-table-aside")
+
+    run = run_job(bundle, JOB, spark, available_now=True)
+    assert run.batches and not run.bronze_batches  # bronze had nothing new; gold started over
+    bronze_events = DeltaTable(bundle.bronze_location(job)).to_pyarrow_table(columns=["claim_id"])
+    counted = sum(
+        DeltaTable(bundle.table_location(job.sink)).to_pyarrow_table().column("claims").to_pylist()
+    )
+    missed = sum(m.missed for m in late_report(bundle, JOB))
+    assert counted + missed == bronze_events.num_rows and missed <= made.dropped
 
 
 # --- backups, Azurite, late report -------------------------------------------------------------

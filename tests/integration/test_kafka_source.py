@@ -1,5 +1,6 @@
-"""format("streamops_kafka") against the real broker: exact offset ranges, read limits,
-reported latest offsets, restarts from the checkpoint, starting offsets and errors.
+"""Spark's Kafka source with the options streamops builds from the bundle (SASL login included),
+against the real broker: exact offset ranges, read limits, reported latest offsets, restarts from
+the checkpoint, and starting offsets as reconstruction writes them.
 
 Every record's value names its own place ("<partition>:<offset>"), so a test sees at once when a
 record is read twice, skipped, or read from the wrong place.
@@ -15,9 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
-from confluent_kafka import Consumer, Producer
-from pyspark.errors import StreamingQueryException
+from confluent_kafka import Producer
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import (
     BinaryType,
@@ -29,12 +28,12 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from streamops.errors import KafkaError
-from streamops.kafka.offsets import client_config
-from streamops.runner.job import _explain
+from streamops.bundle import Bundle
+from streamops.localstack import LocalStack
+from streamops.pipeline.transform import kafka_options, read_kafka
+from tests.integration.helpers import kafka_conf, local_bundle
 
-# The built-in Kafka source's schema (KafkaRecordToRowConverter.kafkaSchema), written out here
-# rather than imported, so a change to the streamops source cannot move both sides.
+# Spark's Kafka source schema (KafkaRecordToRowConverter.kafkaSchema): what bronze() expects.
 BUILTIN_KAFKA_SCHEMA = StructType(
     [
         StructField("key", BinaryType(), True),
@@ -49,7 +48,7 @@ BUILTIN_KAFKA_SCHEMA = StructType(
 
 
 def produce(
-    bootstrap: str,
+    conf: dict[str, str],
     topic: str,
     counts: dict[int, int],
     *,
@@ -60,7 +59,7 @@ def produce(
 
     `after[p]` is how many records partition p holds already (none by default).
     """
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": linger_ms, "acks": "all"})
+    producer = Producer({**conf, "linger.ms": linger_ms, "acks": "all"})
     failed: list[str] = []
 
     def on_delivery(err: Any, msg: Any) -> None:
@@ -97,28 +96,24 @@ class Collected:
         return Counter((r[0], r[1]) for rows in self.batches.values() for r in rows)
 
 
+def _bundle(tmp_path: Path, topic: str, max_offsets: int | None) -> Bundle:
+    return local_bundle(tmp_path, topics={"claims": topic},
+                        jobs={"claims_hourly": {"max_offsets_per_trigger": max_offsets}})  # fmt: skip
+
+
 def run_stream(
     spark: SparkSession,
-    bootstrap: str,
-    topic: str,
+    bundle: Bundle,
     checkpoint: Path,
     *,
-    max_offsets: int | None = None,
     starting: str | None = None,
     sink: Callable[[DataFrame, int], None] | None = None,
 ) -> tuple[Collected, Any]:
-    """Read `topic` with availableNow into a collecting foreachBatch; return it and the query."""
+    """Read the claims topic with availableNow, through the options the bronze query uses."""
     collected = Collected()
-    reader = (
-        spark.readStream.format("streamops_kafka")
-        .option("kafka.bootstrap.servers", bootstrap)
-        .option("subscribe", topic)
-    )
-    if max_offsets is not None:
-        reader = reader.option("maxOffsetsPerTrigger", str(max_offsets))
-    if starting is not None:
-        reader = reader.option("startingOffsets", starting)
-    df = reader.load()
+    opts = kafka_options(bundle, bundle.job("claims_hourly"), starting_offsets=starting)
+    assert "kafka.sasl.jaas.config" in opts  # the session broker's SASL listener
+    df = read_kafka(spark, opts)
     assert df.schema == BUILTIN_KAFKA_SCHEMA
     query = (
         df.writeStream.queryName(f"src_{uuid.uuid4().hex[:8]}")
@@ -135,22 +130,25 @@ def expected_places(ranges: dict[int, range]) -> Counter[tuple[int, int]]:
     return Counter((p, o) for p, r in ranges.items() for o in r)
 
 
+def _source(query: Any) -> dict[str, Any]:
+    return dict(json.loads(query.lastProgress.json)["sources"][0])
+
+
 def latest_offset(query: Any) -> dict[str, dict[str, int]]:
-    latest = query.lastProgress["sources"][0]["latestOffset"]
+    latest = _source(query)["latestOffset"]
     return json.loads(latest) if isinstance(latest, str) else latest
 
 
 def test_exact_offset_ranges_read_limit_and_schema(
-    spark: SparkSession, bootstrap_servers: str, new_topic: Callable[..., str], tmp_path: Path
+    spark: SparkSession, local_stack: LocalStack, new_topic: Callable[..., str], tmp_path: Path
 ) -> None:
     topic = new_topic(4, prefix="src-exact")
     counts = {0: 300, 1: 250, 2: 170, 3: 37}
-    produce(bootstrap_servers, topic, counts)
     max_offsets = 100
+    bundle = _bundle(tmp_path, topic, max_offsets)
+    produce(kafka_conf(bundle), topic, counts)
 
-    got, query = run_stream(
-        spark, bootstrap_servers, topic, tmp_path / "ck", max_offsets=max_offsets
-    )
+    got, query = run_stream(spark, bundle, tmp_path / "ck")
 
     # Every offset of every partition exactly once, nothing else.
     assert got.places() == expected_places({p: range(n) for p, n in counts.items()})
@@ -176,26 +174,27 @@ def test_exact_offset_ranges_read_limit_and_schema(
     # (b) reportLatestOffset: the progress shows the partitions' true ends, and the end offset
     # of the last batch reaches them (no lag left).
     assert latest_offset(query) == {topic: {str(p): n for p, n in counts.items()}}
-    end = query.lastProgress["sources"][0]["endOffset"]
+    end = _source(query)["endOffset"]
     assert (json.loads(end) if isinstance(end, str) else end) == latest_offset(query)
 
 
 def test_restart_from_checkpoint_reads_only_new_records(
-    spark: SparkSession, bootstrap_servers: str, new_topic: Callable[..., str], tmp_path: Path
+    spark: SparkSession, local_stack: LocalStack, new_topic: Callable[..., str], tmp_path: Path
 ) -> None:
     topic = new_topic(4, prefix="src-restart")
     first = {0: 40, 1: 30, 2: 20, 3: 10}
-    produce(bootstrap_servers, topic, first)
-    got1, _ = run_stream(spark, bootstrap_servers, topic, tmp_path / "ck", max_offsets=35)
+    bundle = _bundle(tmp_path, topic, 35)
+    produce(kafka_conf(bundle), topic, first)
+    got1, _ = run_stream(spark, bundle, tmp_path / "ck")
     assert got1.places() == expected_places({p: range(n) for p, n in first.items()})
 
     # Nothing new: a restart runs no batch at all.
-    got_none, _ = run_stream(spark, bootstrap_servers, topic, tmp_path / "ck", max_offsets=35)
+    got_none, _ = run_stream(spark, bundle, tmp_path / "ck")
     assert got_none.batches == {}
 
     more = {0: 5, 1: 0, 2: 25, 3: 12}
-    produce(bootstrap_servers, topic, more, after=first)
-    got2, query = run_stream(spark, bootstrap_servers, topic, tmp_path / "ck", max_offsets=35)
+    produce(kafka_conf(bundle), topic, more, after=first)
+    got2, query = run_stream(spark, bundle, tmp_path / "ck")
     assert got2.places() == expected_places({p: range(first[p], first[p] + more[p]) for p in first})
     # Batch ids continue from the checkpoint rather than starting over.
     assert min(got2.batches) > max(got1.batches)
@@ -203,42 +202,23 @@ def test_restart_from_checkpoint_reads_only_new_records(
 
 
 def test_starting_offsets_json(
-    spark: SparkSession, bootstrap_servers: str, new_topic: Callable[..., str], tmp_path: Path
+    spark: SparkSession, local_stack: LocalStack, new_topic: Callable[..., str], tmp_path: Path
 ) -> None:
     topic = new_topic(4, prefix="src-start")
     counts = {0: 20, 1: 20, 2: 20, 3: 20}
-    produce(bootstrap_servers, topic, counts)
+    bundle = _bundle(tmp_path, topic, None)
+    produce(kafka_conf(bundle), topic, counts)
     # A specific offset, earliest (-2), latest (-1), and another specific offset.
     starting = json.dumps({topic: {"0": 5, "1": -2, "2": -1, "3": 19}})
-    got, _ = run_stream(spark, bootstrap_servers, topic, tmp_path / "ck", starting=starting)
+    got, _ = run_stream(spark, bundle, tmp_path / "ck", starting=starting)
     assert got.places() == expected_places(
         {0: range(5, 20), 1: range(20), 2: range(0), 3: range(19, 20)}
     )
 
     # "latest" starts after the records that exist (Spark still runs its first batch, empty);
     # a restart then reads only what came later.
-    got_latest, _ = run_stream(spark, bootstrap_servers, topic, tmp_path / "ck2", starting="latest")
+    got_latest, _ = run_stream(spark, bundle, tmp_path / "ck2", starting="latest")
     assert got_latest.places() == Counter()
-    produce(bootstrap_servers, topic, {1: 3, 3: 1}, after=counts)
-    got_after, _ = run_stream(spark, bootstrap_servers, topic, tmp_path / "ck2", starting="latest")
+    produce(kafka_conf(bundle), topic, {1: 3, 3: 1}, after=counts)
+    got_after, _ = run_stream(spark, bundle, tmp_path / "ck2", starting="latest")
     assert got_after.places() == expected_places({1: range(20, 23), 3: range(20, 21)})
-
-
-def test_missing_topic_fails_naming_the_topic(
-    spark: SparkSession, bootstrap_servers: str, tmp_path: Path
-) -> None:
-    topic = f"src-missing-{uuid.uuid4().hex[:12]}"
-    with pytest.raises(StreamingQueryException) as info:
-        run_stream(spark, bootstrap_servers, topic, tmp_path / "ck")
-    text = str(info.value)
-    assert f"topic '{topic}' does not exist" in text
-    ours = _explain(info.value)
-    assert isinstance(ours, KafkaError)
-    assert f"topic '{topic}' does not exist on the broker" in str(ours)
-    assert "Fix: create the topic" in str(ours)
-    # Looking the topic up must not have created it.
-    meta = Consumer(client_config(bootstrap_servers))
-    try:
-        assert topic not in meta.list_topics(timeout=10).topics
-    finally:
-        meta.close()

@@ -1,8 +1,9 @@
 """Scheduled integrity check of one job's checkpoints (the `streamops_checkpoint_integrity` DAG).
 
-For the job's bronze and gold queries: the structural check, the broker checks when the job's
-broker can be reached, the registry check when a query id is recorded; then a fresh backup of
-each healthy checkpoint. A checkpoint that is not there (the job never ran) is reported as
+For the job's bronze and gold queries: the structural check, the source checks (bronze's Kafka
+offsets against the broker when it can be reached, gold's Delta source offsets against the bronze
+table), the registry check when a query id is recorded; then a fresh backup of each healthy
+checkpoint. A checkpoint that is not there (the job never ran) is reported as
 `missing`, not as a problem. `check_and_page` pages once per job run with problems (dedup key
 `streamops/<target>/checkpoint/<job>`) and raises, so the Airflow task fails loudly.
 """

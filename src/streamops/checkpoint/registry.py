@@ -110,12 +110,22 @@ def lost_checkpoint_problem(bundle: Bundle, job_name: str, q: QueryNow) -> str:
     )
 
 
+def _query_id(location: str, so: dict[str, Any] | None) -> str | None:
+    try:
+        return read_query_id(location, so)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(
+            f"{location}: {exc}. Fix: `streamops checkpoint check {location}` says what else is "
+            "broken; stop the job and `streamops checkpoint restore` a backup"
+        ) from None
+
+
 def lost_checkpoints(
     bundle: Bundle, job_name: str, so: dict[str, Any] | None = None
 ) -> list[QueryNow]:
     """The job's queries whose checkpoint holds no query id (gone, or never written)."""
     so = storage_options_for(bundle.checkpoint_root, bundle) if so is None else so
-    return [q for q in queries_of(bundle, job_name) if read_query_id(q.checkpoint, so) is None]
+    return [q for q in queries_of(bundle, job_name) if _query_id(q.checkpoint, so) is None]
 
 
 def sink_has_data(q: QueryNow, so: dict[str, Any] | None) -> bool:
@@ -326,7 +336,7 @@ def guard(
     overrode: dict[str, list[str]] = {}
     now: dict[str, dict[str, Any]] = {}
     for q in queries_of(bundle, job_name):
-        seen = _Seen(bundle, job_name, q, job_rec.get(q.kind), read_query_id(q.checkpoint, so), so)
+        seen = _Seen(bundle, job_name, q, job_rec.get(q.kind), _query_id(q.checkpoint, so), so)
         mine = [m for rule in GUARD_RULES if (m := rule(seen)) is not None]
         spec = _reset_spec(seen, reset, reset_from)
         if spec is None:
