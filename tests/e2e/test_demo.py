@@ -15,12 +15,14 @@ from tests.stack_fixtures import PROJECT
 @pytest.mark.slow
 def test_demo_runs_every_job_and_its_summary_checks_out(tmp_path: Path) -> None:
     # A copy of the project's bundle in its own folder, so the demo's data and broker are its own;
-    # Azurite is shared from the project's install.
+    # Azurite and the pinned jars are shared from the project's install.
     (tmp_path / ".cache").mkdir()
     (tmp_path / ".cache" / "node").symlink_to(PROJECT / ".cache" / "node")
+    (tmp_path / ".cache" / "jvm").symlink_to(PROJECT / ".cache" / "jvm")
     (tmp_path / "bundle.yml").write_text((PROJECT / "bundle.yml").read_text())
     env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1")
-    env.pop("STREAMOPS_KAFKA_BOOTSTRAP_SERVERS", None)
+    for var in ("STREAMOPS_KAFKA_BOOTSTRAP_SERVERS", "STREAMOPS_LOCAL_STACK_DIR", "STREAMOPS_JVM_DIR"):
+        env.pop(var, None)
     proc = subprocess.run(
         [sys.executable, "-m", "streamops.cli", "demo", "--bundle", str(tmp_path / "bundle.yml")],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,

@@ -24,7 +24,8 @@ from deltalake import DeltaTable
 
 from streamops.bundle import load
 from streamops.demo.sample import generate, produce, utc
-from tests.integration.helpers import SHIPPED_BUNDLE, expected_hourly, table_rows
+from streamops.localstack import LocalStack
+from tests.integration.helpers import SHIPPED_BUNDLE, expected_hourly, kafka_conf, table_rows
 from tests.stack_fixtures import PROJECT
 
 KILLS = 10
@@ -43,10 +44,15 @@ def _bundle_file(tmp_path: Path, topic: str) -> Path:
     return path
 
 
-def _start(bundle: Path, bootstrap: str, log: Path, *extra: str) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, STREAMOPS_KAFKA_BOOTSTRAP_SERVERS=bootstrap, SPARK_LOCAL_IP="127.0.0.1")
-    cmd = [sys.executable, "-m", "streamops.cli", "run", "--bundle", str(bundle), "--target", "local",
-           "--job", "claims_hourly", *extra]  # fmt: skip
+def _start(bundle: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    # The environment carries the session broker's stack dir (SASL credentials) and the jars.
+    env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1")
+    if extra and extra[0] == "--available-now":
+        cmd = [sys.executable, "-m", "streamops.cli", "run", "--bundle", str(bundle),
+               "--target", "local", "--job", "claims_hourly", *extra]  # fmt: skip
+    else:
+        cmd = [sys.executable, "-m", "tests.integration.crash_driver", str(bundle),
+               "claims_hourly", *extra]  # fmt: skip
     return subprocess.Popen(cmd, cwd=PROJECT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
                             start_new_session=True)  # fmt: skip
 
@@ -71,7 +77,7 @@ def _kill9(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.mark.slow
 def test_exactly_once_through_repeated_kill_minus_9(
-    tmp_path: Path, bootstrap_servers: str, new_topic: Callable[..., str]
+    tmp_path: Path, local_stack: LocalStack, new_topic: Callable[..., str]
 ) -> None:
     topic = new_topic(partitions=4)
     bundle_path = _bundle_file(tmp_path, topic)
@@ -88,7 +94,7 @@ def test_exactly_once_through_repeated_kill_minus_9(
 
         events = sample.events
         for i in range(0, len(events), 40):
-            produce(bootstrap_servers, topic, Sample(events[i : i + 40]))
+            produce(kafka_conf(bundle), topic, Sample(events[i : i + 40]))
             time.sleep(0.25)
 
     feeder = threading.Thread(target=producer, daemon=True)
@@ -99,13 +105,11 @@ def test_exactly_once_through_repeated_kill_minus_9(
         before = log.read_text() if log.exists() else ""
         if i % 2 == 0:
             # Worst moment: Delta commit done, Spark's commit file not yet written.
-            proc = _start(
-                bundle_path, bootstrap_servers, log, "--test-pause-after-commit", str(marker)
-            )
+            proc = _start(bundle_path, log, str(marker))
             _wait(marker.exists, proc, log)
             kinds.append(f"after delta commit of batch {marker.read_text()}")
         else:
-            proc = _start(bundle_path, bootstrap_servers, log)
+            proc = _start(bundle_path, log)
             _wait(lambda b=before: log.read_text().count("batch") > b.count("batch"), proc, log)
             time.sleep(rng.uniform(0.0, 2.5))
             kinds.append("at a random point")
@@ -114,7 +118,7 @@ def test_exactly_once_through_repeated_kill_minus_9(
     assert not feeder.is_alive()
 
     # Catch up to the end without a crash, then compare with what was produced.
-    final = _start(bundle_path, bootstrap_servers, log, "--available-now")
+    final = _start(bundle_path, log, "--available-now")
     assert final.wait(300) == 0, log.read_text()[-3000:]
 
     good = [e for e in sample.events if e.kind != "malformed"]

@@ -15,24 +15,26 @@ from pyspark.sql import SparkSession
 
 from streamops.demo.sample import generate, produce, utc
 from streamops.kafka.groups import group_offsets
+from streamops.localstack import LocalStack
 from streamops.monitoring import metrics as m
 from streamops.runner.job import run_job
-from tests.integration.helpers import local_bundle
+from tests.integration.helpers import kafka_conf, local_bundle
 
 
 @pytest.mark.slow
 def test_lag_metrics_and_group_commit(
-    spark: SparkSession, bootstrap_servers: str, new_topic: Callable[..., str], tmp_path: Path
+    spark: SparkSession, local_stack: LocalStack, new_topic: Callable[..., str], tmp_path: Path
 ) -> None:
     topic = new_topic(2, prefix="mon")
-    bundle = local_bundle(tmp_path, bootstrap_servers, topics={"claims": topic},
+    bundle = local_bundle(tmp_path, topics={"claims": topic},
                           jobs={"claims_hourly": {"max_offsets_per_trigger": 200}})  # fmt: skip
     (tmp_path / "bundle.yml").write_text("")
     bundle = dataclasses.replace(bundle, path=tmp_path / "bundle.yml")  # metrics under tmp_path
     job = bundle.job("claims_hourly")
     sample = generate(job, partitions=2, start=utc("2026-11-24T06:00:00Z"),
                       span=timedelta(hours=1), n=800, malformed=5, late=0, too_late=0, seed=3)  # fmt: skip
-    assert produce(bootstrap_servers, topic, sample) == len(sample.events)
+    conf = kafka_conf(bundle)
+    assert produce(conf, topic, sample) == len(sample.events)
     lines: list[str] = []
 
     run = run_job(bundle, "claims_hourly", spark, available_now=True, timeout_s=240,
@@ -56,5 +58,6 @@ def test_lag_metrics_and_group_commit(
     assert any(line.startswith(f"[{q} #") and "lag=" in line for line in lines)
     # the consumer group named after the query holds the last batch's end offsets
     end = run.bronze_batches[-1].end_offsets[topic]
-    assert group_offsets(bootstrap_servers, q, topic, [0, 1]) == {int(k): v for k, v in end.items()}
+    committed = group_offsets(conf["bootstrap.servers"], q, topic, [0, 1], conf)
+    assert committed == {int(k): v for k, v in end.items()}
     assert sum(end.values()) == len(sample.events)

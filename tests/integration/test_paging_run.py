@@ -18,8 +18,9 @@ import pytest
 from streamops.bundle.durations import parse_duration
 from streamops.bundle.models import Monitoring
 from streamops.demo.sample import generate, produce, utc
+from streamops.localstack import LocalStack
 from streamops.runner.job import run_job
-from tests.integration.helpers import local_bundle
+from tests.integration.helpers import kafka_conf, local_bundle
 
 
 class _PagerDuty(ThreadingHTTPServer):
@@ -59,14 +60,14 @@ def pagerduty() -> Iterator[_PagerDuty]:
 def test_lag_pages_once_then_resolves_once(
     tmp_path: Path,
     spark: Any,
-    bootstrap_servers: str,
+    local_stack: LocalStack,
     new_topic: Callable[..., str],
     pagerduty: _PagerDuty,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("PD_ROUTING_KEY", "R0UTINGKEY")
     topic = new_topic(partitions=2)
-    bundle = local_bundle(tmp_path, bootstrap_servers, topics={"claims": topic},
+    bundle = local_bundle(tmp_path, topics={"claims": topic},
                           jobs={"claims_hourly": {"max_offsets_per_trigger": 200}})  # fmt: skip
     target = bundle.spec.targets["local"].model_copy(update={"monitoring": Monitoring(
         paging="pagerduty", pagerduty_routing_key="{{env/PD_ROUTING_KEY}}",  # type: ignore[arg-type]
@@ -80,12 +81,14 @@ def test_lag_pages_once_then_resolves_once(
     bundle = dataclasses.replace(bundle, spec=spec, path=tmp_path / "bundle.yml")
     job = bundle.job("claims_hourly")
     # 2,000 events at once on 2 partitions, read 200 per batch: ~900 behind per partition at first.
-    produce(bootstrap_servers, topic, generate(job, partitions=2, start=utc("2026-11-24T06:00:00Z"),
-                                               span=timedelta(hours=2), n=2000))  # fmt: skip
+    produce(kafka_conf(bundle), topic, generate(job, partitions=2,
+            start=utc("2026-11-24T06:00:00Z"), span=timedelta(hours=2), n=2000))  # fmt: skip
 
     run = run_job(bundle, "claims_hourly", spark, available_now=True)
 
-    assert max(b.total_lag for b in run.batches) > 300 and run.lag_end == {topic: {"0": 0, "1": 0}}
+    assert max(b.total_lag for b in run.bronze_batches) > 300 and run.lag_end == {
+        topic: {"0": 0, "1": 0}
+    }
     triggers = Counter(e["dedup_key"] for e in pagerduty.events if e["event_action"] == "trigger")
     resolves = Counter(e["dedup_key"] for e in pagerduty.events if e["event_action"] == "resolve")
     assert triggers, "the lag breach did not page"
