@@ -33,7 +33,7 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 help:
 	@echo "make run    - run the sample streaming jobs end to end on the local target"
 	@echo "make test   - run the whole test suite (sets everything up first)"
-	@echo "make lint   - ruff + mypy"
+	@echo "make lint   - ruff + mypy + the import layering contract (pyproject.toml)"
 	@echo "make bench  - run the benchmarks in bench/, results in bench/results/"
 	@echo "make setup  - only install (venv, pinned packages, JVM jars, Azurite) into $(CACHE)/"
 
@@ -89,6 +89,7 @@ lint: setup
 	$(VENV)/bin/ruff check src tests jobs dags plugins bench
 	$(VENV)/bin/ruff format --check src tests jobs dags plugins bench
 	$(VENV)/bin/mypy src
+	$(VENV)/bin/lint-imports --no-logo --cache-dir $(CACHE)/import-linter
 
 fmt: setup
 	$(VENV)/bin/ruff format src tests jobs dags plugins bench

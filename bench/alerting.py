@@ -99,9 +99,9 @@ def _end(bp: Any) -> float:
 
 
 def fast_path(tmp: Path, bootstrap: str, pd: Any) -> dict[str, Any]:
-    from streamops.runner.job import run_job
     from streamops.demo.sample import ensure_topic, generate, produce, utc
     from streamops.pipeline.session import local_session
+    from streamops.runner.job import run_job
 
     topic = "bench.alerting"
     ensure_topic(bootstrap, topic, PARTITIONS)
@@ -192,8 +192,8 @@ def watchdog_rounds(tmp: Path, bootstrap: str, pd: Any, fast: dict[str, Any]) ->
 def monitor_cost(
     tmp: Path, bootstrap: str, partitions: int, mean_batch_ms: float
 ) -> dict[str, Any]:
-    from streamops.monitoring.monitor import JobMonitor
     from streamops.demo.sample import ensure_topic
+    from streamops.monitoring.monitor import JobMonitor
     from streamops.pipeline.progress import BatchProgress
 
     topic = f"bench.monitor{partitions}"

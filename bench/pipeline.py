@@ -1,218 +1,416 @@
-"""The claims job end to end against two baselines, on the same produced data, in one run.
+"""The claims job end to end against two baselines, on the same records, in one run.
 
-(a) full:  the real job: bronze + quarantine + gold (watermark, hourly windows, merge) + progress
-(b) bare:  the same source and Delta sink with none of the guards: parse, append, no quarantine,
-           no app transactions, no aggregation
-(c) plain: a confluent-kafka consumer writing the same rows with delta-rs, no Spark
+(a) full:  `run_job(bundle, "claims_hourly", spark, available_now=True)`: bronze + quarantine
+           (Kafka -> parse -> good/bad, idempotent appends, per-batch checks), then gold (bronze as
+           a Delta stream -> watermark -> hourly windows -> MERGE), with the checkpoint guard,
+           preflight and monitoring (metrics, fast-path alerts, consumer-group commits).
+(b) bare:  one Spark query, the same Kafka options: parse -> drop unparsable -> watermark ->
+           hourly count/sum/avg by claim_type, region -> Delta MERGE in foreachBatch; no
+           quarantine, no app transactions, no guards, no monitoring.
+(c) plain: a confluent-kafka consumer -> json.loads + field checks -> delta-rs `write_deltalake`
+           in chunks of max_offsets_per_trigger rows; no Spark, no aggregation.
 
-Each variant runs in its own process (peak memory = the process tree's peak RSS, JVM included);
-rows/s is measured from the first read to the last commit, without the JVM start.
+One local broker, one topic (8 partitions, 1 % malformed) produced once; one SparkSession for
+(a) and (b), warmed up first on a small topic with both, so neither pays the JVM's warm-up alone.
+(c) runs before Spark starts. rows/s = Kafka records / wall seconds of the variant; peak memory =
+the peak VmRSS of this process and its children (the Spark JVM; not the broker), sampled every
+0.1 s from the start of the variant. The JVM keeps the heap it grew, so (b) starts where (a) left
+it: "RSS at start" says how much of a peak was there before the variant began.
 Writes bench/results/pipeline.{json,md}.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import argparse
 import json
-import os
-import subprocess
-import sys
-import tempfile
+import threading
 import time
-from datetime import timedelta
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-EVENTS = 60_000
-PARTITIONS = 4
-FIELDS = ("claim_id", "policy_id", "claim_type", "region", "claim_amount", "event_time")
+from claims_topic import (
+    CACHE,
+    JOB,
+    ROOT,
+    SOURCE,
+    PeakRss,
+    Workspace,
+    claims_bundle,
+    machine,
+    others_running,
+    produce_claims,
+    workspace,
+)
+from pyspark.sql.streaming import StreamingQueryListener
+
+PARTITIONS = 8
+MALFORMED_PCT = 1.0
+MAX_OFFSETS = 200_000
+WARMUP_EVENTS = 16_000
+BARE_QUERY = "bench_bare"
+DURATIONS = ("addBatch", "getBatch", "latestOffset", "queryPlanning", "walCommit",
+             "triggerExecution")  # fmt: skip
+GOALS = {"full_over_bare": 0.9, "full_over_plain": 0.5}
 
 
-def _bundle(storage: Path, bootstrap: str, topic: str) -> Any:
-    from streamops.bundle import load
+class ProgressLog(StreamingQueryListener):
+    """Every progress event of every query, by query name (the durationMs breakdown included)."""
 
-    b = load(ROOT / "bundle.yml", "local")
-    spec = b.spec
-    target = spec.targets["local"].model_copy(update={"storage_root": str(storage)})
-    src = spec.sources["claims"].model_copy(update={"topic": topic, "partitions": PARTITIONS})
-    job = spec.jobs["claims_hourly"].model_copy(update={"max_offsets_per_trigger": 20_000})
-    spec = spec.model_copy(update={"targets": {**spec.targets, "local": target},
-                                   "sources": {**spec.sources, "claims": src},
-                                   "jobs": {**spec.jobs, "claims_hourly": job}})  # fmt: skip
-    return dataclasses.replace(b, spec=spec, bootstrap_override=bootstrap)
+    def __init__(self) -> None:
+        self.progress: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.terminated = 0
+        self._lock = threading.Lock()
+
+    def onQueryStarted(self, event: Any) -> None:
+        pass
+
+    def onQueryProgress(self, event: Any) -> None:
+        p = event.progress
+        with self._lock:
+            self.progress[p.name].append(
+                {"batch": p.batchId, "rows": p.numInputRows, "ms": dict(p.durationMs)}
+            )
+
+    def onQueryIdle(self, event: Any) -> None:
+        pass
+
+    def onQueryTerminated(self, event: Any) -> None:
+        with self._lock:
+            self.terminated += 1
+
+    def settle(self, terminations: int, timeout_s: float = 60) -> None:
+        """Wait until `terminations` queries have ended: the bus delivers a query's progress
+        events before its end, so every batch is here then."""
+        deadline = time.monotonic() + timeout_s
+        while self.terminated < terminations:
+            if time.monotonic() > deadline:
+                raise SystemExit(
+                    f"only {self.terminated} of {terminations} queries reported an end"
+                )
+            time.sleep(0.1)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.progress.clear()
 
 
-def variant_full(storage: Path, bootstrap: str, topic: str) -> dict[str, Any]:
-    from streamops.runner.job import run_job
-    from streamops.pipeline.session import local_session
-
-    bundle = _bundle(storage, bootstrap, topic)
-    spark = local_session(cores=2, app_name="bench-full")
-    t0 = time.perf_counter()
-    run = run_job(bundle, "claims_hourly", spark, available_now=True)
-    dt = time.perf_counter() - t0
-    assert run.bronze_input_rows == EVENTS == run.input_rows, (
-        run.bronze_input_rows,
-        run.input_rows,
-    )
-    return {"rows": EVENTS, "seconds": dt}
+def query_profile(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Batches, rows and the summed durationMs breakdown (in seconds) of one query's run."""
+    return {
+        "batches": len(events),
+        "rows": sum(e["rows"] for e in events),
+        "seconds": {k: round(sum(e["ms"].get(k, 0) for e in events) / 1000, 2) for k in DURATIONS},
+    }
 
 
-def variant_bare(storage: Path, bootstrap: str, topic: str) -> dict[str, Any]:
+def variant_plain(bundle: Any, uri: str, events: int, chunk: int) -> int:
+    """(c): consume every record, keep the well-formed ones, append them with delta-rs."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
     from deltalake import write_deltalake
+
+    src = bundle.source(bundle.job(JOB))
+    fields = {n: f.type for n, f in bundle.job(JOB).schema_.items()}
+    conf = {**bundle.runtime.kafka_for(SOURCE).librdkafka(), "group.id": "bench-plain",
+            "enable.auto.commit": False, "log_level": 3}  # fmt: skip
+    consumer = Consumer(conf)
+    consumer.assign([TopicPartition(src.topic, p, OFFSET_BEGINNING) for p in range(src.partitions)])
+    read = written = 0
+    rows: list[tuple[Any, ...]] = []
+    idle_since = time.monotonic()
+    try:
+        while read < events:
+            msgs = consumer.consume(10_000, 1.0)
+            if not msgs and time.monotonic() - idle_since > 30:
+                raise SystemExit(f"plain consumer: stuck at {read} of {events} records")
+            idle_since = time.monotonic() if msgs else idle_since
+            for m in msgs:
+                if m.error() is not None:
+                    raise SystemExit(f"plain consumer: {m.error()}")
+                read += 1
+                row = _parse(m.value(), fields)
+                if row is not None:
+                    rows.append(row)
+            if len(rows) >= chunk or (read >= events and rows):
+                write_deltalake(uri, _arrow(rows, fields), mode="append")
+                written += len(rows)
+                rows = []
+    finally:
+        consumer.close()
+    return written
+
+
+_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "string": lambda v: isinstance(v, str),
+    "double": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "timestamp": lambda v: isinstance(v, str) and _iso(v),
+}
+
+
+def _iso(text: str) -> bool:
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _parse(value: bytes | None, fields: dict[str, str]) -> tuple[Any, ...] | None:
+    # The least any consumer must do: drop what does not parse or has the wrong shape.
+    try:
+        ev = json.loads(value or b"")
+    except ValueError:
+        return None
+    if not isinstance(ev, dict):
+        return None
+    row = tuple(ev.get(n) for n in fields)
+    ok = all(v is not None and _CHECKS[t](v) for v, t in zip(row, fields.values(), strict=True))
+    return row if ok else None
+
+
+def _arrow(rows: list[tuple[Any, ...]], fields: dict[str, str]) -> Any:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    types = {"string": pa.string(), "double": pa.float64(), "timestamp": pa.string()}
+    cols = {n: pa.array([r[i] for r in rows], types[t]) for i, (n, t) in enumerate(fields.items())}
+    for n, t in fields.items():
+        if t == "timestamp":
+            cols[n] = pc.cast(cols[n], pa.timestamp("us", tz="UTC"))
+    return pa.table(cols)
+
+
+def variant_bare(spark: Any, bundle: Any, root: Path) -> None:
+    """(b): Kafka -> parse -> watermark -> hourly aggregate -> Delta MERGE, one query."""
+    from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
-    from streamops.pipeline.transform import event_schema
-    from streamops.pipeline.session import local_session
+    from streamops.pipeline.transform import event_schema, kafka_options
 
-    bundle = _bundle(storage, bootstrap, topic)
-    job = bundle.job("claims_hourly")
-    spark = local_session(cores=2, app_name="bench-bare")
-    raw = (spark.readStream.format("streamops_kafka").option("kafka.bootstrap.servers", bootstrap)
-           .option("subscribe", topic).option("maxOffsetsPerTrigger", "20000").load())  # fmt: skip
+    job = bundle.job(JOB)
+    agg, wm, t = job.aggregate, job.watermark, job.event_time
+    uri = str(root / "bare_hourly")
+    raw = spark.readStream.format("kafka").options(**kafka_options(bundle, job)).load()
     parsed = raw.select(
         F.from_json(F.col("value").cast("string"), event_schema(job.schema_)).alias("e")
     ).select("e.*")
-    uri = str(storage / "bare")
-    rows = [0]
+    good = parsed.where(" AND ".join(f"`{n}` IS NOT NULL" for n in job.schema_))
+    hourly = (
+        good.withWatermark(t, wm.delay.text)
+        .groupBy(F.window(t, agg.window.text).alias("w"), *agg.group_by)
+        .agg(F.count(F.lit(1)).alias("claims"), F.sum("claim_amount").alias("total_amount"),
+             F.avg("claim_amount").alias("avg_amount"))
+        .select(F.col("w.start").alias("window_start"), F.col("w.end").alias("window_end"),
+                *agg.group_by, "claims", "total_amount", "avg_amount")
+    )  # fmt: skip
+    DeltaTable.createIfNotExists(spark).location(uri).addColumns(hourly.schema).execute()
+    keys = ("window_start", "window_end", *agg.group_by)
+    cond = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
 
-    def write(df: Any, batch_id: int) -> None:
-        t = df.toArrow()
-        rows[0] += t.num_rows
-        if t.num_rows:
-            write_deltalake(uri, t, mode="append")
+    def merge(df: Any, _batch_id: int) -> None:
+        (
+            DeltaTable.forPath(df.sparkSession, uri).alias("t").merge(df.alias("s"), cond)
+            .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute()
+        )  # fmt: skip
 
-    t0 = time.perf_counter()
-    q = (parsed.writeStream.foreachBatch(write).option("checkpointLocation", str(storage / "ck-bare"))
-         .trigger(availableNow=True).start())  # fmt: skip
+    q = (
+        hourly.writeStream.queryName(BARE_QUERY).outputMode("update")
+        .option("checkpointLocation", str(root / "bare_checkpoint"))
+        .foreachBatch(merge).trigger(availableNow=True).start()
+    )  # fmt: skip
     q.awaitTermination()
-    dt = time.perf_counter() - t0
-    assert rows[0] == EVENTS, rows
-    return {"rows": rows[0], "seconds": dt}
 
 
-def variant_plain(storage: Path, bootstrap: str, topic: str) -> dict[str, Any]:
-    import pyarrow as pa
-    from confluent_kafka import Consumer, TopicPartition
-    from deltalake import write_deltalake
+def _count_sum(uri: str, column: str) -> int:
+    import pyarrow.compute as pc
+    from deltalake import DeltaTable
 
-    from streamops.kafka.offsets import client_config
+    return int(pc.sum(DeltaTable(uri).to_pyarrow_table(columns=[column]).column(0)).as_py() or 0)
 
-    c = Consumer(client_config(bootstrap, {"group.id": "bench-plain"}))
-    c.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
-    uri = str(storage / "plain")
-    n = 0
-    batch: list[dict[str, Any]] = []
+
+def _measure(rss: PeakRss, fn: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
+    start_mb = rss.mark()
     t0 = time.perf_counter()
-    while n < EVENTS:
-        for m in c.consume(10_000, 1.0):
-            if m.error() is not None:
-                continue
-            n += 1
-            # The minimum any consumer must do: drop what does not parse or has the wrong shape.
-            try:
-                ev = json.loads(m.value())
-            except (ValueError, TypeError):
-                continue
-            if (
-                isinstance(ev, dict)
-                and all(ev.get(f) is not None for f in FIELDS)
-                and isinstance(ev["claim_amount"], int | float)
-            ):
-                batch.append(ev)
-        if len(batch) >= 20_000 or (n >= EVENTS and batch):
-            write_deltalake(uri, pa.Table.from_pylist(batch), mode="append")
-            batch = []
-    dt = time.perf_counter() - t0
-    c.close()
-    return {"rows": n, "seconds": dt}
+    out = fn()
+    seconds = time.perf_counter() - t0
+    return out, {"seconds": round(seconds, 2), "peak_rss_mb": rss.peak_mb(),
+                 "rss_at_start_mb": start_mb}  # fmt: skip
 
 
-def _peak_rss_of(cmd: list[str]) -> tuple[dict[str, Any], int]:
-    import psutil
+def _check(what: str, got: int, want: int) -> None:
+    if got != want:
+        raise SystemExit(f"{what}: {got}, expected {want}; the figures would be meaningless")
 
-    env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1")
-    err = tempfile.TemporaryFile()  # noqa: SIM115 - read back after the process ends
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=env, cwd=ROOT)
-    ps = psutil.Process(proc.pid)
-    peak = 0
-    while proc.poll() is None:
-        try:
-            tree = [ps, *ps.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
-        except psutil.Error:
-            pass
-        time.sleep(0.1)
-    out = proc.stdout.read().decode() if proc.stdout else ""
-    if proc.returncode != 0:
-        err.seek(0)
-        tail = err.read().decode(errors="replace")[-3000:]
-        raise SystemExit(f"variant failed: {' '.join(cmd)}\n{out}\n{tail}")
-    return json.loads(out.strip().splitlines()[-1]), peak
+
+def run_spark_variants(
+    ws: Workspace, rss: PeakRss, events: int, malformed: int, max_offsets: int
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Warm-up, then (a) and (b) in one session: their figures and the query profiles."""
+    from streamops.pipeline.session import local_session
+    from streamops.runner.job import run_job
+
+    spark = local_session(jars=CACHE / "jvm" / "spark", cores=2, app_name="bench-pipeline")
+    log = ProgressLog()
+    spark.streams.addListener(log)
+    try:
+        warm = claims_bundle(ws.root / "warmup", "bench.warmup", PARTITIONS, WARMUP_EVENTS // 4)
+        produce_claims(warm, WARMUP_EVENTS, MALFORMED_PCT)
+        run_job(warm, JOB, spark, available_now=True)
+        variant_bare(spark, warm, ws.root / "warmup")
+        log.settle(3)
+        log.reset()
+        print("warm-up done")
+
+        full_b = claims_bundle(ws.root / "full", "bench.claims", PARTITIONS, max_offsets)
+        job = full_b.job(JOB)
+        run, full = _measure(rss, lambda: run_job(full_b, JOB, spark, available_now=True))
+        log.settle(5)
+        print(f"full done in {full['seconds']} s")
+        _check("full: Kafka records read", run.input_rows, events)
+        _check("full: quarantined", run.quarantined_rows, malformed)
+        _check(
+            "full: claims counted in gold", _count_sum(run.table_uri, "claims"), events - malformed
+        )
+        bronze_p = query_profile(log.progress[job.bronze_query_name])
+        gold_p = query_profile(log.progress[job.query_name])
+        busy = bronze_p["seconds"]["triggerExecution"] + gold_p["seconds"]["triggerExecution"]
+        profile: dict[str, Any] = {
+            "full_bronze": {**bronze_p, "writer_s": round(sum(w.seconds for w in run.bronze_writes), 2)},
+            "full_gold": {**gold_p, "writer_s": round(sum(w.seconds for w in run.writes), 2)},
+            "full_outside_batches_s": round(full["seconds"] - busy, 2),
+        }  # fmt: skip
+
+        bare_b = claims_bundle(ws.root / "bare", "bench.claims", PARTITIONS, max_offsets)
+        _, bare = _measure(rss, lambda: variant_bare(spark, bare_b, ws.root / "bare"))
+        log.settle(6)
+        profile["bare"] = query_profile(log.progress[BARE_QUERY])
+        _check("bare: Kafka records read", profile["bare"]["rows"], events)
+        _check("bare: claims counted", _count_sum(str(ws.root / "bare" / "bare_hourly"), "claims"),
+               events - malformed)  # fmt: skip
+        profile["bare_outside_batches_s"] = round(
+            bare["seconds"] - profile["bare"]["seconds"]["triggerExecution"], 2
+        )
+    finally:
+        spark.stop()
+    return full, bare, profile
 
 
 def main() -> None:
-    from streamops.localstack import LocalStack
-    from streamops.demo.sample import ensure_topic, generate, produce, utc
-
-    with tempfile.TemporaryDirectory() as tmp:
-        stack = LocalStack(ROOT / ".cache", state_dir=Path(tmp) / "stack")
-        stack.up(services=("broker",))
-        try:
-            bs = stack.broker_bootstrap()
-            topic = "bench.claims"
-            ensure_topic(bs, topic, PARTITIONS)
-            job = _bundle(Path(tmp), bs, topic).job("claims_hourly")
-            sample = generate(job, partitions=PARTITIONS, start=utc("2026-11-24T00:00:00Z"),
-                              span=timedelta(hours=24), n=EVENTS, malformed=600)  # fmt: skip
-            produce(bs, topic, sample)
-            results: dict[str, Any] = {}
-            for name in ("full", "bare", "plain"):
-                storage = Path(tmp) / name
-                storage.mkdir()
-                cmd = [sys.executable, __file__, "--variant", name, str(storage), bs, topic]
-                res, peak = _peak_rss_of(cmd)
-                results[name] = {
-                    **res,
-                    "rows_per_s": round(res["rows"] / res["seconds"]),
-                    "peak_rss_mb": round(peak / 2**20),
-                }
-        finally:
-            stack.down()
-    f, b, p = results["full"], results["bare"], results["plain"]
-    summary = {
-        "events": EVENTS, "partitions": PARTITIONS, "machine": f"{os.cpu_count()} cores, local[2]",
-        "variants": results,
-        "overhead_of_guards_rows_per_s_ratio_a_over_b": round(f["rows_per_s"] / b["rows_per_s"], 3),
-        "full_vs_no_spark_rows_per_s_ratio_a_over_c": round(f["rows_per_s"] / p["rows_per_s"], 3),
-        "peak_memory_ratio_a_over_b": round(f["peak_rss_mb"] / b["peak_rss_mb"], 3),
-        "peak_memory_ratio_a_over_c": round(f["peak_rss_mb"] / p["peak_rss_mb"], 3),
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--max-offsets", type=int, default=MAX_OFFSETS)
+    args = ap.parse_args()
+    busy = others_running()
+    started = datetime.now(UTC)
+    with workspace("pipeline") as ws, PeakRss(exclude=ws.broker_pid) as rss:
+        bundle = claims_bundle(ws.root / "plain", "bench.claims", PARTITIONS, args.max_offsets)
+        t0 = time.perf_counter()
+        malformed = produce_claims(bundle, args.events, MALFORMED_PCT)
+        produce_s = time.perf_counter() - t0
+        print(f"produced {args.events} records ({malformed} malformed) in {produce_s:.1f} s")
+        uri = str(ws.root / "plain" / "plain_events")
+        written, plain = _measure(
+            rss, lambda: variant_plain(bundle, uri, args.events, args.max_offsets)
+        )
+        _check("plain: rows written", written, args.events - malformed)
+        print(f"plain done in {plain['seconds']} s")
+        full, bare, profile = run_spark_variants(ws, rss, args.events, malformed, args.max_offsets)
+    busy = busy or others_running()
+    variants = {"full": full, "bare": bare, "plain": plain}
+    for v in variants.values():
+        v["rows_per_s"] = round(args.events / v["seconds"])
+    result = {
+        "events": args.events, "partitions": PARTITIONS, "malformed": malformed,
+        "max_offsets_per_trigger": args.max_offsets, "spark": "local[2], one session for (a) and (b)",
+        "full_over_bare": round(full["rows_per_s"] / bare["rows_per_s"], 3),
+        "full_over_plain": round(full["rows_per_s"] / plain["rows_per_s"], 3),
+        "goals": GOALS, "variants": variants, "profile": profile,
+        "produce_s": round(produce_s, 1), "machine": machine(),
+        "other_tests_running": busy, "date": started.isoformat(timespec="seconds"),
     }  # fmt: skip
     out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "pipeline.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "pipeline.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "pipeline.md").write_text(markdown(result))
+    print(markdown(result))
+
+
+def markdown(r: dict[str, Any]) -> str:
+    v, p = r["variants"], r["profile"]
+    missed = [k for k, goal in r["goals"].items() if r[k] < goal]
     lines = [
-        f"# Claims pipeline end to end ({EVENTS} events, {PARTITIONS} partitions, 1% malformed, local[2])",
+        f"# Claims pipeline end to end ({r['events']:,} events, {r['partitions']} partitions, "
+        f"1 % malformed, local[2], {r['machine']['cores']} cores, {r['date'][:10]})",
         "",
-        "| variant | rows/s | seconds | peak RSS (MB) |",
-        "|---|---:|---:|---:|",
+        "| variant | what it does | rows/s | wall s | peak RSS MB | RSS at start MB |",
+        "|---|---|---:|---:|---:|---:|",
+        f"| (a) full | run_job: bronze + quarantine, then gold (watermark, hourly MERGE), guard, "
+        f"monitoring | {v['full']['rows_per_s']:,} | {v['full']['seconds']} | "
+        f"{v['full']['peak_rss_mb']} | {v['full']['rss_at_start_mb']} |",
+        f"| (b) bare | one Spark query: Kafka -> from_json -> watermark -> hourly window -> MERGE "
+        f"| {v['bare']['rows_per_s']:,} | {v['bare']['seconds']} | {v['bare']['peak_rss_mb']} | "
+        f"{v['bare']['rss_at_start_mb']} |",
+        f"| (c) plain | confluent-kafka -> json.loads -> delta-rs append, no Spark | "
+        f"{v['plain']['rows_per_s']:,} | {v['plain']['seconds']} | {v['plain']['peak_rss_mb']} | "
+        f"{v['plain']['rss_at_start_mb']} |",
+        "",
+        f"- full/bare = **{r['full_over_bare']}** (goal >= {r['goals']['full_over_bare']}), "
+        f"full/plain = **{r['full_over_plain']}** (goal >= {r['goals']['full_over_plain']}); "
+        f"{'goals met' if not missed else 'missed: ' + ', '.join(missed)}.",
+        *_meaning(r),
+    ]
+    if r["other_tests_running"]:
+        lines.append("- Other engineers' Spark test suites ran on this 2-core machine during the "
+                     "run; the absolute figures are lower than on an idle machine.")  # fmt: skip
+    if missed:
+        lines += ["", *_profile_table(p)]
+    return "\n".join(lines) + "\n"
+
+
+def _meaning(r: dict[str, Any]) -> list[str]:
+    p = r["profile"]
+    b, g = p["full_bronze"]["seconds"], p["full_gold"]["seconds"]
+    full_s = r["variants"]["full"]["seconds"]
+    return [
+        f"- The full job reads Kafka once (bronze, {b['triggerExecution']} s in "
+        f"{p['full_bronze']['batches']} batches) and the bronze table once more (gold, "
+        f"{g['triggerExecution']} s in {p['full_gold']['batches']} batches); the bare query does "
+        f"parse and aggregate in one pass ({p['bare']['seconds']['triggerExecution']} s in "
+        f"{p['bare']['batches']} batches).",
+        f"- Outside its batches the full job spends {p['full_outside_batches_s']} s of its "
+        f"{full_s} s (start-up of two queries, preflight, checkpoint guard, table creation, "
+        f"progress polling); the bare query {p['bare_outside_batches_s']} s.",
+        "- The plain consumer does no aggregation, keeps no state and writes no quarantine: it is "
+        "the floor of reading and landing the records, not an equivalent job.",
+    ]
+
+
+def _profile_table(p: dict[str, Any]) -> list[str]:
+    head = ["query", "batches", *DURATIONS, "writer (foreachBatch)"]
+    rows = [
+        ("(a) bronze", p["full_bronze"], p["full_bronze"]["writer_s"]),
+        ("(a) gold", p["full_gold"], p["full_gold"]["writer_s"]),
+        ("(b) bare", p["bare"], "-"),
+    ]
+    return [
+        "## Where the full job's time goes (seconds, summed over each query's batches, from the "
+        "progress events' durationMs)",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|---|" + "---:|" * (len(head) - 1),
         *(
-            f"| {n} | {r['rows_per_s']} | {r['seconds']:.1f} | {r['peak_rss_mb']} |"
-            for n, r in results.items()
+            f"| {name} | {q['batches']} | "
+            + " | ".join(str(q["seconds"][k]) for k in DURATIONS)
+            + f" | {w} |"
+            for name, q, w in rows
         ),
         "",
-        f"- (a)/(b) rows/s, overhead of the guards: {summary['overhead_of_guards_rows_per_s_ratio_a_over_b']}",
-        f"- (a)/(c) rows/s, against the no-Spark reference: {summary['full_vs_no_spark_rows_per_s_ratio_a_over_c']}",
-        f"- peak memory (a)/(b): {summary['peak_memory_ratio_a_over_b']}, (a)/(c): {summary['peak_memory_ratio_a_over_c']}",
+        "addBatch is the foreachBatch writer (bronze: persist, count good/bad, two idempotent "
+        "appends and their commit checks; gold: persist, count, MERGE); triggerExecution is the "
+        "whole batch.",
     ]
-    (out / "pipeline.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--variant":
-        fn = {"full": variant_full, "bare": variant_bare, "plain": variant_plain}[sys.argv[2]]
-        print(json.dumps(fn(Path(sys.argv[3]), sys.argv[4], sys.argv[5])))
-    else:
-        main()
+    main()

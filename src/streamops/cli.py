@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from streamops.commands.console import err, out
 from streamops.errors import BundleError, StreamopsError, UsageError
 
 app = typer.Typer(
@@ -22,11 +22,6 @@ app = typer.Typer(
 )
 local_app = typer.Typer(no_args_is_help=True, help="Start, stop and inspect the local stack.")
 app.add_typer(local_app, name="local")
-
-out = Console(highlight=False, soft_wrap=True)
-if not out.is_terminal:  # logs and CI: do not squeeze tables into 80 columns
-    out = Console(highlight=False, soft_wrap=True, width=200)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 BundleOpt = Annotated[Path, typer.Option("--bundle", "-b", help="path to bundle.yml")]
 TargetOpt = Annotated[str, typer.Option("--target", "-t", help="target in bundle.yml")]

@@ -60,6 +60,8 @@ class MissingDependencyError(StreamopsError):
     """An optional package is not installed; the message names the install command."""
 
     def __init__(self, package: str, extra: str):
+        self.package = package
+        self.extra = extra
         super().__init__(
             f"the Python package '{package}' is needed here but is not installed. "
             f"Fix: pip install 'streamops[{extra}]' (or run `make setup`)."

@@ -21,7 +21,11 @@ def test_demo_runs_every_job_and_its_summary_checks_out(tmp_path: Path) -> None:
     (tmp_path / ".cache" / "jvm").symlink_to(PROJECT / ".cache" / "jvm")
     (tmp_path / "bundle.yml").write_text((PROJECT / "bundle.yml").read_text())
     env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1")
-    for var in ("STREAMOPS_KAFKA_BOOTSTRAP_SERVERS", "STREAMOPS_LOCAL_STACK_DIR", "STREAMOPS_JVM_DIR"):
+    for var in (
+        "STREAMOPS_KAFKA_BOOTSTRAP_SERVERS",
+        "STREAMOPS_LOCAL_STACK_DIR",
+        "STREAMOPS_JVM_DIR",
+    ):
         env.pop(var, None)
     proc = subprocess.run(
         [sys.executable, "-m", "streamops.cli", "demo", "--bundle", str(tmp_path / "bundle.yml")],

@@ -659,7 +659,7 @@ def test_gold_rebuilt_from_bronze_when_no_backup_is_left(
     shutil.move(bundle.table_location(job.sink), copy / "gold-table-aside")
 
     run = run_job(bundle, JOB, spark, available_now=True)
-    assert run.batches and not run.bronze_batches  # bronze had nothing new; gold started over
+    assert run.batches[0].batch_id == 0  # gold started over (bronze went on from its own)
     bronze_events = DeltaTable(bundle.bronze_location(job)).to_pyarrow_table(columns=["claim_id"])
     counted = sum(
         DeltaTable(bundle.table_location(job.sink)).to_pyarrow_table().column("claims").to_pylist()

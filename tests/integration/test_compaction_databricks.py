@@ -9,11 +9,9 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
 import pytest
-from deltalake import write_deltalake
 
 from streamops.bundle import Bundle, load
 from streamops.compaction import compact_table
@@ -21,6 +19,9 @@ from streamops.compaction.databricks import DatabricksSqlRunner
 from streamops.errors import CompactionError
 from tests.airflow_env import configure
 from tests.unit.helpers import edited, write
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 # Airflow reads its configuration when first imported (here lazily, by the runner's hook): point
 # it at the shared test home, never ~/airflow.
@@ -117,13 +118,15 @@ TABLES = """tables:
 
 
 @pytest.fixture
-def bundle(tmp_path: Path) -> Bundle:
+def bundle(tmp_path: Path, spark: SparkSession) -> Bundle:
+    """A local bundle whose events table (written by Spark) has three files in each of 3 days."""
     b = load(write(tmp_path, edited(("tables:\n", TABLES))), "local")
     uri = b.table_location("events")
-    for i in range(9):
-        day = ["2026-11-20", "2026-11-21", "2026-11-22"][i % 3]
-        data = pa.table({"id": [i], "device_id": [f"d{i}"], "day": [day]})
-        write_deltalake(uri, data, mode="append", partition_by=["day"])
+    for i in range(3):
+        rows = [(i * 3 + k, f"d{i * 3 + k}", day)
+                for k, day in enumerate(["2026-11-20", "2026-11-21", "2026-11-22"])]  # fmt: skip
+        df = spark.createDataFrame(rows, "id long, device_id string, day string").coalesce(1)
+        df.write.format("delta").mode("append").partitionBy("day").save(uri)
     return b
 
 

@@ -3,6 +3,8 @@
 Airflow runs in a child process with AIRFLOW_HOME (SQLite) in a temporary folder, so its
 configuration is set before airflow is imported and nothing leaks into other tests. The DAG file
 is copied next to a test bundle.yml (it loads `../bundle.yml` relative to itself, as in the repo).
+The tables are written with Spark here; the child compacts them through a Spark session of its
+own, started by the task (the local target's engine).
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
 import pytest
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable
 
 from streamops.bundle import load
 from tests.unit.helpers import edited, write
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 PROJECT = Path(__file__).resolve().parents[2]
 DAG_FILE = PROJECT / "dags" / "streamops_nightly_compaction.py"
@@ -99,15 +104,17 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_nightly_dag_compacts_real_tables_and_pages_for_the_broken_one(project: Path) -> None:
+def test_nightly_dag_compacts_real_tables_and_pages_for_the_broken_one(
+    project: Path, spark: SparkSession
+) -> None:
     bundle = load(project / "bundle.yml", "local")
     events = bundle.table_location("events")
-    for i in range(40):
-        day = "2026-11-20" if i < 30 else "2026-11-21"
-        data = pa.table(
-            {"id": [i * 2, i * 2 + 1], "device_id": [f"d{i % 5}"] * 2, "day": [day] * 2}
-        )
-        write_deltalake(events, data, mode="append", partition_by=["day"])
+    # 40 small files: 30 of two rows each in the older day, 10 in the newest (left alone).
+    for day, ids, files in (("2026-11-20", range(60), 30), ("2026-11-21", range(60, 80), 10)):
+        rows = [(i, f"d{i // 2 % 5}", day) for i in ids]
+        df = spark.createDataFrame(rows, "id long, device_id string, day string")
+        df.repartition(files).write.format("delta").mode("append").partitionBy("day").save(events)
+    assert len(DeltaTable(events).file_uris()) == 40
     # A table whose log is corrupt: its task fails on every attempt, the others must not care.
     broken = Path(bundle.table_location("broken")) / "_delta_log"
     broken.mkdir(parents=True)

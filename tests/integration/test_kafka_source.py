@@ -146,6 +146,14 @@ def test_exact_offset_ranges_read_limit_and_schema(
     counts = {0: 300, 1: 250, 2: 170, 3: 37}
     max_offsets = 100
     bundle = _bundle(tmp_path, topic, max_offsets)
+    # SASL only: the job's Spark source and this producer log in on the SASL listener.
+    sasl = local_stack.broker_endpoints().sasl
+    opts = kafka_options(bundle, bundle.job("claims_hourly"))
+    assert (
+        opts["kafka.bootstrap.servers"] == sasl
+        and opts["kafka.security.protocol"] == "SASL_PLAINTEXT"
+    )
+    assert kafka_conf(bundle)["bootstrap.servers"] == sasl
     produce(kafka_conf(bundle), topic, counts)
 
     got, query = run_stream(spark, bundle, tmp_path / "ck")

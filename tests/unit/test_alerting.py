@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
+from streamops.bundle import Bundle, load
+from streamops.bundle.models import Alerts, Monitoring
 from streamops.monitoring import metrics as m
 from streamops.monitoring.alerts.evaluate import FastPath, evaluate_bundle
 from streamops.monitoring.alerts.rules import evaluate
-from streamops.bundle import Bundle, load
-from streamops.bundle.models import Alerts, Monitoring
 from streamops.monitoring.exporters import BufferedExporter, JsonlSink, read_points
 from streamops.monitoring.paging import pages_log
 from streamops.pipeline.progress import BatchProgress
@@ -294,7 +294,7 @@ def test_azure_monitor_query_and_blind(tmp_path: Path, server: Any) -> None:
             for p in points(bp(0, at=T0, state=500_000_000, query="claims_hourly"))]  # fmt: skip
     types = ["datetime", "string", "real", "string", "string", "string", "string", "string",
              "int", "long", "string"]  # fmt: skip
-    from streamops.monitoring.alerts.kql import COLUMNS
+    from streamops.monitoring.metrics_table import COLUMNS
 
     server.status = 200
     server.reply_fn = lambda path, body: {"tables": [{

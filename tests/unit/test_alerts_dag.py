@@ -18,8 +18,8 @@ from tests.unit.test_deploy_dag import airflow_db  # noqa: E402, F401
 def test_watchdog_dag_pages_a_dead_job(airflow_db: Path, tmp_path: Path) -> None:  # noqa: F811
     from airflow.dag_processing.dagbag import DagBag
 
-    from streamops.monitoring import metrics as m
     from streamops.bundle import load
+    from streamops.monitoring import metrics as m
     from streamops.monitoring.exporters import JsonlSink
     from streamops.pipeline.progress import BatchProgress
 

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from streamops.bundle import load
+from streamops.bundle import ENV_BOOTSTRAP, load
 from streamops.bundle.durations import Duration, human, parse_duration
-from streamops.bundle import ENV_BOOTSTRAP
 from streamops.bundle.models import BundleSpec, Trigger
 from streamops.bundle.secrets import SecretNotResolved, SecretRef, parse_secret
 from streamops.errors import Problem, UsageError

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from streamops.bundle import load
+from streamops.bundle import ENV_BOOTSTRAP, load
 from streamops.bundle.durations import parse_duration
-from streamops.bundle import ENV_BOOTSTRAP
 from streamops.bundle.rules import non_durable_reason
 from streamops.errors import BundleError, Problem
 from tests.unit.helpers import (

@@ -7,16 +7,10 @@ from pathlib import Path
 import pytest
 
 from streamops.bundle import Bundle, load
-from streamops.compaction.databricks import StatementFailed, statements
-from streamops.compaction.retry import RetryPolicy, with_retries
 from streamops.compaction.log import Marker
-from streamops.compaction.plan import (
-    FileInfo,
-    TableState,
-    build_plan,
-    partition_filters,
-    vacuum_plan,
-)
+from streamops.compaction.plan import FileInfo, TableState, build_plan, vacuum_plan
+from streamops.compaction.retry import RetryPolicy, with_retries
+from streamops.compaction.sql import StatementFailed, statements, user_metadata, where_clause
 from streamops.errors import BundleError, CompactionError, UnsafeVacuumError
 from tests.unit.helpers import edited, write
 
@@ -27,6 +21,7 @@ def _conflict_error() -> StatementFailed:
 
 def _conflict(exc: BaseException) -> bool:
     return isinstance(exc, StatementFailed) and exc.is_conflict
+
 
 EVENTS = """tables:
   events:
@@ -123,14 +118,14 @@ def test_only_changed_partitions_are_planned_and_the_newest_day_is_left_alone(
     assert plan.zorder_by == ("device_id",)
     assert plan.target_file_size == 1024 * 1024
     assert plan.vacuum is not None and plan.vacuum.retention_hours == 216
-    assert partition_filters(plan) == [("day", "=", "2026-11-21")]
+    assert where_clause(plan) == "`day` IN ('2026-11-21')"
 
 
 def test_never_compacted_means_every_partition_is_a_candidate(tmp_path: Path) -> None:
     s = state({"2026-11-20": [KB] * 3, "2026-11-21": [KB] * 3, "2026-11-22": [KB]}, None)
     plan = build_plan(bundle(tmp_path), "events", s)
     assert [p.label for p in plan.partitions] == ["day=2026-11-20", "day=2026-11-21"]
-    assert partition_filters(plan) == [("day", "in", ["2026-11-20", "2026-11-21"])]
+    assert where_clause(plan) == "`day` IN ('2026-11-20', '2026-11-21')"
     assert plan.notes
 
 
@@ -148,11 +143,11 @@ def test_table_without_time_partition_is_planned_whole(tmp_path: Path) -> None:
     s = TableState(3, (), tuple(FileInfo(f"f{i}", KB) for i in range(6)), None, None)
     plan = build_plan(bundle(tmp_path), "flat", s)
     assert [p.label for p in plan.partitions] == ["(table)"]
-    assert partition_filters(plan) is None
+    assert where_clause(plan) == ""
     assert plan.table_small_files == 6
 
 
-# --- the same plan as Databricks SQL -------------------------------------------------------------
+# --- the same plan as SQL: Databricks and Spark ---------------------------------------------------
 
 
 def test_databricks_sql_text(tmp_path: Path) -> None:
@@ -173,6 +168,41 @@ def test_databricks_sql_without_catalog_name_uses_the_path(tmp_path: Path) -> No
         f"ALTER TABLE delta.`{plan.location}` SET TBLPROPERTIES ('delta.targetFileSize' = '1048576')",
         f"OPTIMIZE delta.`{plan.location}`",
     ]
+
+
+def test_no_alter_table_when_the_file_size_property_is_already_right(tmp_path: Path) -> None:
+    # An ALTER is a metadata commit that fails every stream's in-flight commit: only when needed.
+    files = tuple(FileInfo(f"f{i}", KB) for i in range(3))
+    right = TableState(3, (), files, None, None, {"delta.targetFileSize": "1048576"})
+    plan = build_plan(bundle(tmp_path), "flat", right)
+    assert statements(plan) == [f"OPTIMIZE delta.`{plan.location}`"]
+    wrong = TableState(3, (), files, None, None, {"delta.targetFileSize": "134217728"})
+    assert statements(build_plan(bundle(tmp_path), "flat", wrong))[0].startswith("ALTER TABLE")
+
+
+def test_spark_sql_sets_the_file_size_in_its_session_and_logs_vacuum(tmp_path: Path) -> None:
+    # Open-source Delta refuses delta.targetFileSize; OPTIMIZE and VACUUM text stay the same.
+    s = state({"2026-11-20": [KB] * 3, "2026-11-21": [KB] * 3, "2026-11-22": [KB] * 2}, None)
+    plan = build_plan(bundle(tmp_path), "events", s, zorder=True, vacuum=True)
+    spark, databricks = statements(plan, "spark"), statements(plan, "databricks")
+    assert spark == [
+        "SET spark.databricks.delta.optimize.maxFileSize = 1048576",
+        "SET spark.databricks.delta.optimize.minFileSize = 1048576",
+        databricks[1],
+        "SET spark.databricks.delta.vacuum.logging.enabled = true",
+        databricks[2],
+    ]
+
+
+def test_only_optimize_carries_the_marker_and_vacuum_the_run_id() -> None:
+    marker = Marker("r1", 7, (day("2026-11-22"),))
+    meta = user_metadata("OPTIMIZE t", marker.to_json(), "r1")
+    assert meta is not None
+    assert Marker.from_commit_info({"userMetadata": meta}, ("day",)) == marker
+    assert user_metadata("VACUUM t RETAIN 168 HOURS", marker.to_json(), "r1") == (
+        '{"streamops.compaction.run": "r1"}'
+    )
+    assert user_metadata("SET x = 1", marker.to_json(), "r1") is None
 
 
 # --- retries ------------------------------------------------------------------------------------
@@ -200,8 +230,12 @@ def test_retries_are_bounded() -> None:
         raise _conflict_error()
 
     with pytest.raises(CompactionError, match="conflicted 4 times"):
-        with_retries(step, RetryPolicy(max_retries=3, backoff_s=1, sleep=slept.append), what="x",
-                     retryable=_conflict)
+        with_retries(
+            step,
+            RetryPolicy(max_retries=3, backoff_s=1, sleep=slept.append),
+            what="x",
+            retryable=_conflict,
+        )
     assert slept == [1, 2, 4]
 
 
@@ -210,13 +244,15 @@ def test_other_errors_are_not_retried() -> None:
         raise OSError("disk gone")
 
     with pytest.raises(OSError):
-        with_retries(step, RetryPolicy(sleep=lambda s: pytest.fail("slept")), what="x",
-                     retryable=_conflict)
+        with_retries(
+            step, RetryPolicy(sleep=lambda s: pytest.fail("slept")), what="x", retryable=_conflict
+        )
 
 
 def test_databricks_conflicts_are_recognised() -> None:
     e = StatementFailed("OPTIMIZE t", "FAILED", "", "ConcurrentDeleteReadException: ...")
     assert e.is_conflict
+    assert StatementFailed("OPTIMIZE t", "FAILED", "DELTA_METADATA_CHANGED", "x").is_conflict
     assert not StatementFailed("OPTIMIZE t", "FAILED", "PARSE_SYNTAX_ERROR", "x").is_conflict
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from streamops.monitoring import metrics as m
 from streamops.bundle import Bundle, load
 from streamops.errors import StreamopsError
+from streamops.monitoring import metrics as m
 from streamops.monitoring.exporters import JsonlSink
 from streamops.monitoring.report import render_report
 from streamops.pipeline.progress import BatchProgress

@@ -16,6 +16,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from streamops.errors import MissingDependencyError
+
 Path = tuple[str | int, ...]
 
 
@@ -83,22 +85,29 @@ def unknown_fields(value: Any, cls: type, path: Path = ()) -> list[FieldProblem]
     return out
 
 
-def job_settings_problems(value: Any, path: Path = ()) -> list[FieldProblem]:
-    from databricks.sdk.service import jobs
+def _jobs_api_models() -> tuple[Any, Any, Any]:
+    """The SDK's JobSettings, ClusterSpec and list[Library]; databricks-sdk is an optional extra,
+    imported only when a payload is checked."""
+    try:
+        from databricks.sdk.service import compute, jobs
+    except ImportError as exc:
+        raise MissingDependencyError("databricks-sdk", "databricks") from exc
+    return jobs.JobSettings, compute.ClusterSpec, list[compute.Library]
 
-    return unknown_fields(value, jobs.JobSettings, path)
+
+def job_settings_problems(value: Any, path: Path = ()) -> list[FieldProblem]:
+    settings, _, _ = _jobs_api_models()
+    return unknown_fields(value, settings, path)
 
 
 def cluster_problems(value: Any, path: Path = ()) -> list[FieldProblem]:
-    from databricks.sdk.service import compute
-
-    return unknown_fields(value, compute.ClusterSpec, path)
+    _, cluster, _ = _jobs_api_models()
+    return unknown_fields(value, cluster, path)
 
 
 def library_problems(value: Any, path: Path = ()) -> list[FieldProblem]:
-    from databricks.sdk.service import compute
-
-    return unknown_fields(value, list[compute.Library], path)
+    _, _, libraries = _jobs_api_models()
+    return unknown_fields(value, libraries, path)
 
 
 def dotted(path: Path) -> str:

@@ -8,13 +8,16 @@ import typing
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from streamops.bundle.models import BundleSpec, Job, Source, Table, Target
-from streamops.errors import Problem, UsageError
-
-if TYPE_CHECKING:
-    from streamops.bundle.runtime import RuntimeContext
+from streamops.bundle.runtime import (
+    GeneratedSecret,
+    KafkaClientSettings,
+    RuntimeContext,
+    Secret,
+    storage_options_env,
+)
+from streamops.errors import LocalStackError, Problem, UsageError
 
 # The local target may use any reachable Kafka (e.g. the docker-compose stack) in place of the
 # embedded broker: this variable wins over `targets.<t>.kafka.bootstrap_servers`.
@@ -125,15 +128,40 @@ class Bundle:
 
         Lazy so that loading a bundle (DAG parsing, `validate`) never needs the local broker up.
         """
-        from streamops.bundle.runtime import resolve
-
-        return resolve(self)
+        kafka = {name: _kafka_settings(self, name) for name in self.spec.sources}
+        return RuntimeContext(self.target_name, kafka, storage_options_env())
 
     def bootstrap_servers(self, source: Source) -> str:
         """Bootstrap servers for a source; 'embedded' until the local stack resolves it."""
         if self.bootstrap_override:
             return self.bootstrap_override
         return source.bootstrap_servers or self.target.kafka.bootstrap_servers
+
+
+def _kafka_settings(bundle: Bundle, source_name: str) -> KafkaClientSettings:
+    src = bundle.spec.sources[source_name]
+    sec = bundle.target.kafka.security
+    bootstrap = bundle.bootstrap_servers(src)
+    shaded = bundle.target.mode == "databricks"
+    if bootstrap != EMBEDDED:
+        return KafkaClientSettings(
+            bootstrap, sec.protocol, sec.sasl_mechanism, sec.username, sec.password, shaded
+        )
+    # The local broker started by `streamops local up`: its listeners and generated credentials.
+    from streamops.localstack import LocalStack
+
+    try:
+        ep = LocalStack(bundle.cache_dir, state_dir=bundle.local_stack_dir).broker_endpoints()
+    except LocalStackError as exc:
+        raise LocalStackError(
+            f"{bundle.path.name}: targets.{bundle.target_name}.kafka.bootstrap_servers is "
+            f"'embedded' but {exc}"
+        ) from None
+    if not sec.protocol.startswith("SASL_"):
+        return KafkaClientSettings(ep.plaintext)
+    user: Secret = sec.username if sec.username else GeneratedSecret(ep.username)
+    pwd: Secret = sec.password if sec.password else GeneratedSecret(ep.password)
+    return KafkaClientSettings(ep.sasl, sec.protocol, ep.sasl_mechanism, user, pwd)
 
 
 def did_you_mean(word: str, choices: typing.Iterable[str]) -> str:

@@ -9,9 +9,11 @@ import math
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from streamops.bundle import jobs_api_fields as api
 from streamops.bundle.durations import human
 from streamops.bundle.models import (
     NUMERIC,
+    DatabricksSettings,
     Job,
     JoinStep,
     WatermarkStep,
@@ -20,7 +22,7 @@ from streamops.bundle.models import (
 from streamops.bundle.runtime import TESTED_RUNTIME, TESTED_SPARK, spark_version_of
 from streamops.bundle.secrets import looks_like_secret
 from streamops.bundle.yamlsource import YamlDocument, YamlPath, dotted
-from streamops.errors import Problem
+from streamops.errors import MissingDependencyError, Problem
 
 if TYPE_CHECKING:
     from streamops.bundle.resolved import Bundle
@@ -480,20 +482,32 @@ def compaction_warehouses(ctx: _Ctx) -> None:
 # --- Databricks job settings (streamops.deploy) ---------------------------------------------
 
 
+def _jobs_api_keys(ctx: _Ctx, tname: str, db: DatabricksSettings) -> None:
+    checks = (("job_settings", api.job_settings_problems), ("cluster_settings", api.cluster_problems),
+              ("libraries", api.library_problems))  # fmt: skip
+    for key, fn in checks:
+        value = getattr(db, key)
+        if not value:
+            continue
+        path: YamlPath = ("targets", tname, "databricks", key)
+        try:
+            found = fn(value)
+        except MissingDependencyError as exc:
+            # Validating (a DAG parse, CI) must not need the SDK; only deploy does, and refuses.
+            ctx.add(path, f"not checked against the Databricks Jobs API 2.2: {exc.package} is "
+                    "not installed, and a misspelled key would be dropped silently at deploy",
+                    f"pip install 'streamops[{exc.extra}]'", warning=True)  # fmt: skip
+            continue
+        for p in found:
+            ctx.add((*path, *p.path), p.message, p.fix)
+
+
 @rule
 def databricks_job_settings(ctx: _Ctx) -> None:
     """Hand-written Jobs API settings: every key must be a Jobs API 2.2 field (never dropped)."""
-    from streamops.bundle import jobs_api_fields as v
-
-    checks = (("job_settings", v.job_settings_problems), ("cluster_settings", v.cluster_problems),
-              ("libraries", v.library_problems))  # fmt: skip
     for tname, target in ctx.bundle.spec.targets.items():
-        db = target.databricks
-        if db is None:
-            continue
-        for key, fn in checks:
-            for p in fn(getattr(db, key)):
-                ctx.add(("targets", tname, "databricks", key, *p.path), p.message, p.fix)
+        if target.databricks is not None:
+            _jobs_api_keys(ctx, tname, target.databricks)
     t = ctx.bundle.target
     if t.mode == "databricks" and not (t.cluster.spark_version and t.cluster.node_type_id):
         ctx.add(("targets", ctx.bundle.target_name, "cluster"),

@@ -1,4 +1,5 @@
-"""Everything a run needs to reach the outside, resolved once per bundle and shared by every client.
+"""Everything a run needs to reach the outside: the settings `Bundle.runtime` resolves once per
+bundle (bundle/resolved.py) and every client shares.
 
 Kafka settings come in the two forms the clients take: Spark's `kafka.`-prefixed source options
 (JAAS line included) and librdkafka's (confluent-kafka: preflight, reconstruction, consumer-group
@@ -12,13 +13,10 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from streamops.bundle.secrets import MASK
-from streamops.errors import BundleError, LocalStackError, Problem
-
-if TYPE_CHECKING:
-    from streamops.bundle.resolved import Bundle
+from streamops.errors import BundleError, Problem
 
 # adlfs/delta-rs options for remote storage (account name + key/SAS/service principal) as JSON.
 STORAGE_OPTIONS_ENV = "STREAMOPS_STORAGE_OPTIONS"
@@ -132,40 +130,6 @@ class RuntimeContext:
         if "://" not in location or location.startswith("file:"):
             return None
         return dict(self.storage) if self.storage else None
-
-
-def resolve(bundle: Bundle) -> RuntimeContext:
-    """Resolve the runtime context of `bundle` (done once, by `Bundle.runtime`)."""
-    kafka = {name: _kafka_settings(bundle, name) for name in bundle.spec.sources}
-    return RuntimeContext(bundle.target_name, kafka, storage_options_env())
-
-
-def _kafka_settings(bundle: Bundle, source_name: str) -> KafkaClientSettings:
-    from streamops.bundle.resolved import EMBEDDED
-
-    src = bundle.spec.sources[source_name]
-    sec = bundle.target.kafka.security
-    bootstrap = bundle.bootstrap_servers(src)
-    shaded = bundle.target.mode == "databricks"
-    if bootstrap != EMBEDDED:
-        return KafkaClientSettings(
-            bootstrap, sec.protocol, sec.sasl_mechanism, sec.username, sec.password, shaded
-        )
-    # The local broker started by `streamops local up`: its listeners and generated credentials.
-    from streamops.localstack import LocalStack
-
-    try:
-        ep = LocalStack(bundle.cache_dir, state_dir=bundle.local_stack_dir).broker_endpoints()
-    except LocalStackError as exc:
-        raise LocalStackError(
-            f"{bundle.path.name}: targets.{bundle.target_name}.kafka.bootstrap_servers is "
-            f"'embedded' but {exc}"
-        ) from None
-    if not sec.protocol.startswith("SASL_"):
-        return KafkaClientSettings(ep.plaintext)
-    user: Secret = sec.username if sec.username else GeneratedSecret(ep.username)
-    pwd: Secret = sec.password if sec.password else GeneratedSecret(ep.password)
-    return KafkaClientSettings(ep.sasl, sec.protocol, ep.sasl_mechanism, user, pwd)
 
 
 def storage_options_env() -> dict[str, str] | None:

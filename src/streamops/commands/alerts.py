@@ -8,11 +8,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-# Own consoles (same settings as the CLI's), so this module does not import streamops.cli.
-out = Console(highlight=False, soft_wrap=True, width=200)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+from streamops.commands.console import err, out
 
 
 def register(app: typer.Typer) -> None:

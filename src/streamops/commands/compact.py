@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from streamops.commands.console import err, out
+
 
 def register(app: typer.Typer) -> None:
     """Add the `compact` command to the main app."""
@@ -38,7 +40,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Compact TABLE: exit 0 done (or planned), 1 failed, 2 usage error or unsafe VACUUM."""
         from streamops.bundle import load
-        from streamops.cli import err, out
         from streamops.compaction import compact_table
         from streamops.compaction.report import emit_metrics, save
 

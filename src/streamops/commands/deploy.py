@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from streamops.commands.console import err, out
 from streamops.errors import UsageError
 
 BundleOpt = Annotated[Path, typer.Option("--bundle", "-b", help="path to bundle.yml")]
@@ -52,7 +53,6 @@ def register(app: typer.Typer) -> None:
         Exit codes: 0 done (or nothing to do), 1 refused (drift, pre-deploy checks) or failed.
         """
         from streamops.bundle import load
-        from streamops.cli import err, out
         from streamops.deploy import actions, client
 
         b = load(bundle, target)

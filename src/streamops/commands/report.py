@@ -6,10 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-# Own console (same settings as the CLI's), so this module does not import streamops.cli.
-out = Console(highlight=False, soft_wrap=True, width=200)
+from streamops.commands.console import out
 
 
 def register(app: typer.Typer) -> None:

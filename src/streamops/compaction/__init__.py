@@ -1,8 +1,9 @@
 """Nightly Delta compaction: OPTIMIZE toward the bundle's file size, Z-ORDER on changed
-partitions, safe VACUUM; delta-rs locally, SQL on Databricks, one plan for both.
+partitions, safe VACUUM; one plan, the same SQL through Spark locally and a SQL warehouse on
+Databricks.
 
 `compact_table(bundle, key, ...)` is the entry point (CLI, Airflow); importing this package
-imports no engine (deltalake, the Databricks provider are imported when used).
+imports no engine (deltalake, pyspark, the Databricks provider are imported when used).
 """
 
 from streamops.compaction.plan import CompactionPlan, build_plan, vacuum_plan

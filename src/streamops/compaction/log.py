@@ -1,9 +1,10 @@
 """Reading what compaction needs from a Delta table: live files, the last compaction, changes since.
 
 The last successful compaction is the newest commit carrying the `streamops.compaction` marker
-in its commit metadata (delta-rs custom metadata, or Spark's `userMetadata`); it records the
-table version the compaction read and the partitions it deferred. Partitions changed since are
-those with data-changing `add` actions in later commits (OPTIMIZE adds have dataChange=false).
+in its commit metadata (the OPTIMIZE commit's `userMetadata`, `{"streamops.compaction": "<marker
+json>"}`); it records the table version the compaction read and the partitions it deferred.
+Partitions changed since are those with data-changing `add` actions in later commits (OPTIMIZE
+adds have dataChange=false).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from streamops.compaction.plan import FileInfo, Partition, TableState, partition
 from streamops.errors import CompactionError
 
 MARKER = "streamops.compaction"
+# Commit metadata key of a VACUUM's commits (START/END): the run they belong to.
+RUN_KEY = "streamops.compaction.run"
 # Walking further back than this many commits costs more than compacting every partition.
 MAX_WALK = 20_000
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
@@ -148,6 +151,7 @@ def read_state(location: str, storage_options: dict[str, str] | None = None) -> 
         files=live_files(dt),
         since_version=since,
         changed=frozenset(changed) if complete else None,
+        properties=dict(dt.metadata().configuration),
     )
 
 
@@ -164,3 +168,59 @@ def _adds(actions: list[dict[str, Any]], columns: tuple[str, ...]) -> set[Partit
         if add is not None and add.get("dataChange", True):
             out.add(partitions_from_values(columns, add.get("partitionValues") or {}))
     return out
+
+
+@dataclass(frozen=True)
+class RunMetrics:
+    """What one compaction run's commits say they did (`operationMetrics` in the log)."""
+
+    files_removed: int = 0
+    files_added: int = 0
+    # From the VACUUM END commit; None when no VACUUM ran or the engine logged none.
+    vacuum_files_deleted: int | None = None
+
+
+def run_metrics(
+    location: str,
+    read_version: int,
+    version: int,
+    run_id: str,
+    storage_options: dict[str, str] | None,
+) -> RunMetrics:
+    """Files removed/added by the run's OPTIMIZE and deleted by its VACUUM, from the commits
+    after `read_version` up to `version` (their commitInfo `operationMetrics`).
+
+    Commits tagged by another run are not counted; untagged ones are (a SQL warehouse cannot
+    tag its commits, and one table has one nightly run at a time).
+    """
+    removed = added = 0
+    deleted: int | None = None
+    for v in range(version, read_version, -1):
+        actions = _commit_lines(location, v, storage_options)
+        info: dict[str, Any] = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
+        if _run_of(info) not in (None, run_id):
+            continue
+        m = info.get("operationMetrics") or {}
+        if info.get("operation") == "OPTIMIZE":
+            removed += int(m.get("numRemovedFiles", 0) or 0)
+            added += int(m.get("numAddedFiles", 0) or 0)
+        elif info.get("operation") == "VACUUM END":
+            deleted = (deleted or 0) + int(m.get("numDeletedFiles", 0) or 0)
+    return RunMetrics(removed, added, deleted)
+
+
+def _run_of(commit: dict[str, Any]) -> str | None:
+    """The compaction run id a commit is tagged with (marker or VACUUM tag), else None."""
+    raw = commit.get("userMetadata")
+    if not isinstance(raw, str):
+        return None
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(meta, dict):
+        return None
+    if isinstance(meta.get(RUN_KEY), str):
+        return str(meta[RUN_KEY])
+    marker = Marker.from_commit_info(commit, ())
+    return marker.run_id if marker else None

@@ -1,7 +1,8 @@
 """What one compaction run will do to one table: pure planning, no I/O.
 
 The inputs (the table's live files, which partitions changed since the last compaction) come
-from the Delta log through `streamops.compaction.log`; both engines execute the same plan.
+from the Delta log through `streamops.compaction.log`; `compaction.sql` turns the plan into the
+SQL that Spark (local) or a Databricks SQL warehouse runs.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class TableState:
     # Partitions with data written after `since_version` (plus those a previous run deferred);
     # None when unknown (never compacted, or the log was cleaned up): treat all as changed.
     changed: frozenset[Partition] | None
+    # The table's properties (`delta.*` configuration in its metadata).
+    properties: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,8 @@ class CompactionPlan:
     table_files: int = 0
     table_bytes: int = 0
     table_small_files: int = 0
+    # The table's delta.targetFileSize already equals target_file_size (Databricks needs no ALTER).
+    file_size_property_set: bool = False
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -262,26 +267,9 @@ def build_plan(
         table_files=len(state.files),
         table_bytes=sum(f.size for f in state.files),
         table_small_files=sum(f.size < small for f in state.files),
+        file_size_property_set=state.properties.get("delta.targetFileSize") == str(target),
         notes=tuple(notes),
     )
-
-
-def partition_filters(plan: CompactionPlan) -> list[tuple[str, str, Any]] | None:
-    """delta-rs filters selecting the planned partitions (None: the whole table).
-
-    A filter is a conjunction, so several partitions of a multi-column table are selected by
-    `col in (values)` per column: a superset when values combine, never fewer partitions.
-    """
-    if not plan.partition_columns:
-        return None
-    out: list[tuple[str, str, Any]] = []
-    for col in plan.partition_columns:
-        values = sorted({dict(p.partition).get(col) for p in plan.partitions}, key=_sort_key)
-        vals = [v for v in values if v is not None]
-        if not vals:
-            continue
-        out.append((col, "=", vals[0]) if len(vals) == 1 else (col, "in", vals))
-    return out or None
 
 
 def partitions_from_values(columns: Iterable[str], values: Mapping[str, str | None]) -> Partition:

@@ -1,4 +1,9 @@
-"""Compact one table of the bundle: read the log, plan, execute on the target's engine, report."""
+"""Compact one table of the bundle: read the log, plan, run the SQL on the target's engine, report.
+
+Locally the SQL runs through Spark ("spark-sql": a local session from `session_for`, created
+only when there is something to run); on Databricks targets through a SQL warehouse
+("databricks-sql"). Planning and the report read the Delta log with delta-rs, no JVM needed.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,13 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from streamops.compaction import log
-from streamops.compaction.plan import CompactionPlan, FileInfo, build_plan
+from streamops.compaction.plan import CompactionPlan, FileInfo, TableState, build_plan
 from streamops.compaction.report import CompactionReport, Snapshot
 from streamops.compaction.retry import RetryPolicy
+from streamops.compaction.sql import run_plan
 from streamops.errors import CompactionError, UsageError
 
 if TYPE_CHECKING:
@@ -19,6 +25,9 @@ if TYPE_CHECKING:
 
     from streamops.bundle import Bundle
     from streamops.compaction.databricks import DatabricksSqlRunner
+    from streamops.compaction.sql import StatementRunner
+
+ENGINES = ("spark-sql", "databricks-sql")
 
 
 def _snapshot(files: tuple[FileInfo, ...], small: int) -> Snapshot:
@@ -28,6 +37,11 @@ def _snapshot(files: tuple[FileInfo, ...], small: int) -> Snapshot:
 def retry_policy(bundle: Bundle, sleep: Callable[[float], None] = time.sleep) -> RetryPolicy:
     c = bundle.spec.compaction
     return RetryPolicy(max_retries=c.max_retries, backoff_s=c.backoff.seconds, sleep=sleep)
+
+
+def default_engine(bundle: Bundle) -> str:
+    """Spark SQL on the local target, a Databricks SQL warehouse on Databricks targets."""
+    return "spark-sql" if bundle.target.mode == "local" else "databricks-sql"
 
 
 def sql_runner(bundle: Bundle) -> DatabricksSqlRunner:
@@ -44,6 +58,28 @@ def sql_runner(bundle: Bundle) -> DatabricksSqlRunner:
     return DatabricksSqlRunner(conn_id=conn or "databricks_default", warehouse_id=wid)
 
 
+def spark_runner(bundle: Bundle, spark: SparkSession | None) -> StatementRunner:
+    """The Spark runner on `spark`, else on the target's session (started here, on first use)."""
+    from streamops.compaction.spark_sql import SparkSqlRunner
+
+    if spark is None:
+        from streamops.pipeline.session import session_for
+
+        spark = session_for(bundle, app_name="streamops-compaction")
+    return SparkSqlRunner(spark)
+
+
+def storage_options(bundle: Bundle, location: str) -> dict[str, str] | None:
+    """The target's storage options for `location` (none for a local path).
+
+    A local path is answered here: `bundle.runtime` also resolves Kafka (the local broker),
+    which compaction never needs and which need not be running at night.
+    """
+    if "://" not in location or location.startswith("file:"):
+        return None
+    return bundle.runtime.storage_options(location)
+
+
 def plan_table(
     bundle: Bundle,
     key: str,
@@ -51,21 +87,21 @@ def plan_table(
     zorder: bool = False,
     vacuum: bool = False,
     retain_hours: float | None = None,
-    storage_options: dict[str, str] | None = None,
 ) -> CompactionPlan | None:
     """The plan for table `key` from its Delta log; None when the table does not exist yet."""
-    if key not in bundle.spec.tables:
-        _unknown(bundle, key)
-    state = log.read_state(bundle.table_location(key), storage_options)
+    _check_table(bundle, key)
+    location = bundle.table_location(key)
+    state = log.read_state(location, storage_options(bundle, location))
     if state is None:
         return None
     return build_plan(bundle, key, state, zorder=zorder, vacuum=vacuum, retain_hours=retain_hours)
 
 
-def _unknown(bundle: Bundle, key: str) -> None:
-    raise UsageError(
-        f"no table '{key}' in {bundle.path.name}; tables: {', '.join(bundle.spec.tables)}"
-    )
+def _check_table(bundle: Bundle, key: str) -> None:
+    if key not in bundle.spec.tables:
+        raise UsageError(
+            f"no table '{key}' in {bundle.path.name}; tables: {', '.join(bundle.spec.tables)}"
+        )
 
 
 def compact_table(
@@ -77,113 +113,71 @@ def compact_table(
     dry_run: bool = False,
     retain_hours: float | None = None,
     engine: str | None = None,
-    runner: DatabricksSqlRunner | None = None,
+    runner: StatementRunner | None = None,
     spark: SparkSession | None = None,
-    storage_options: dict[str, str] | None = None,
     sleep: Callable[[float], None] = time.sleep,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     monotonic: Callable[[], float] = time.monotonic,
 ) -> CompactionReport:
     """OPTIMIZE (Z-ORDER) the changed partitions of one table and VACUUM it safely; the report.
 
-    Raises UnsafeVacuumError before touching anything when the retention would break a reader,
-    CompactionError when conflicts keep winning or a statement fails.
+    `runner` runs the SQL (default: the engine's, on `spark` for spark-sql); a Spark session is
+    only started when there is something to run. Raises UnsafeVacuumError before touching
+    anything when the retention would break a reader, CompactionError when conflicts keep
+    winning or a statement fails.
     """
-    if key not in bundle.spec.tables:
-        _unknown(bundle, key)
-    engine = engine or ("spark-sql" if bundle.target.mode == "local" else "databricks-sql")
-    started = now()
-    t0 = monotonic()
+    _check_table(bundle, key)
+    engine = engine or default_engine(bundle)
+    if engine not in ENGINES:
+        raise CompactionError(f"unknown compaction engine '{engine}'; use one of {ENGINES}")
+    started, t0 = now(), monotonic()
     location = bundle.table_location(key)
-    state = log.read_state(location, storage_options)
+    options = storage_options(bundle, location)
+    head: dict[str, Any] = {"table": key, "target": bundle.target_name, "engine": engine, "dry_run": dry_run,
+            "started_at": started.isoformat()}  # fmt: skip
+    state = log.read_state(location, options)
     if state is None:
         empty = Snapshot(0, 0, 0)
         return CompactionReport(
-            table=key, target=bundle.target_name, engine=engine, status="no_table",
-            dry_run=dry_run, started_at=started.isoformat(), duration_s=monotonic() - t0,
-            before=empty, after=empty, message=f"no Delta table at {location} yet",
+            **head, status="no_table", duration_s=monotonic() - t0, before=empty, after=empty,
+            message=f"no Delta table at {location} yet",
         )  # fmt: skip
     plan = build_plan(bundle, key, state, zorder=zorder, vacuum=vacuum, retain_hours=retain_hours)
-    before = _snapshot(state.files, plan.small_file_size)
-    common = dict(
-        table=key, target=bundle.target_name, engine=engine, dry_run=dry_run,
-        started_at=started.isoformat(), before=before, read_version=state.version,
-        partitions_touched=tuple(p.label for p in plan.partitions),
-        partitions_skipped=tuple(f"{s.label} ({s.reason})" for s in plan.skipped),
-        zorder_by=plan.zorder_by,
-        vacuum_retention_hours=plan.vacuum.retention_hours if plan.vacuum else None,
-        plan=plan.to_dict(),
-    )  # fmt: skip
+    head |= _plan_fields(plan, state)
     if dry_run or (not plan.optimizes and plan.vacuum is None):
         return CompactionReport(
-            **common,  # type: ignore[arg-type]
-            status="planned" if dry_run else "nothing_to_do",
-            duration_s=monotonic() - t0,
-            after=before,
-            version_after=state.version,
-            message="; ".join(plan.notes),
-        )
+            **head, status="planned" if dry_run else "nothing_to_do",
+            duration_s=monotonic() - t0, after=head["before"], version_after=state.version,
+        )  # fmt: skip
 
+    if runner is None:
+        runner = spark_runner(bundle, spark) if engine == "spark-sql" else sql_runner(bundle)
+    run_id = uuid.uuid4().hex
+    marker = log.Marker(run_id=run_id, read_version=plan.read_version, deferred=plan.deferred)
     policy = retry_policy(bundle, sleep)
-    retries = 0
-    removed = added = 0
-    deleted: int | None = None
-    from streamops.compaction.databricks import run_plan
+    retries = run_plan(plan, runner, policy, marker_json=marker.to_json(), run_id=run_id)
 
-    if engine == "spark-sql":
-        import json
-
-        from streamops.compaction.log import MARKER, Marker
-        from streamops.compaction.spark_sql import SparkSqlRunner
-
-        marker = Marker(run_id=uuid.uuid4().hex, read_version=plan.read_version,
-                        deferred=plan.deferred)  # fmt: skip
-        spark_runner = SparkSqlRunner(
-            spark or _local_spark(bundle), json.dumps({MARKER: marker.to_json()})
-        )
-        retries += run_plan(plan, spark_runner, policy)  # type: ignore[arg-type]
-    elif engine == "databricks-sql":
-        retries += run_plan(plan, runner or sql_runner(bundle), policy)
-    else:
-        raise CompactionError(f"unknown compaction engine '{engine}'")
-    if plan.optimizes:
-        removed, added = _optimize_metrics(location, state.version, storage_options)
-
-    dt = log.open_table(location, storage_options)
-    after_files = log.live_files(dt) if dt is not None else ()
-    return CompactionReport(
-        **common,  # type: ignore[arg-type]
-        status="compacted",
-        duration_s=monotonic() - t0,
-        after=_snapshot(after_files, plan.small_file_size),
-        version_after=dt.version() if dt is not None else None,
-        files_removed=removed,
-        files_added=added,
-        vacuum_files_deleted=deleted,
-        retries=retries,
-        message="; ".join(plan.notes),
-    )
-
-
-def _local_spark(bundle: Bundle) -> SparkSession:
-    from streamops.pipeline.session import session_for
-
-    return session_for(bundle, app_name="streamops-compaction")
-
-
-def _optimize_metrics(
-    location: str, read_version: int, storage_options: dict[str, str] | None
-) -> tuple[int, int]:
-    """Files removed and added by the OPTIMIZE commits since `read_version` (from the log)."""
-    dt = log.open_table(location, storage_options)
+    dt = log.open_table(location, options)
     if dt is None:
-        return 0, 0
-    removed = added = 0
-    for c in dt.history():
-        if int(c.get("version", -1)) <= read_version:
-            break
-        if c.get("operation") == "OPTIMIZE":
-            m = c.get("operationMetrics") or {}
-            removed += int(m.get("numRemovedFiles", 0) or 0)
-            added += int(m.get("numAddedFiles", 0) or 0)
-    return removed, added
+        raise CompactionError(f"the Delta table at {location} disappeared while compacting it")
+    done = log.run_metrics(location, state.version, dt.version(), run_id, options)
+    return CompactionReport(
+        **head, status="compacted", duration_s=monotonic() - t0,
+        after=_snapshot(log.live_files(dt), plan.small_file_size), version_after=dt.version(),
+        files_removed=done.files_removed, files_added=done.files_added,
+        vacuum_files_deleted=done.vacuum_files_deleted, retries=retries,
+    )  # fmt: skip
+
+
+def _plan_fields(plan: CompactionPlan, state: TableState) -> dict[str, Any]:
+    """The report's fields that come from the plan (the same whether or not it runs)."""
+    return {
+        "before": _snapshot(state.files, plan.small_file_size),
+        "read_version": state.version,
+        "partitions_touched": tuple(p.label for p in plan.partitions),
+        "partitions_skipped": tuple(f"{s.label} ({s.reason})" for s in plan.skipped),
+        "zorder_by": plan.zorder_by,
+        "vacuum_retention_hours": plan.vacuum.retention_hours if plan.vacuum else None,
+        "plan": plan.to_dict(),
+        "message": "; ".join(plan.notes),
+    }

@@ -18,8 +18,6 @@ from streamops.kafka.offsets import client_config
 if TYPE_CHECKING:
     from confluent_kafka import Consumer
 
-    from streamops.pipeline.progress import BatchProgress
-
 log = logging.getLogger(__name__)
 
 
@@ -70,11 +68,6 @@ class GroupCommitter:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("offset commit to group %s failed: %s", group, self.last_error)
                 return False
-
-    def on_batch(self, bp: BatchProgress) -> None:
-        # Only queries that read Kafka (bronze) have Kafka end offsets to mirror.
-        if bp.end_offsets:
-            self.commit(bp.query_name, bp.end_offsets)
 
     def close(self) -> None:
         with self._lock:

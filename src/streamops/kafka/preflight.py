@@ -38,7 +38,10 @@ def wait_for_broker(
         if err.code() == KafkaErrorCode._AUTHENTICATION:
             auth_errors.append(err.str())
 
-    admin = AdminClient({**conf, "log_level": 0, "socket.timeout.ms": 5000, "error_cb": on_error})
+    # Typed Any: confluent-kafka's stub allows only scalars, but librdkafka takes callbacks too.
+    admin_conf: dict[str, Any] = {**conf, "log_level": 0, "socket.timeout.ms": 5000}
+    admin_conf["error_cb"] = on_error
+    admin = AdminClient(admin_conf)
     backoff = first_backoff_s
     last = ""
     for attempt in range(1, attempts + 1):

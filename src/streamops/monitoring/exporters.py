@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from streamops.monitoring.metrics_table import to_row
+
 log = logging.getLogger(__name__)
 
 Points = list[dict[str, Any]]
@@ -74,9 +76,7 @@ class AzureMonitorSink:
         if self.endpoint.startswith(("http://127.0.0.1", "http://localhost")):
             # Loopback test servers only: azure-core refuses bearer tokens over plain http.
             kwargs["enforce_https"] = False
-        from streamops.monitoring.alerts.kql import to_row
-
-        # The same columns the alert rules' KQL reads back (alerts.kql.COLUMNS).
+        # The same columns the alert rules' KQL reads back (metrics_table.COLUMNS).
         rows = [to_row(p) for p in points]
         self._get_client().upload(
             self.rule_id,

@@ -70,8 +70,9 @@ class JobMonitor:
 
     def __call__(self, bp: BatchProgress) -> None:
         self.metrics(bp)
-        if self.committer is not None:
-            self.committer.on_batch(bp)
+        # Only queries that read Kafka (bronze) have Kafka end offsets to mirror.
+        if self.committer is not None and bp.end_offsets:
+            self.committer.commit(bp.query_name, bp.end_offsets)
 
     def wrap(self, on_batch: OnBatch | None) -> OnBatch:
         def both(bp: BatchProgress) -> None:

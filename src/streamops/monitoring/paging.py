@@ -19,7 +19,6 @@ from streamops.errors import StreamopsError, UsageError
 
 if TYPE_CHECKING:
     from streamops.bundle import Bundle
-    from streamops.monitoring.alerts.rules import Finding
 
 SEVERITIES = ("critical", "error", "warning", "info")
 TIMEOUT_S = 10.0
@@ -155,23 +154,3 @@ def resolve(
     })  # fmt: skip
     _send(bundle, "resolve", summary=summary, severity="info", dedup_key=dedup_key,
           details=details or {})  # fmt: skip
-
-
-class Pager:
-    """Pages and resolves alert findings for one bundle (what OpenAlerts.sync calls)."""
-
-    def __init__(self, bundle: Bundle):
-        self.bundle = bundle
-
-    def details(self, f: Finding) -> dict[str, Any]:
-        return {"rule": f.rule, "job": f.job, "query": f.query, "value": f.value,
-                "threshold": f.threshold, "target": self.bundle.target_name, **f.dims,
-                **f.details, "runbook": self.bundle.spec.alerts.runbook_url}  # fmt: skip
-
-    def trigger(self, f: Finding, key: str) -> None:
-        page(self.bundle, summary=f.summary, severity=f.severity, dedup_key=key,
-             details=self.details(f), component=f.job, event_class=f.rule)  # fmt: skip
-
-    def resolve(self, f: Finding, key: str) -> None:
-        resolve(self.bundle, dedup_key=key, summary=f"recovered: {f.summary}",
-                details=self.details(f))  # fmt: skip

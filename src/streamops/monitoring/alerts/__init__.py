@@ -1,1 +1,1 @@
-"""Alert rules, their evaluation (local JSON lines or Azure Monitor), open-alert state, KQL."""
+"""Alert rules, their evaluation (local JSON lines or Azure Monitor), open-alert state, pages, KQL."""

@@ -11,10 +11,11 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from streamops.monitoring.alerts import kql
+from streamops.monitoring.alerts.pager import Pager
 from streamops.monitoring.alerts.rules import RULES, Finding, evaluate, parse_ts
 from streamops.monitoring.alerts.state import OpenAlerts, SyncResult, state_file
 from streamops.monitoring.exporters import metrics_dir, read_points
-from streamops.monitoring.paging import Pager
+from streamops.monitoring.metrics_table import from_row
 
 if TYPE_CHECKING:
     from streamops.bundle import Bundle
@@ -67,7 +68,7 @@ def query_azure(
     points = []
     for table in result.tables:
         for row in table.rows:
-            points.append(kql.from_row(dict(zip(table.columns, row, strict=False))))
+            points.append(from_row(dict(zip(table.columns, row, strict=False))))
     return points
 
 

@@ -2,22 +2,16 @@
 standalone query per rule (shown by `streamops alerts evaluate --explain`; each can also be pasted
 into an Azure Monitor log alert rule).
 
-The custom table (default `StreamopsMetrics_CL`) has one row per metric point:
-TimeGenerated, Name, Value, Unit, Job, Query, Target, Topic, Partition, BatchId.
+The custom table (default `StreamopsMetrics_CL`) has one row per metric point; its columns are
+in `streamops.monitoring.metrics_table`.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from streamops.bundle.models import Alerts
 from streamops.monitoring import metrics as m
 from streamops.monitoring.alerts.rules import GROWTH_WINDOW, RATE_WINDOW, RULES
-
-COLUMNS = ("TimeGenerated", "Name", "Value", "Unit", "Job", "Query", "Target", "Topic",
-           "Partition", "BatchId", "Operator")  # fmt: skip
-_POINT_KEYS = ("ts", "name", "value", "unit", "job", "query", "target", "topic", "partition",
-               "batch_id", "operator")  # fmt: skip
+from streamops.monitoring.metrics_table import COLUMNS
 
 
 def _q(text: str) -> str:
@@ -26,24 +20,6 @@ def _q(text: str) -> str:
 
 def _span(seconds: float) -> str:
     return f"{int(seconds)}s"
-
-
-def to_row(point: dict[str, Any]) -> dict[str, Any]:
-    """A metric point as a row of the custom table."""
-    return {c: point.get(k) for c, k in zip(COLUMNS, _POINT_KEYS, strict=True) if k in point}
-
-
-def from_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A row of the custom table as a metric point."""
-    out: dict[str, Any] = {}
-    for c, k in zip(COLUMNS, _POINT_KEYS, strict=True):
-        v = row.get(c)
-        if v is None or v == "":
-            continue
-        if c == "TimeGenerated" and hasattr(v, "isoformat"):
-            v = v.isoformat()
-        out[k] = v
-    return out
 
 
 def points_query(table: str, target: str, lookback_s: float) -> str:
