@@ -3,7 +3,9 @@ safe VACUUM, one report per table. Thin: the work is `streamops.compaction.night
 
 One mapped task per table, so a failing table does not stop the others; each retries
 `compaction.task_retries` times and pages on its last failure. Schedule and time zone come from
-`compaction:` in bundle.yml; the target from $STREAMOPS_TARGET (default 'local').
+`compaction:` in bundle.yml; the target from $STREAMOPS_TARGET (default 'local'). On the local
+target a task runs the SQL through a Spark session it starts only when its table has something
+to run; on Databricks targets through the bundle's SQL warehouse.
 """
 
 from __future__ import annotations
