@@ -381,6 +381,8 @@ def _meaning(r: dict[str, Any]) -> list[str]:
         f"- Outside its batches the full job spends {p['full_outside_batches_s']} s of its "
         f"{full_s} s (start-up of two queries, preflight, checkpoint guard, table creation, "
         f"progress polling); the bare query {p['bare_outside_batches_s']} s.",
+        "- Peak RSS is this process plus the Spark JVM (driver memory 1g), sampled every 0.1 s; "
+        "the JVM keeps the heap it grew, so (b) starts from what the warm-up and (a) left.",
         "- The plain consumer does no aggregation, keeps no state and writes no quarantine: it is "
         "the floor of reading and landing the records, not an equivalent job.",
     ]
