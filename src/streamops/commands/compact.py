@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -9,6 +13,24 @@ from typing import Annotated
 import typer
 
 from streamops.commands.console import err, out
+
+
+@contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send what is written to file descriptor 1 meanwhile to stderr.
+
+    Spark's JVM (started inside, on the local target) inherits it and prints VACUUM progress
+    ("Deleted N files and directories ...") there; `--json` keeps stdout for the JSON alone.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def register(app: typer.Typer) -> None:
@@ -47,9 +69,10 @@ def register(app: typer.Typer) -> None:
             err.print("--retain-hours needs --vacuum", markup=False)
             raise typer.Exit(2)
         b = load(bundle, target)
-        report = compact_table(
-            b, table, zorder=zorder, vacuum=vacuum, dry_run=dry_run, retain_hours=retain_hours
-        )
+        with _stdout_to_stderr() if json_out else nullcontext():
+            report = compact_table(
+                b, table, zorder=zorder, vacuum=vacuum, dry_run=dry_run, retain_hours=retain_hours
+            )
         if json_out:
             out.print(report.to_json(), markup=False)
         else:
