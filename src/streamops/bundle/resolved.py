@@ -6,7 +6,7 @@ import difflib
 import re
 import typing
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 
 from streamops.bundle.models import BundleSpec, Job, Source, Table, Target
@@ -126,10 +126,13 @@ class Bundle:
     def runtime(self) -> RuntimeContext:
         """Kafka client settings and storage options for this target, resolved on first use.
 
-        Lazy so that loading a bundle (DAG parsing, `validate`) never needs the local broker up.
+        Lazy so that loading a bundle (DAG parsing, `validate`) never needs the local broker up;
+        each source's Kafka settings are resolved once, when a client first asks for them (so
+        storage-only work such as compaction never needs the broker either).
         """
-        kafka = {name: _kafka_settings(self, name) for name in self.spec.sources}
-        return RuntimeContext(self.target_name, kafka, storage_options_env())
+        return RuntimeContext(
+            self.target_name, partial(_kafka_settings, self), storage_options_env()
+        )
 
     def bootstrap_servers(self, source: Source) -> str:
         """Bootstrap servers for a source; 'embedded' until the local stack resolves it."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -118,12 +118,15 @@ class RuntimeContext:
     """Kafka settings per source and storage options, resolved for one bundle and target."""
 
     target: str
-    kafka: Mapping[str, KafkaClientSettings]
+    resolve_kafka: Callable[[str], KafkaClientSettings] = field(repr=False)
     storage: Mapping[str, str] | None = field(default=None, repr=False)
+    _kafka: dict[str, KafkaClientSettings] = field(default_factory=dict, repr=False, compare=False)
 
     def kafka_for(self, source: str) -> KafkaClientSettings:
-        """The client settings of bundle source `source`."""
-        return self.kafka[source]
+        """The client settings of bundle source `source`, resolved on first use, then kept."""
+        if source not in self._kafka:
+            self._kafka[source] = self.resolve_kafka(source)
+        return self._kafka[source]
 
     def storage_options(self, location: str) -> dict[str, str] | None:
         """fsspec/delta-rs options for `location`: none for a local path, the target's otherwise."""
