@@ -147,6 +147,11 @@ def _kafka_settings(bundle: Bundle, source_name: str) -> KafkaClientSettings:
     bootstrap = bundle.bootstrap_servers(src)
     shaded = bundle.target.mode == "databricks"
     if bootstrap != EMBEDDED:
+        if bundle.bootstrap_override and sec.protocol.startswith("SASL_") and not sec.username:
+            # $STREAMOPS_KAFKA_BOOTSTRAP_SERVERS on a local target whose login is the local
+            # broker's generated one: that login means nothing to another broker, so the
+            # override is a PLAINTEXT listener (name credentials in bundle.yml for a SASL one).
+            return KafkaClientSettings(bootstrap)
         return KafkaClientSettings(
             bootstrap, sec.protocol, sec.sasl_mechanism, sec.username, sec.password, shaded
         )
