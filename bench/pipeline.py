@@ -46,6 +46,8 @@ from claims_topic import (
 )
 from pyspark.sql.streaming import StreamingQueryListener
 
+from streamops.runner.job import run_job
+
 PARTITIONS = 8
 MALFORMED_PCT = 1.0
 MAX_OFFSETS = 200_000
@@ -244,56 +246,120 @@ def _check(what: str, got: int, want: int) -> None:
         raise SystemExit(f"{what}: {got}, expected {want}; the figures would be meaningless")
 
 
+def spark_jobs(spark: Any, since_ms: int) -> dict[str, list[tuple[str, int, int]]]:
+    """Spark jobs finished since `since_ms`, by streaming query: (call site, start, end in ms).
+
+    Spark describes every job a query runs (its own and those of its foreachBatch) with the
+    query's name on the first line; Delta's own jobs prefix it with "Delta: ".
+    """
+    by_query: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
+    it = spark.sparkContext._jsc.sc().statusStore().jobsList(None).iterator()
+    while it.hasNext():
+        j = it.next()
+        desc, sub, end = j.description(), j.submissionTime(), j.completionTime()
+        if not (desc.isDefined() and sub.isDefined() and end.isDefined()):
+            continue
+        if sub.get().getTime() < since_ms:
+            continue
+        query = desc.get().split("\n")[0].removeprefix("Delta: ")
+        method, _, where = j.name().partition(" at ")
+        # The file name only: call sites name absolute paths of this machine.
+        method = method or "(unnamed)"
+        site = f"{method} at {where.rsplit('/', 1)[-1]}" if where else method
+        by_query[query].append((site, sub.get().getTime(), end.get().getTime()))
+    return by_query
+
+
+def jobs_profile(jobs: list[tuple[str, int, int]], batch_s: float) -> dict[str, Any]:
+    """Seconds with a Spark job running (overlaps counted once), the rest of the batches' time
+    (the driver alone: Delta commits and log reads, planning, Python), and the top call sites."""
+    running, reach = 0, 0
+    for _, start, end in sorted(jobs, key=lambda j: j[1]):
+        running += max(0, end - max(start, reach))
+        reach = max(reach, end)
+    sites: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+    for site, start, end in jobs:
+        sites[site][0] += 1
+        sites[site][1] += (end - start) / 1000
+    top = sorted(sites.items(), key=lambda kv: -kv[1][1])[:6]
+    return {
+        "jobs": len(jobs), "running_s": round(running / 1000, 2),
+        "driver_only_s": round(batch_s - running / 1000, 2),
+        "by_call_site": [{"site": k, "jobs": int(n), "seconds": round(t, 2)} for k, (n, t) in top],
+    }  # fmt: skip
+
+
+def _warm_up(spark: Any, ws: Workspace, log: ProgressLog) -> None:
+    warm = claims_bundle(ws.root / "warmup", "bench.warmup", PARTITIONS, WARMUP_EVENTS // 4)
+    produce_claims(warm, WARMUP_EVENTS, MALFORMED_PCT)
+    run_job(warm, JOB, spark, available_now=True)
+    variant_bare(spark, warm, ws.root / "warmup")
+    log.settle(3)
+    log.reset()
+    print("warm-up done")
+
+
+def _full(
+    spark: Any, ws: Workspace, rss: PeakRss, log: ProgressLog, events: int, malformed: int,
+    max_offsets: int,
+) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+    bundle = claims_bundle(ws.root / "full", "bench.claims", PARTITIONS, max_offsets)
+    job = bundle.job(JOB)
+    since = int(time.time() * 1000)
+    run, full = _measure(rss, lambda: run_job(bundle, JOB, spark, available_now=True))
+    log.settle(5)
+    print(f"full done in {full['seconds']} s")
+    _check("full: Kafka records read", run.input_rows, events)
+    _check("full: quarantined", run.quarantined_rows, malformed)
+    _check("full: claims in gold", _count_sum(run.table_uri, "claims"), events - malformed)
+    jobs = spark_jobs(spark, since)
+    profile: dict[str, Any] = {}
+    for key, query, writes in (("full_bronze", job.bronze_query_name, run.bronze_writes),
+                               ("full_gold", job.query_name, run.writes)):  # fmt: skip
+        q = query_profile(log.progress[query])
+        q["writer_s"] = round(sum(w.seconds for w in writes), 2)
+        q["spark_jobs"] = jobs_profile(jobs[query], q["seconds"]["triggerExecution"])
+        profile[key] = q
+    busy = sum(profile[k]["seconds"]["triggerExecution"] for k in ("full_bronze", "full_gold"))
+    profile["full_outside_batches_s"] = round(full["seconds"] - busy, 2)
+    return full, profile
+
+
+def _bare(
+    spark: Any, ws: Workspace, rss: PeakRss, log: ProgressLog, events: int, malformed: int,
+    max_offsets: int,
+) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+    bundle = claims_bundle(ws.root / "bare", "bench.claims", PARTITIONS, max_offsets)
+    since = int(time.time() * 1000)
+    _, bare = _measure(rss, lambda: variant_bare(spark, bundle, ws.root / "bare"))
+    log.settle(6)
+    q = query_profile(log.progress[BARE_QUERY])
+    _check("bare: Kafka records read", q["rows"], events)
+    table = str(ws.root / "bare" / "bare_hourly")
+    _check("bare: claims counted", _count_sum(table, "claims"), events - malformed)
+    q["spark_jobs"] = jobs_profile(spark_jobs(spark, since)[BARE_QUERY],
+                                   q["seconds"]["triggerExecution"])  # fmt: skip
+    return bare, q
+
+
 def run_spark_variants(
     ws: Workspace, rss: PeakRss, events: int, malformed: int, max_offsets: int
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Warm-up, then (a) and (b) in one session: their figures and the query profiles."""
     from streamops.pipeline.session import local_session
-    from streamops.runner.job import run_job
 
     spark = local_session(jars=CACHE / "jvm" / "spark", cores=2, app_name="bench-pipeline")
     log = ProgressLog()
     spark.streams.addListener(log)
     try:
-        warm = claims_bundle(ws.root / "warmup", "bench.warmup", PARTITIONS, WARMUP_EVENTS // 4)
-        produce_claims(warm, WARMUP_EVENTS, MALFORMED_PCT)
-        run_job(warm, JOB, spark, available_now=True)
-        variant_bare(spark, warm, ws.root / "warmup")
-        log.settle(3)
-        log.reset()
-        print("warm-up done")
-
-        full_b = claims_bundle(ws.root / "full", "bench.claims", PARTITIONS, max_offsets)
-        job = full_b.job(JOB)
-        run, full = _measure(rss, lambda: run_job(full_b, JOB, spark, available_now=True))
-        log.settle(5)
-        print(f"full done in {full['seconds']} s")
-        _check("full: Kafka records read", run.input_rows, events)
-        _check("full: quarantined", run.quarantined_rows, malformed)
-        _check(
-            "full: claims counted in gold", _count_sum(run.table_uri, "claims"), events - malformed
-        )
-        bronze_p = query_profile(log.progress[job.bronze_query_name])
-        gold_p = query_profile(log.progress[job.query_name])
-        busy = bronze_p["seconds"]["triggerExecution"] + gold_p["seconds"]["triggerExecution"]
-        profile: dict[str, Any] = {
-            "full_bronze": {**bronze_p, "writer_s": round(sum(w.seconds for w in run.bronze_writes), 2)},
-            "full_gold": {**gold_p, "writer_s": round(sum(w.seconds for w in run.writes), 2)},
-            "full_outside_batches_s": round(full["seconds"] - busy, 2),
-        }  # fmt: skip
-
-        bare_b = claims_bundle(ws.root / "bare", "bench.claims", PARTITIONS, max_offsets)
-        _, bare = _measure(rss, lambda: variant_bare(spark, bare_b, ws.root / "bare"))
-        log.settle(6)
-        profile["bare"] = query_profile(log.progress[BARE_QUERY])
-        _check("bare: Kafka records read", profile["bare"]["rows"], events)
-        _check("bare: claims counted", _count_sum(str(ws.root / "bare" / "bare_hourly"), "claims"),
-               events - malformed)  # fmt: skip
-        profile["bare_outside_batches_s"] = round(
-            bare["seconds"] - profile["bare"]["seconds"]["triggerExecution"], 2
-        )
+        _warm_up(spark, ws, log)
+        full, profile = _full(spark, ws, rss, log, events, malformed, max_offsets)
+        bare, profile["bare"] = _bare(spark, ws, rss, log, events, malformed, max_offsets)
     finally:
         spark.stop()
+    profile["bare_outside_batches_s"] = round(
+        bare["seconds"] - profile["bare"]["seconds"]["triggerExecution"], 2
+    )
     return full, bare, profile
 
 
@@ -411,6 +477,30 @@ def _profile_table(p: dict[str, Any]) -> list[str]:
         "addBatch is the foreachBatch writer (bronze: persist, count good/bad, two idempotent "
         "appends and their commit checks; gold: persist, count, MERGE); triggerExecution is the "
         "whole batch.",
+        "",
+        "### Inside the batches: Spark jobs by call site (from Spark's status store)",
+        "",
+        "| query | Spark jobs | s with a job running | s driver only | top call sites (jobs, s) |",
+        "|---|---:|---:|---:|---|",
+        *(
+            f"| {name} | {q['spark_jobs']['jobs']} | {q['spark_jobs']['running_s']} | "
+            f"{q['spark_jobs']['driver_only_s']} | "
+            + "; ".join(
+                f"`{c['site']}` ({c['jobs']}, {c['seconds']})"
+                for c in q["spark_jobs"]["by_call_site"]
+            )
+            + " |"
+            for name, q, _ in rows
+        ),
+        "",
+        "Driver only = batch time with no Spark job running: Delta commits and log reads, "
+        "planning, the Python side of foreachBatch. `call at clientserver.py` = an action called "
+        "from Python in foreachBatch (bronze: the good/bad count over the persisted batch); "
+        "`save` = a Delta append; `getHistory` = the commit check; `start` = jobs that carry the "
+        "call site of the query's start (the stream thread's own, and in (b) its MERGE too); "
+        "`count` = gold's count of the persisted batch; the Delta internals "
+        "(`recordDeltaOperationInternal`, `withThreadLocalCaptured`) are snapshot/log replay and "
+        "MERGE steps.",
     ]
 
 

@@ -74,7 +74,8 @@ def new_topic(bootstrap_servers: str) -> Callable[..., str]:
 
     The broker does not create topics on first use: a test creates each topic it produces to.
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    # Quiet: the client outlives the broker at the end of the session.
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "log_level": 0})
 
     def make(partitions: int = 1, prefix: str = "t") -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:12]}"

@@ -92,12 +92,6 @@ def _find_commit(spark: SparkSession, uri: str, app_id: str, batch_id: int) -> _
     return None
 
 
-def _may_be_replay(last: int | None, batch_id: int) -> bool:
-    """Whether a table may already hold `batch_id`: Spark replays only the first batch after a
-    (re)start, and batch ids only grow within a run; every other batch skips the history read."""
-    return last is None or batch_id <= last
-
-
 def _sizes(c: _Committed | None) -> tuple[int, ...]:
     if c is None or c.files <= 0:
         return ()
@@ -200,7 +194,30 @@ def _fail(spec: SinkSpec, batch_id: int, exc: BaseException) -> Exception:
     )
 
 
-class GoldWriter:
+class _BatchWriter:
+    """A foreachBatch function: short errors for Spark, and which batches may be replays."""
+
+    spec: SinkSpec  # the table named in errors
+    _last: int | None = None
+
+    def __call__(self, df: DataFrame, batch_id: int) -> None:
+        try:
+            self._write(df, batch_id)
+        except Exception as exc:
+            raise _fail(self.spec, batch_id, exc) from None
+
+    def _may_be_replay(self, batch_id: int) -> bool:
+        """Whether a table may already hold `batch_id`: Spark replays only the first batch after a
+        (re)start, and batch ids only grow within a run; other batches skip the history read."""
+        maybe = self._last is None or batch_id <= self._last
+        self._last = batch_id
+        return maybe
+
+    def _write(self, df: DataFrame, batch_id: int) -> None:
+        raise NotImplementedError
+
+
+class GoldWriter(_BatchWriter):
     """foreachBatch of a gold query: MERGE (aggregates) or append the batch, once.
 
     The batch is materialised once (cached) before the write: a replayed stateful batch must
@@ -220,13 +237,6 @@ class GoldWriter:
         self.on_write = on_write
         # Runs after the Delta commit, before Spark's commit file (crash tests inject here).
         self.after_commit = after_commit
-        self._last: int | None = None
-
-    def __call__(self, df: DataFrame, batch_id: int) -> None:
-        try:
-            self._write(df, batch_id)
-        except Exception as exc:
-            raise _fail(self.spec, batch_id, exc) from None
 
     def _write(self, df: DataFrame, batch_id: int) -> None:
         from delta.tables import DeltaTable
@@ -235,11 +245,10 @@ class GoldWriter:
         spec = self.spec
         spark = df.sparkSession
         replayed = False
-        if _may_be_replay(self._last, batch_id):
+        if self._may_be_replay(batch_id):
             if not DeltaTable.isDeltaTable(spark, spec.table_uri):
                 ensure_table(spark, spec.table_uri, df.schema, spec.partition_by)
             replayed = _find_commit(spark, spec.table_uri, spec.app_id, batch_id) is not None
-        self._last = batch_id
         meta = encode(BatchCommit(spec.app_id, batch_id, tuple(self.end_offsets(batch_id))))
         df.persist()
         try:
@@ -263,7 +272,7 @@ class GoldWriter:
             )  # fmt: skip
 
 
-class BronzeWriter:
+class BronzeWriter(_BatchWriter):
     """foreachBatch of the bronze query: good events to bronze, bad ones to quarantine.
 
     Both tables are written for the same batch id under the bronze query's app id, so a replayed
@@ -280,19 +289,12 @@ class BronzeWriter:
         on_write: Callable[[BatchWrite], None] | None = None,
         after_commit: Callable[[int], None] | None = None,
     ):
-        self.bronze = bronze
+        self.bronze = self.spec = bronze
         self.quarantine = quarantine
         self.event_fields = event_fields
         self.end_offsets = end_offsets
         self.on_write = on_write
         self.after_commit = after_commit
-        self._last: int | None = None
-
-    def __call__(self, df: DataFrame, batch_id: int) -> None:
-        try:
-            self._write(df, batch_id)
-        except Exception as exc:
-            raise _fail(self.bronze, batch_id, exc) from None
 
     def _write(self, df: DataFrame, batch_id: int) -> None:
         from pyspark.sql import functions as F
@@ -301,10 +303,9 @@ class BronzeWriter:
         app = self.bronze.app_id
         spark = df.sparkSession
         held: set[str] = set()
-        if _may_be_replay(self._last, batch_id):
+        if self._may_be_replay(batch_id):
             held = {s.table_uri for s in (self.bronze, self.quarantine)
                     if _find_commit(spark, s.table_uri, app, batch_id) is not None}  # fmt: skip
-        self._last = batch_id
         meta = encode(BatchCommit(app, batch_id, tuple(self.end_offsets(batch_id))))
         df.persist()
         try:

@@ -11,7 +11,7 @@ from streamops.bundle.models import Job, WindowAggregateSpec
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
-    from pyspark.sql.types import StructType
+    from pyspark.sql.types import StructField, StructType
 
     from streamops.bundle import Bundle
 
@@ -66,45 +66,33 @@ def read_bronze(spark: SparkSession, bundle: Bundle, job: Job) -> DataFrame:
     )
 
 
-def bronze_schema(job: Job) -> StructType:
-    """Columns of the bronze table: the event's fields, then its Kafka coordinates."""
-    from pyspark.sql.types import (
-        IntegerType,
-        LongType,
-        StringType,
-        StructField,
-        StructType,
-        TimestampType,
-    )  # fmt: skip
+def _kafka_coordinates() -> list[StructField]:
+    """Where a record came from, as both tables keep it."""
+    from pyspark.sql.types import IntegerType, LongType, StringType, StructField, TimestampType
 
-    return StructType([
-        *event_schema(job.schema_).fields,
+    return [
         StructField("kafka_topic", StringType(), True),
         StructField("kafka_partition", IntegerType(), True),
         StructField("kafka_offset", LongType(), True),
         StructField("kafka_timestamp", TimestampType(), True),
-    ])  # fmt: skip
+    ]
+
+
+def bronze_schema(job: Job) -> StructType:
+    """Columns of the bronze table: the event's fields, then its Kafka coordinates."""
+    from pyspark.sql.types import StructType
+
+    return StructType([*event_schema(job.schema_).fields, *_kafka_coordinates()])
 
 
 def quarantine_schema() -> StructType:
     """Columns of the quarantine table: raw bytes, coordinates, reason, query and batch."""
-    from pyspark.sql.types import (
-        BinaryType,
-        IntegerType,
-        LongType,
-        StringType,
-        StructField,
-        StructType,
-        TimestampType,
-    )  # fmt: skip
+    from pyspark.sql.types import BinaryType, LongType, StringType, StructField, StructType
 
     return StructType([
         StructField("key", BinaryType(), True),
         StructField("value", BinaryType(), True),
-        StructField("kafka_topic", StringType(), True),
-        StructField("kafka_partition", IntegerType(), True),
-        StructField("kafka_offset", LongType(), True),
-        StructField("kafka_timestamp", TimestampType(), True),
+        *_kafka_coordinates(),
         StructField("reason", StringType(), True),
         StructField("query_name", StringType(), True),
         StructField("batch_id", LongType(), True),
