@@ -193,6 +193,43 @@ class PeakRss:
             self._sample()
 
 
+def _ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    # utime, stime, cutime, cstime (fields 14-17; the list starts at field 3)
+    return sum(int(f) for f in fields[11:15])
+
+
+def _busy_ticks() -> int:
+    cpu = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return sum(cpu) - cpu[3] - cpu[4]  # all but idle and iowait
+
+
+class Neighbours:
+    """CPU time that processes outside this one's tree (the broker is inside) used since
+    `start()`, in core-seconds: how much a shared machine took from a measured variant."""
+
+    def __init__(self) -> None:
+        self._busy = self._ours = 0
+
+    def _ours_now(self) -> int:
+        tree, total, todo = _children(), 0, [os.getpid()]
+        while todo:
+            pid = todo.pop()
+            total += _ticks(pid)
+            todo.extend(tree.get(pid, []))
+        return total
+
+    def start(self) -> None:
+        self._busy, self._ours = _busy_ticks(), self._ours_now()
+
+    def cpu_s(self) -> float:
+        busy, ours = _busy_ticks() - self._busy, self._ours_now() - self._ours
+        return max(0, busy - ours) / os.sysconf("SC_CLK_TCK")
+
+
 def others_running() -> bool:
     """Whether another pytest runs on this machine (its load would distort the figures)."""
     out = subprocess.run(["pgrep", "-f", "pytest"], capture_output=True, text=True)

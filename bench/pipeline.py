@@ -12,22 +12,27 @@
 
 One local broker, one topic (8 partitions, 1 % malformed) produced once; one SparkSession for
 (a) and (b), warmed up first on a small topic with both, so neither pays the JVM's warm-up alone.
-(c) runs before Spark starts. rows/s = Kafka records / wall seconds of the variant; peak memory =
-the peak VmRSS of this process and its children (the Spark JVM; not the broker), sampled every
-0.1 s from the start of the variant. The JVM keeps the heap it grew, so (b) starts where (a) left
-it: "RSS at start" says how much of a peak was there before the variant began.
-Writes bench/results/pipeline.{json,md}.
+Each variant runs --rounds times on fresh tables ((a) and (b) alternate; (c)'s rounds run before
+Spark starts) and its median round counts: this machine is shared, and one round can catch a
+neighbour's load. rows/s = Kafka records / wall seconds; peak memory = the highest VmRSS of this
+process and its children (the Spark JVM; not the broker), sampled every 0.1 s during the variant.
+The JVM keeps the heap it grew, so (b) starts where (a) left it: "RSS at start" (first round)
+says how much of a peak was there before the variant began. The profile (durationMs per query,
+Spark jobs by call site) is the median round's. Writes bench/results/pipeline.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +41,7 @@ from claims_topic import (
     JOB,
     ROOT,
     SOURCE,
+    Neighbours,
     PeakRss,
     Workspace,
     claims_bundle,
@@ -52,6 +58,8 @@ PARTITIONS = 8
 MALFORMED_PCT = 1.0
 MAX_OFFSETS = 200_000
 WARMUP_EVENTS = 16_000
+ROUNDS = 3
+OPAQUE_SITES = ("NativeMethodAccessorImpl.java:0", "<unknown>:0")
 BARE_QUERY = "bench_bare"
 DURATIONS = ("addBatch", "getBatch", "latestOffset", "queryPlanning", "walCommit",
              "triggerExecution")  # fmt: skip
@@ -233,12 +241,14 @@ def _count_sum(uri: str, column: str) -> int:
 
 
 def _measure(rss: PeakRss, fn: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
+    others = Neighbours()
     start_mb = rss.mark()
+    others.start()
     t0 = time.perf_counter()
     out = fn()
     seconds = time.perf_counter() - t0
     return out, {"seconds": round(seconds, 2), "peak_rss_mb": rss.peak_mb(),
-                 "rss_at_start_mb": start_mb}  # fmt: skip
+                 "rss_at_start_mb": start_mb, "others_cpu_s": round(others.cpu_s(), 1)}  # fmt: skip
 
 
 def _check(what: str, got: int, want: int) -> None:
@@ -264,8 +274,10 @@ def spark_jobs(spark: Any, since_ms: int) -> dict[str, list[tuple[str, int, int]
         query = desc.get().split("\n")[0].removeprefix("Delta: ")
         method, _, where = j.name().partition(" at ")
         # The file name only: call sites name absolute paths of this machine.
-        method = method or "(unnamed)"
-        site = f"{method} at {where.rsplit('/', 1)[-1]}" if where else method
+        where = where.rsplit("/", 1)[-1]
+        # Actions called through py4j carry no Python call site: the method alone says it.
+        site = f"{method} at {where}" if where and where not in OPAQUE_SITES else method
+        site = site or "(unnamed)"
         by_query[query].append((site, sub.get().getTime(), end.get().getTime()))
     return by_query
 
@@ -292,23 +304,24 @@ def jobs_profile(jobs: list[tuple[str, int, int]], batch_s: float) -> dict[str, 
 def _warm_up(spark: Any, ws: Workspace, log: ProgressLog) -> None:
     warm = claims_bundle(ws.root / "warmup", "bench.warmup", PARTITIONS, WARMUP_EVENTS // 4)
     produce_claims(warm, WARMUP_EVENTS, MALFORMED_PCT)
+    before = log.terminated
     run_job(warm, JOB, spark, available_now=True)
     variant_bare(spark, warm, ws.root / "warmup")
-    log.settle(3)
-    log.reset()
+    log.settle(before + 3)
     print("warm-up done")
 
 
 def _full(
-    spark: Any, ws: Workspace, rss: PeakRss, log: ProgressLog, events: int, malformed: int,
-    max_offsets: int,
+    spark: Any, ws: Workspace, rss: PeakRss, log: ProgressLog, n: int, events: int,
+    malformed: int, max_offsets: int,
 ) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
-    bundle = claims_bundle(ws.root / "full", "bench.claims", PARTITIONS, max_offsets)
+    bundle = claims_bundle(ws.root / f"full-{n}", "bench.claims", PARTITIONS, max_offsets)
     job = bundle.job(JOB)
-    since = int(time.time() * 1000)
+    log.reset()
+    before, since = log.terminated, int(time.time() * 1000)
     run, full = _measure(rss, lambda: run_job(bundle, JOB, spark, available_now=True))
-    log.settle(5)
-    print(f"full done in {full['seconds']} s")
+    log.settle(before + 2)
+    print(f"round {n}: full done in {full['seconds']} s")
     _check("full: Kafka records read", run.input_rows, events)
     _check("full: quarantined", run.quarantined_rows, malformed)
     _check("full: claims in gold", _count_sum(run.table_uri, "claims"), events - malformed)
@@ -326,74 +339,115 @@ def _full(
 
 
 def _bare(
-    spark: Any, ws: Workspace, rss: PeakRss, log: ProgressLog, events: int, malformed: int,
-    max_offsets: int,
+    spark: Any, ws: Workspace, rss: PeakRss, log: ProgressLog, n: int, events: int,
+    malformed: int, max_offsets: int,
 ) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
-    bundle = claims_bundle(ws.root / "bare", "bench.claims", PARTITIONS, max_offsets)
-    since = int(time.time() * 1000)
-    _, bare = _measure(rss, lambda: variant_bare(spark, bundle, ws.root / "bare"))
-    log.settle(6)
+    root = ws.root / f"bare-{n}"
+    bundle = claims_bundle(root, "bench.claims", PARTITIONS, max_offsets)
+    log.reset()
+    before, since = log.terminated, int(time.time() * 1000)
+    _, bare = _measure(rss, lambda: variant_bare(spark, bundle, root))
+    log.settle(before + 1)
+    print(f"round {n}: bare done in {bare['seconds']} s")
     q = query_profile(log.progress[BARE_QUERY])
     _check("bare: Kafka records read", q["rows"], events)
-    table = str(ws.root / "bare" / "bare_hourly")
-    _check("bare: claims counted", _count_sum(table, "claims"), events - malformed)
+    _check("bare: claims counted", _count_sum(str(root / "bare_hourly"), "claims"),
+           events - malformed)  # fmt: skip
     q["spark_jobs"] = jobs_profile(spark_jobs(spark, since)[BARE_QUERY],
                                    q["seconds"]["triggerExecution"])  # fmt: skip
-    return bare, q
+    return bare, {"bare": q, "bare_outside_batches_s": round(
+        bare["seconds"] - q["seconds"]["triggerExecution"], 2)}  # fmt: skip
+
+
+Rounds = list[tuple[dict[str, Any], dict[str, Any]]]
 
 
 def run_spark_variants(
-    ws: Workspace, rss: PeakRss, events: int, malformed: int, max_offsets: int
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """Warm-up, then (a) and (b) in one session: their figures and the query profiles."""
+    ws: Workspace, rss: PeakRss, events: int, malformed: int, max_offsets: int, rounds: int
+) -> tuple[Rounds, Rounds]:
+    """Warm-up, then `rounds` x ((a), (b)) in one session: figures and profile of each."""
     from streamops.pipeline.session import local_session
 
     spark = local_session(jars=CACHE / "jvm" / "spark", cores=2, app_name="bench-pipeline")
     log = ProgressLog()
     spark.streams.addListener(log)
+    fulls: Rounds = []
+    bares: Rounds = []
     try:
         _warm_up(spark, ws, log)
-        full, profile = _full(spark, ws, rss, log, events, malformed, max_offsets)
-        bare, profile["bare"] = _bare(spark, ws, rss, log, events, malformed, max_offsets)
+        for n in range(rounds):
+            fulls.append(_full(spark, ws, rss, log, n, events, malformed, max_offsets))
+            bares.append(_bare(spark, ws, rss, log, n, events, malformed, max_offsets))
     finally:
         spark.stop()
-    profile["bare_outside_batches_s"] = round(
-        bare["seconds"] - profile["bare"]["seconds"]["triggerExecution"], 2
-    )
-    return full, bare, profile
+    return fulls, bares
+
+
+def _plain_rounds(ws: Workspace, rss: PeakRss, args: Any, malformed: int) -> Rounds:
+    out: Rounds = []
+    for n in range(args.rounds):
+        bundle = claims_bundle(ws.root / f"plain-{n}", "bench.claims", PARTITIONS, args.max_offsets)
+        uri = str(ws.root / f"plain-{n}" / "plain_events")
+        written, plain = _measure(
+            rss, partial(variant_plain, bundle, uri, args.events, args.max_offsets)
+        )
+        _check("plain: rows written", written, args.events - malformed)
+        print(f"round {n}: plain done in {plain['seconds']} s")
+        out.append((plain, {}))
+    return out
+
+
+def _median_round(rounds: Rounds) -> int:
+    order = sorted(range(len(rounds)), key=lambda i: rounds[i][0]["seconds"])
+    return order[(len(order) - 1) // 2]
+
+
+def _summary(rounds: Rounds, events: int) -> dict[str, Any]:
+    """Median wall seconds over the rounds (its rows/s), the highest peak RSS, the first start."""
+    figures = [f for f, _ in rounds]
+    seconds = statistics.median(f["seconds"] for f in figures)
+    return {
+        "seconds": round(seconds, 2), "rows_per_s": round(events / seconds),
+        "seconds_per_round": [f["seconds"] for f in figures],
+        "others_cpu_s_per_round": [f["others_cpu_s"] for f in figures],
+        "peak_rss_mb": max(f["peak_rss_mb"] for f in figures),
+        "rss_at_start_mb": figures[0]["rss_at_start_mb"],
+    }  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--max-offsets", type=int, default=MAX_OFFSETS)
+    ap.add_argument("--rounds", type=int, default=ROUNDS)
     args = ap.parse_args()
-    busy = others_running()
+    busy, load = others_running(), [os.getloadavg()[0]]
     started = datetime.now(UTC)
     with workspace("pipeline") as ws, PeakRss(exclude=ws.broker_pid) as rss:
-        bundle = claims_bundle(ws.root / "plain", "bench.claims", PARTITIONS, args.max_offsets)
+        bundle = claims_bundle(ws.root / "topic", "bench.claims", PARTITIONS, args.max_offsets)
         t0 = time.perf_counter()
         malformed = produce_claims(bundle, args.events, MALFORMED_PCT)
         produce_s = time.perf_counter() - t0
         print(f"produced {args.events} records ({malformed} malformed) in {produce_s:.1f} s")
-        uri = str(ws.root / "plain" / "plain_events")
-        written, plain = _measure(
-            rss, lambda: variant_plain(bundle, uri, args.events, args.max_offsets)
+        plains = _plain_rounds(ws, rss, args, malformed)
+        fulls, bares = run_spark_variants(
+            ws, rss, args.events, malformed, args.max_offsets, args.rounds
         )
-        _check("plain: rows written", written, args.events - malformed)
-        print(f"plain done in {plain['seconds']} s")
-        full, bare, profile = run_spark_variants(ws, rss, args.events, malformed, args.max_offsets)
-    busy = busy or others_running()
-    variants = {"full": full, "bare": bare, "plain": plain}
-    for v in variants.values():
-        v["rows_per_s"] = round(args.events / v["seconds"])
+    busy, load = busy or others_running(), [*load, os.getloadavg()[0]]
+    variants = {k: _summary(r, args.events) for k, r in (("full", fulls), ("bare", bares),
+                                                          ("plain", plains))}  # fmt: skip
+    full, bare, plain = variants["full"], variants["bare"], variants["plain"]
+    i, j = _median_round(fulls), _median_round(bares)
+    profile = {"round": {"full": i, "bare": j}, **fulls[i][1], **bares[j][1]}
     result = {
         "events": args.events, "partitions": PARTITIONS, "malformed": malformed,
-        "max_offsets_per_trigger": args.max_offsets, "spark": "local[2], one session for (a) and (b)",
+        "max_offsets_per_trigger": args.max_offsets, "rounds": args.rounds,
+        "spark": "local[2], one session for (a) and (b)",
         "full_over_bare": round(full["rows_per_s"] / bare["rows_per_s"], 3),
         "full_over_plain": round(full["rows_per_s"] / plain["rows_per_s"], 3),
         "goals": GOALS, "variants": variants, "profile": profile,
         "produce_s": round(produce_s, 1), "machine": machine(),
+        "load_1min_start_end": [round(x, 2) for x in load],
         "other_tests_running": busy, "date": started.isoformat(timespec="seconds"),
     }  # fmt: skip
     out = ROOT / "bench" / "results"
@@ -409,17 +463,10 @@ def markdown(r: dict[str, Any]) -> str:
         f"# Claims pipeline end to end ({r['events']:,} events, {r['partitions']} partitions, "
         f"1 % malformed, local[2], {r['machine']['cores']} cores, {r['date'][:10]})",
         "",
-        "| variant | what it does | rows/s | wall s | peak RSS MB | RSS at start MB |",
-        "|---|---|---:|---:|---:|---:|",
-        f"| (a) full | run_job: bronze + quarantine, then gold (watermark, hourly MERGE), guard, "
-        f"monitoring | {v['full']['rows_per_s']:,} | {v['full']['seconds']} | "
-        f"{v['full']['peak_rss_mb']} | {v['full']['rss_at_start_mb']} |",
-        f"| (b) bare | one Spark query: Kafka -> from_json -> watermark -> hourly window -> MERGE "
-        f"| {v['bare']['rows_per_s']:,} | {v['bare']['seconds']} | {v['bare']['peak_rss_mb']} | "
-        f"{v['bare']['rss_at_start_mb']} |",
-        f"| (c) plain | confluent-kafka -> json.loads -> delta-rs append, no Spark | "
-        f"{v['plain']['rows_per_s']:,} | {v['plain']['seconds']} | {v['plain']['peak_rss_mb']} | "
-        f"{v['plain']['rss_at_start_mb']} |",
+        f"| variant | what it does | rows/s | wall s (median of {r['rounds']}) | s per round | "
+        "other processes' CPU per round, core-s | peak RSS MB | RSS at start MB |",
+        "|---|---|---:|---:|---|---|---:|---:|",
+        *(_variant_row(name, what, v[key]) for key, name, what in VARIANT_ROWS),
         "",
         f"- full/bare = **{r['full_over_bare']}** (goal >= {r['goals']['full_over_bare']}), "
         f"full/plain = **{r['full_over_plain']}** (goal >= {r['goals']['full_over_plain']}); "
@@ -434,16 +481,38 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+VARIANT_ROWS = (
+    ("full", "(a) full", "run_job: bronze + quarantine, then gold (watermark, hourly MERGE), "
+     "guard, monitoring"),
+    ("bare", "(b) bare", "one Spark query: Kafka -> from_json -> watermark -> hourly window -> "
+     "MERGE"),
+    ("plain", "(c) plain", "confluent-kafka -> json.loads -> delta-rs append, no Spark"),
+)  # fmt: skip
+
+
+def _variant_row(name: str, what: str, x: dict[str, Any]) -> str:
+    rounds = ", ".join(map(str, x["seconds_per_round"]))
+    others = ", ".join(map(str, x["others_cpu_s_per_round"]))
+    return (f"| {name} | {what} | {x['rows_per_s']:,} | {x['seconds']} | {rounds} | {others} | "
+            f"{x['peak_rss_mb']} | {x['rss_at_start_mb']} |")  # fmt: skip
+
+
 def _meaning(r: dict[str, Any]) -> list[str]:
     p = r["profile"]
     b, g = p["full_bronze"]["seconds"], p["full_gold"]["seconds"]
     full_s = r["variants"]["full"]["seconds"]
+    # Bronze's foreachBatch materialises the batch (Kafka read, parse, quarantine checks, cache)
+    # in the good/bad count it calls from Python; that call site carries no Python frame.
+    read = sum(c["seconds"] for c in p["full_bronze"]["spark_jobs"]["by_call_site"]
+               if c["site"].startswith("call at clientserver"))  # fmt: skip
     return [
         f"- The full job reads Kafka once (bronze, {b['triggerExecution']} s in "
-        f"{p['full_bronze']['batches']} batches) and the bronze table once more (gold, "
-        f"{g['triggerExecution']} s in {p['full_gold']['batches']} batches); the bare query does "
-        f"parse and aggregate in one pass ({p['bare']['seconds']['triggerExecution']} s in "
-        f"{p['bare']['batches']} batches).",
+        f"{p['full_bronze']['batches']} batches, {read:.1f} s of it in the Spark jobs of the "
+        "good/bad count that materialises each batch: read, parse, quarantine checks, cache) and "
+        f"the bronze table once more (gold, {g['triggerExecution']} s in "
+        f"{p['full_gold']['batches']} batches); the bare query reads, parses, aggregates and "
+        f"merges in one pass ({p['bare']['seconds']['triggerExecution']} s in "
+        f"{p['bare']['batches']} batches, {p['bare']['spark_jobs']['running_s']} s of Spark jobs).",
         f"- Outside its batches the full job spends {p['full_outside_batches_s']} s of its "
         f"{full_s} s (start-up of two queries, preflight, checkpoint guard, table creation, "
         f"progress polling); the bare query {p['bare_outside_batches_s']} s.",
@@ -462,8 +531,9 @@ def _profile_table(p: dict[str, Any]) -> list[str]:
         ("(b) bare", p["bare"], "-"),
     ]
     return [
-        "## Where the full job's time goes (seconds, summed over each query's batches, from the "
-        "progress events' durationMs)",
+        f"## Where the full job's time goes (median rounds: (a) #{p['round']['full']}, (b) "
+        f"#{p['round']['bare']}; seconds summed over each query's batches, from the progress "
+        "events' durationMs)",
         "",
         "| " + " | ".join(head) + " |",
         "|---|" + "---:|" * (len(head) - 1),

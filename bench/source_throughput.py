@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from claims_topic import (
     JOB,
     ROOT,
     SOURCE,
+    Neighbours,
     claims_bundle,
     machine,
     others_running,
@@ -83,7 +85,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=500_000)
     args = ap.parse_args()
-    busy = others_running()
+    busy, load = others_running(), [os.getloadavg()[0]]
     started = datetime.now(UTC)
     with workspace("source_throughput") as ws:
         bundle = claims_bundle(ws.root, "bench.source", PARTITIONS, None)
@@ -93,12 +95,15 @@ def main() -> None:
             spark_source(spark, bundle, ws.root / "warmup", args.records)
             plain_consumer(bundle, args.records)
             spark_s, plain_s = [], []
+            others = Neighbours()
+            others.start()
             for i in range(ROUNDS):
                 spark_s.append(spark_source(spark, bundle, ws.root / f"ck{i}", args.records))
                 plain_s.append(plain_consumer(bundle, args.records))
+            others_cpu_s = others.cpu_s()
         finally:
             spark.stop()
-    busy = busy or others_running()
+    busy, load = busy or others_running(), [*load, os.getloadavg()[0]]
     spark_rps = round(args.records / statistics.median(spark_s))
     plain_rps = round(args.records / statistics.median(plain_s))
     res = {
@@ -109,6 +114,8 @@ def main() -> None:
         "plain_seconds": [round(s, 2) for s in plain_s],
         "spark": "local[2], spark-sql-kafka-0-10, noop sink, availableNow (one batch)",
         "listener": "SASL_PLAINTEXT (the local target's)", "machine": machine(),
+        "load_1min_start_end": [round(x, 2) for x in load],
+        "others_cpu_s": round(others_cpu_s, 1),
         "other_tests_running": busy, "date": started.isoformat(timespec="seconds"),
     }  # fmt: skip
     out = ROOT / "bench" / "results"
@@ -134,6 +141,8 @@ def markdown(r: dict[str, Any]) -> str:
         "- Spark's figure includes planning the batch, committing its offsets to the checkpoint "
         "and turning each record into a row; the consumer only receives and counts.",
     ]
+    lines.append(f"- Other processes on the machine used {r['others_cpu_s']} core-s of CPU "
+                 "during the measured rounds.")  # fmt: skip
     if r["other_tests_running"]:
         lines.append("- Other engineers' Spark test suites ran on this 2-core machine during the "
                      "run; the absolute figures are lower than on an idle machine.")  # fmt: skip

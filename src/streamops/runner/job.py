@@ -348,9 +348,6 @@ def _await(
             q.stop()
         raise
     except Exception as exc:
-        import sys as _s
-
-        _s.stderr.write("JAVASTACK " + str(getattr(exc, "_stackTrace", "")) + "\n")
         ours = _explain(exc)
         if ours is not None:
             raise ours from None
