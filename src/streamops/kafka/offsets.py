@@ -62,6 +62,18 @@ def watermarks(
     return out
 
 
+def earliest_offset(conf: dict[str, str], topic: str, partition: int) -> int:
+    """Where the broker's log of `topic`[`partition`] starts now (after retention), or KafkaError.
+
+    `conf`: librdkafka settings (`KafkaClientSettings.librdkafka()`), security included.
+    """
+    consumer = Consumer(client_config(conf["bootstrap.servers"], conf))
+    try:
+        return watermarks(consumer, topic, [partition])[partition][0]
+    finally:
+        consumer.close()
+
+
 def parse_offsets_json(text: str, *, where: str) -> Offsets:
     """Parse {"topic":{"0":n}} (-2 = earliest, -1 = latest), naming `where` on errors."""
     try:

@@ -208,23 +208,18 @@ def data_loss_error(bundle: Bundle, job: Job, detail: str) -> KafkaError:
         int(m.group(4)),
         m.group(5),
     )
-    lost_to = last
+    from streamops.kafka.offsets import earliest_offset
+
+    # The broker narrows Spark's batch range to what retention really removed; if it cannot be
+    # asked, Spark's range stands and the message says why.
+    unsure = ""
     try:
-        from confluent_kafka import Consumer
-
-        from streamops.kafka.offsets import client_config, watermarks
-
-        kafka = bundle.runtime.kafka_for(job.source)
-        consumer = Consumer(client_config(kafka.bootstrap_servers, kafka.librdkafka()))
-        try:
-            low = watermarks(consumer, topic, [part])[part][0]
-        finally:
-            consumer.close()
+        low = earliest_offset(bundle.runtime.kafka_for(job.source).librdkafka(), topic, part)
         lost_to = min(last, low - 1)
-    except Exception:  # the broker is only asked to narrow the range; Spark's range stands
-        pass
+    except KafkaError as exc:
+        lost_to, unsure = last, f" (at most; the broker's earliest offset is unknown: {exc})"
     return KafkaError(
-        f"{topic}[{part}]: offsets {start}..{lost_to} were deleted from Kafka (retention) before "
+        f"{topic}[{part}]: offsets {start}..{lost_to}{unsure} were deleted from Kafka (retention) before "
         f"query '{job.bronze_query_name}' read them (batch {batch}); nothing of that batch was "
         "written. Fix: replay those records into the topic if they can be, or set "
         f"`sources.{job.source}.fail_on_data_loss: false` in {bundle.path.name} to skip them "
