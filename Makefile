@@ -102,7 +102,7 @@ bench: setup
 lock:
 	rm -rf $(CACHE)/lockvenv && python3 -m venv $(CACHE)/lockvenv
 	$(CACHE)/lockvenv/bin/pip install -q -r requirements.in 2>&1 | $(PIP_QUIET)
-	$(CACHE)/lockvenv/bin/pip freeze --exclude-editable | grep -v "@ file" > requirements.lock
+	$(CACHE)/lockvenv/bin/pip freeze --all --exclude-editable | grep -v -e "@ file" -e "^pip==" > requirements.lock
 	rm -rf $(CACHE)/lockvenv
 
 # Re-resolve the JVM poms and record each jar's sha256 in jars.lock (after changing a pom).

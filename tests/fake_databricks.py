@@ -14,12 +14,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from tests.fake_jobs_shapes import job_response, list_entry, stored_settings
+from tests.fake_workspace import WorkspaceFilesMixin
+
 
 @dataclass
 class Fault:
     status: int = 500  # answer with this status...
     sleep: float = 0.0  # ...after sleeping this long (longer than the client's timeout: a timeout)
     commit: bool = False  # do the work anyway (the answer is lost, the change is not)
+    error_code: str = (
+        "TEMPORARILY_UNAVAILABLE"  # PERMISSION_DENIED (403), REQUEST_LIMIT_EXCEEDED...
+    )
+    retry_after: int | None = None  # seconds, sent as a Retry-After header (429, 503)
 
 
 @dataclass
@@ -40,6 +47,9 @@ class Run:
     finishing: bool = False
 
 
+PERMISSIONS = "/api/2.0/permissions/jobs/"
+
+
 @dataclass
 class JobsApiState:
     jobs: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -49,10 +59,92 @@ class JobsApiState:
     faults: dict[tuple[str, str], list[Fault]] = field(default_factory=dict)
     next_id: int = 100
     finish_runs_after: int | None = None  # None: streaming runs never end on their own
+    # Permissions API: job id -> {group: level} (the create's access_control_list, then PATCHes).
+    acl: dict[int, dict[str, str]] = field(default_factory=dict)
 
 
-class FakeJobsApi:
+# --- compaction: one-time runs (runs/submit, runs/get-output) and Unity Catalog tables ---------
+
+
+@dataclass
+class SubmittedRun:
+    run_id: int
+    task_run_id: int
+    body: dict[str, Any]
+    logs: str = ""
+    result: str = ""  # SUCCESS / FAILED once the task function returned
+
+
+class CompactionEndpoints:
+    """`POST /api/2.2/jobs/runs/submit` runs `on_submit(body) -> (exit code, stdout)` in a thread
+    (a test plugs in the real cluster entrypoint on local Spark); `runs/get` and `runs/get-output`
+    report it. `GET /api/2.1/unity-catalog/tables/{full_name}` answers from `uc_tables`."""
+
+    url: str
+    on_submit: Any = None
+    uc_tables: dict[str, dict[str, Any]]
+    submitted: dict[int, SubmittedRun]
+    _next_submit = 9000
+
+    def _compaction_init(self) -> None:
+        self.uc_tables, self.submitted = {}, {}
+
+    def add_uc_table(self, full_name: str, flag: str | None = None, **inherited: str) -> None:
+        """A UC table whose `effective_predictive_optimization_flag` is `flag` (ENABLE/DISABLE)."""
+        catalog, schema, name = full_name.split(".")
+        info: dict[str, Any] = {"full_name": full_name, "catalog_name": catalog,
+                                "schema_name": schema, "name": name, "table_type": "MANAGED",
+                                "data_source_format": "DELTA"}  # fmt: skip
+        if flag is not None:
+            info["effective_predictive_optimization_flag"] = {"value": flag, **inherited}
+        self.uc_tables[full_name] = info
+
+    def _finish(self, run: SubmittedRun) -> None:
+        code, out = self.on_submit(run.body) if self.on_submit else (0, "")
+        run.logs, run.result = out, "SUCCESS" if code == 0 else "FAILED"
+
+    def handle_compaction(
+        self, method: str, path: str, body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]] | None:
+        uc = "/api/2.1/unity-catalog/tables/"
+        if method == "GET" and path.startswith(uc):
+            info = self.uc_tables.get(path.removeprefix(uc))
+            if info is None:
+                return 404, {"error_code": "TABLE_DOES_NOT_EXIST",
+                             "message": f"Table '{path.removeprefix(uc)}' does not exist."}  # fmt: skip
+            return 200, info
+        ep = path.removeprefix("/api/2.2/jobs/")
+        if method == "POST" and ep == "runs/submit":
+            CompactionEndpoints._next_submit += 2
+            run = SubmittedRun(self._next_submit, self._next_submit + 1, body)
+            self.submitted[run.run_id] = run
+            threading.Thread(target=self._finish, args=(run,), daemon=True).start()
+            return 200, {"run_id": run.run_id}
+        if method == "GET" and ep == "runs/get" and int(body["run_id"]) in self.submitted:
+            run = self.submitted[int(body["run_id"])]
+            state = {"life_cycle_state": "TERMINATED" if run.result else "RUNNING",
+                     "state_message": ""}  # fmt: skip
+            if run.result:
+                state["result_state"] = run.result
+            return 200, {"run_id": run.run_id, "state": state,
+                         "run_page_url": f"{self.url}/runs/{run.run_id}",
+                         "tasks": [{"run_id": run.task_run_id, "task_key": "compact",
+                                    "state": state}]}  # fmt: skip
+        if method == "GET" and ep == "runs/get-output":
+            tid = int(body["run_id"])
+            run = next((r for r in self.submitted.values() if r.task_run_id == tid), None)
+            if run is None:
+                return 400, {"error_code": "INVALID_PARAMETER_VALUE", "message": "no task run"}
+            out: dict[str, Any] = {"logs": run.logs, "metadata": {"run_id": tid}}
+            if run.result == "FAILED":
+                out["error"] = "Exception: the task exited with code 1"
+            return 200, out
+        return None
+
+
+class FakeJobsApi(CompactionEndpoints, WorkspaceFilesMixin):
     def __init__(self) -> None:
+        self._compaction_init()
         self.state = JobsApiState()
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -77,7 +169,9 @@ class FakeJobsApi:
         return [c for c in self.state.calls if reads or c.method != "GET"]
 
     def writes(self) -> list[tuple[str, dict[str, Any]]]:
-        return [(c.path.removeprefix("/api/2.2/jobs/"), c.body) for c in self.calls(reads=False)]
+        """Writes to the Jobs API (uploads: `uploads()`, tests/fake_workspace.py)."""
+        return [(c.path.removeprefix("/api/2.2/jobs/"), c.body) for c in self.calls(reads=False)
+                if not self.serves(c.path)]  # fmt: skip
 
     def add_job(self, settings: dict[str, Any]) -> int:
         with self.lock:
@@ -93,9 +187,30 @@ class FakeJobsApi:
                            "schema": "http", "password": "dapi-test-token"})  # fmt: skip
 
     # --- the API ---------------------------------------------------------------------------
+    def handle_permissions(
+        self, method: str, job_id: int, body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        """GET / PATCH /api/2.0/permissions/jobs/{id}: the documented ObjectPermissions shape,
+        the creator as IS_OWNER and workspace admins' inherited CAN_MANAGE beside the groups."""
+        have = self.state.acl.setdefault(job_id, {})
+        if method == "PATCH":
+            have.update({e["group_name"]: e["permission_level"]
+                         for e in body.get("access_control_list", [])})  # fmt: skip
+        elif method != "GET":
+            return 404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"{method} permissions"}
+        owner = {"user_name": "deployer@example.com",
+                 "all_permissions": [{"permission_level": "IS_OWNER", "inherited": False}]}  # fmt: skip
+        admins = {"group_name": "admins", "all_permissions": [{
+            "permission_level": "CAN_MANAGE", "inherited": True,
+            "inherited_from_object": ["/jobs/"]}]}  # fmt: skip
+        groups = [{"group_name": g, "all_permissions": [
+            {"permission_level": lvl, "inherited": False}]} for g, lvl in have.items()]  # fmt: skip
+        return 200, {"object_id": f"/jobs/{job_id}", "object_type": "job",
+                     "access_control_list": [owner, admins, *groups]}  # fmt: skip
+
     def _create(self, settings: dict[str, Any]) -> int:
         self.state.next_id += 1
-        self.state.jobs[self.state.next_id] = json.loads(json.dumps(settings))
+        self.state.jobs[self.state.next_id] = stored_settings(json.loads(json.dumps(settings)))
         return self.state.next_id
 
     def _new_run(self, job_id: int, body: dict[str, Any]) -> int:
@@ -107,24 +222,34 @@ class FakeJobsApi:
         return run.run_id
 
     def handle(self, method: str, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        compaction = self.handle_compaction(method, path, body)
+        if compaction is not None:
+            return compaction
+        if path.startswith(PERMISSIONS):
+            return self.handle_permissions(method, int(path.removeprefix(PERMISSIONS)), body)
         s = self.state
         ep = path.removeprefix("/api/2.2/jobs/")
         if method == "GET" and ep == "list":
             name = body.get("name")
-            jobs = [{"job_id": i, "settings": {"name": st.get("name")}}
-                    for i, st in s.jobs.items() if name in (None, st.get("name"))]  # fmt: skip
+            jobs = [list_entry(i, st) for i, st in s.jobs.items() if name in (None, st.get("name"))]
             return 200, {"jobs": jobs} if jobs else {}
         if method == "GET" and ep == "get":
             jid = int(body["job_id"])
             if jid not in s.jobs:
                 return 400, {"error_code": "INVALID_PARAMETER_VALUE", "message": "no job"}
-            return 200, {"job_id": jid, "settings": {**s.jobs[jid], "format": "MULTI_TASK"}}
+            return 200, job_response(
+                jid, s.jobs[jid]
+            )  # documented shape: tests/fake_jobs_shapes.py
         if method == "POST" and ep == "create":
-            return 200, {"job_id": self._create(body)}
+            # The access_control_list of a create is the job's permissions, not a setting.
+            acl = body.pop("access_control_list", [])
+            job_id = self._create(body)
+            s.acl[job_id] = {e["group_name"]: e["permission_level"] for e in acl}
+            return 200, {"job_id": job_id}
         if method == "POST" and ep in ("reset", "update"):
             jid = int(body["job_id"])
             if ep == "reset":
-                s.jobs[jid] = body["new_settings"]
+                s.jobs[jid] = stored_settings(body["new_settings"])
             else:
                 for k, v in body["new_settings"].items():
                     base = s.jobs[jid].get(k)
@@ -170,6 +295,8 @@ def _handler(api: FakeJobsApi) -> type[BaseHTTPRequestHandler]:
 
         def _serve(self, method: str) -> None:
             url = urlsplit(self.path)
+            if api.serves(url.path):  # Workspace / Files API: tests/fake_workspace.py
+                return api.serve_workspace(self, method)
             n = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(n) if n else b""
             body: dict[str, Any] = dict(parse_qsl(url.query))
@@ -183,16 +310,23 @@ def _handler(api: FakeJobsApi) -> type[BaseHTTPRequestHandler]:
                 fault = queue.pop(0) if queue else None
                 if fault is None or fault.commit:
                     status, out = api.handle(method, url.path, body)
+            headers: dict[str, str] = {}
             if fault is not None:
                 time.sleep(fault.sleep)
-                status, out = fault.status, {"error_code": "TEMPORARILY_UNAVAILABLE",
+                status, out = fault.status, {"error_code": fault.error_code,
                                              "message": "scripted fault"}  # fmt: skip
-            self._send(status, out)
+                if fault.retry_after is not None:
+                    headers["Retry-After"] = str(fault.retry_after)
+            self._send(status, out, headers)
 
-        def _send(self, status: int, out: dict[str, Any]) -> None:
+        def _send(
+            self, status: int, out: dict[str, Any], headers: dict[str, str] | None = None
+        ) -> None:
             data = json.dumps(out).encode()
             try:
                 self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -205,5 +339,14 @@ def _handler(api: FakeJobsApi) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             self._serve("POST")
+
+        def do_PUT(self) -> None:
+            self._serve("PUT")
+
+        def do_HEAD(self) -> None:
+            self._serve("HEAD")
+
+        def do_PATCH(self) -> None:  # Permissions API update
+            self._serve("PATCH")
 
     return Handler

@@ -70,16 +70,18 @@ def azurite(local_stack: LocalStack) -> AzuriteEndpoint:
 
 @pytest.fixture
 def new_topic(bootstrap_servers: str) -> Callable[..., str]:
-    """Factory: new_topic(partitions=1, prefix="t") creates a uniquely named topic, returns it.
+    """Factory: new_topic(partitions=1, prefix="t", config=None) creates a uniquely named topic
+    (with topic-level `config`), returns it.
 
     The broker does not create topics on first use: a test creates each topic it produces to.
     """
     # Quiet: the client outlives the broker at the end of the session.
     admin = AdminClient({"bootstrap.servers": bootstrap_servers, "log_level": 0})
 
-    def make(partitions: int = 1, prefix: str = "t") -> str:
+    def make(partitions: int = 1, prefix: str = "t", config: dict[str, str] | None = None) -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:12]}"
-        futures = admin.create_topics([NewTopic(name, num_partitions=partitions)])
+        new = NewTopic(name, num_partitions=partitions, config=config or {})
+        futures = admin.create_topics([new])
         futures[name].result(timeout=30)
         return name
 

@@ -60,6 +60,8 @@ class StreamopsActionOperator(BaseOperator):
     def execute(self, context: Any) -> Any:
         from streamops.bundle import load
         from streamops.deploy import actions, client
+        from streamops.deploy.faults import Remote, explained
+        from streamops.deploy.uploads import workspace_url
         from streamops.errors import DeployError
 
         p = _params(context)
@@ -70,20 +72,24 @@ class StreamopsActionOperator(BaseOperator):
         token = self._token(context)
         job, action = p["job"], p["action"]
         wait = {"poll_s": self.polling_period_seconds}
+        # One line naming the workspace and the fix for unreachable / 401 / 403 / 429 / timeout.
+        remote = Remote(workspace_url(hook), f"the Airflow connection '{conn_id}'",
+                        hook.retry_limit, hook.timeout_seconds)  # fmt: skip
         try:
-            if action == "deploy":
-                res = actions.deploy(hook, bundle, job, dry_run=bool(p.get("dry_run")),
-                                     force=bool(p.get("force")), token=token, **wait)  # fmt: skip
-            elif action == "restart":
-                res = actions.restart(hook, bundle, job, token=token, **wait)
-            elif action == "backfill":
-                res = actions.backfill(hook, bundle, job, token=token)
-            elif action == "stop":
-                res = actions.stop(hook, bundle, job, **wait)
-            elif action == "recover":
-                res = actions.recover(hook, bundle, job, token=token, **wait)
-            else:
-                raise DeployError(f"action {action!r} is not available here")
+            with explained(remote):
+                if action == "deploy":
+                    res = actions.deploy(hook, bundle, job, dry_run=bool(p.get("dry_run")),
+                                         force=bool(p.get("force")), token=token, **wait)  # fmt: skip
+                elif action == "restart":
+                    res = actions.restart(hook, bundle, job, token=token, **wait)
+                elif action == "backfill":
+                    res = actions.backfill(hook, bundle, job, token=token)
+                elif action == "stop":
+                    res = actions.stop(hook, bundle, job, **wait)
+                elif action == "recover":
+                    res = actions.recover(hook, bundle, job, token=token, **wait)
+                else:
+                    raise DeployError(f"action {action!r} is not available here")
         except DeployError as exc:
             raise AirflowFailException(str(exc)) from None
         for line in res.render().splitlines():

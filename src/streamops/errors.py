@@ -73,6 +73,15 @@ class CompactionError(StreamopsError):
     statement on Databricks, an unreadable log)."""
 
 
+class CompactionConflictError(CompactionError):
+    """Concurrent writers kept winning the commit race after every retry; names the table and the
+    conflicting operation (e.g. a stream's MERGE) for the page."""
+
+    def __init__(self, message: str, *, table: str, operation: str, attempts: int):
+        super().__init__(message)
+        self.table, self.operation, self.attempts = table, operation, attempts
+
+
 class UnsafeVacuumError(CompactionError):
     """A VACUUM retention shorter than a streaming reader's lag, or than Delta's 168-hour floor;
     running it would delete files a reader (or time travel) still needs."""

@@ -13,11 +13,11 @@ late report on the Spark-written tables.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
 import uuid
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -533,11 +533,13 @@ def _marks(bundle: Bundle, topic: str) -> dict[int, tuple[int, int]]:
         c.close()
 
 
-def test_bronze_rebuilt_from_kafka_timestamps_misses_no_record(
+def test_bronze_rebuilt_from_kafka_timestamps_holds_every_record_once(
     copy: Path, made: Made, spark: SparkSession
 ) -> None:
-    """Third: per partition, the first record at the newest Kafka timestamp the sink holds. Only
-    records sharing that timestamp are read again; none is skipped."""
+    """Third: per partition, the first record at the newest Kafka timestamp the sink holds,
+    moved past the records sharing that timestamp that the sink already holds (by their Kafka
+    coordinates). And the new checkpoint numbers its batches from 0 (no batch to go on from):
+    the sinks still write every batch, under transaction versions above the tables'."""
     bundle = _bundle(copy, made.topic)
     q = _query(bundle, "bronze")
     committed = read_checkpoint(q.checkpoint).committed_offsets()
@@ -550,27 +552,61 @@ def test_bronze_rebuilt_from_kafka_timestamps_misses_no_record(
         for r in DeltaTable(uri).to_pyarrow_table(columns=cols).to_pylist()
     }
     newest = {p: max(t for (pp, _), t in stamp.items() if pp == p) for p, _ in stamp}
+    # The timestamp alone points back at records the sink holds (many share the newest one).
+    shared = sum(1 for (p, _o), t in stamp.items() if t == newest[p])
+    assert shared > len(exact)
 
     found = from_kafka_timestamps(bundle, JOB, q)
     assert found is not None and found.source == "kafka-timestamps"
     assert found.batch == committed.batch_id
-    start = {int(p): o for p, o in found.starting_offsets[made.topic].items()}
-    again = 0
-    for p, o in start.items():
-        assert o <= exact[p]
-        assert all(stamp[(p, x)] == newest[p] for x in range(o, exact[p]))
-        again += exact[p] - o
+    assert {int(p): o for p, o in found.starting_offsets[made.topic].items()} == exact
+    assert "none is read twice or skipped" in found.why
 
     shutil.rmtree(q.checkpoint)
     offsets_file = copy / "offsets.json"
-    offsets_file.write_text(Reconstruction(JOB, "local", [found]).to_json(), encoding="utf-8")
-    run_job(bundle, JOB, spark, available_now=True, queries=("bronze",), reset_from=offsets_file)
+    unnumbered = dataclasses.replace(found, batch=None)  # the new checkpoint starts at batch 0
+    offsets_file.write_text(Reconstruction(JOB, "local", [unnumbered]).to_json(), encoding="utf-8")
+    _more(bundle, made.topic, 90, seed=23)
+    run = run_job(bundle, JOB, spark, available_now=True, queries=("bronze",),
+                  reset_from=offsets_file)  # fmt: skip
+    assert min(w.batch_id for w in run.bronze_writes) == 0
+    # Every record after the rebuilt offsets (other tests of the module produce to the topic
+    # too) was written, none skipped as an "already written" batch id.
+    after = sum(hi - exact[p] for p, (_lo, hi) in _marks(bundle, made.topic).items())
+    assert sum(w.rows + w.quarantined for w in run.bronze_writes) == after >= 90
+    assert not any(w.skipped for w in run.bronze_writes)
 
     seen = _sink_records(bundle)
     assert set(seen) == _topic_records(bundle, made.topic), "a record is missing"
-    twice = [r for r, n in Counter(seen).items() if n > 1]
-    assert len(seen) - len(set(seen)) == len(twice) == again
-    assert all(stamp[r] == newest[r[0]] for r in twice)
+    assert len(seen) == len(set(seen)), "a record was written twice"
+
+
+def test_bronze_rebuilt_from_a_consumer_group_one_batch_behind_writes_nothing_twice(
+    copy: Path, made: Made, spark: SparkSession
+) -> None:
+    """The job died after a batch's Delta commit and before mirroring its offsets to the group:
+    the group is a batch behind; the rebuilt offsets start where the sink stands."""
+    bundle = _bundle(copy, made.topic)
+    q = _query(bundle, "bronze")
+    ck = read_checkpoint(q.checkpoint)
+    committed = ck.committed_offsets()
+    assert committed is not None and ck.last_committed is not None
+    exact = {int(p): o for p, o in committed.sources[0][made.topic].items()}
+    behind = read_checkpoint(q.checkpoint).offsets[-2].sources[0][made.topic]
+    assert any(int(o) < exact[int(p)] for p, o in behind.items())
+    group = f"{BRONZE}-{uuid.uuid4().hex[:6]}"  # this test's own group (the real one is shared)
+    kafka = bundle.runtime.kafka_for("claims")
+    c = Consumer(client_config(kafka.bootstrap_servers, {**kafka_conf(bundle), "group.id": group}))
+    try:
+        c.commit(offsets=[TopicPartition(made.topic, int(p), int(o)) for p, o in behind.items()],
+                 asynchronous=False)  # fmt: skip
+    finally:
+        c.close()
+
+    found = from_consumer_group(bundle, JOB, dataclasses.replace(q, query_name=group))
+    assert found is not None and found.source == "consumer-group"
+    assert {int(p): o for p, o in found.starting_offsets[made.topic].items()} == exact
+    assert "moved up to the sink's newest Kafka coordinates" in found.why
 
 
 def test_recover_rebuilds_only_the_lost_checkpoint(
@@ -642,6 +678,40 @@ def test_lost_gold_checkpoint_says_restore_and_the_restore_works(
     assert len(seen) == len(set(seen)) and set(seen) == _topic_records(bundle, made.topic)
     # Gold holds every on-time event: only the two dropped before the loss are missing.
     assert sum(m.missed for m in late_report(bundle, JOB)) == made.dropped
+
+
+def test_gold_restored_from_a_backup_older_than_its_table_loses_no_window(
+    copy: Path, made: Made, spark: SparkSession
+) -> None:
+    """The newest backup is older than the gold table: gold goes on from the backup's batch,
+    re-reads bronze from there under new batch boundaries, and the batch ids the table already
+    holds are written again (above the table's transaction version), not skipped."""
+    bundle = _bundle(copy, made.topic)
+    job = bundle.job(JOB)
+    gold = _query(bundle, "gold")
+    guard(bundle, JOB, event="start")
+    saved = bk.backup(gold.checkpoint, gold.query_name, bk.backup_root(bundle), retention=3)
+    _more(bundle, made.topic, 120, seed=31)
+    run_job(bundle, JOB, spark, available_now=True)  # the table moves past the backup
+    shutil.rmtree(gold.checkpoint)
+    path = _bundle_file(copy, made.topic)
+    restored = CliRunner().invoke(
+        app, ["checkpoint", "restore", "--job", JOB, "-b", str(path), "-t", "local"]
+    )
+    assert restored.exit_code == 0, restored.output
+    assert saved.batch is not None and _batches(Path(gold.checkpoint), "commits")[-1] == saved.batch
+    _more(bundle, made.topic, 80, seed=32)
+
+    run = run_job(bundle, JOB, spark, available_now=True)
+    assert min(b.batch_id for b in run.batches) <= saved.batch + 1  # gold went on from the backup
+    assert not [w for w in run.writes if w.skipped and w.batch_id != saved.batch + 1]
+    bronze_rows = DeltaTable(bundle.bronze_location(job)).to_pyarrow_table(columns=["claim_id"])
+    counted = sum(
+        DeltaTable(bundle.table_location(job.sink)).to_pyarrow_table().column("claims").to_pylist()
+    )
+    missed = sum(m.missed for m in late_report(bundle, JOB))
+    assert missed == made.dropped  # only the two too-late events dropped before the loss
+    assert counted + missed == bronze_rows.num_rows
 
 
 def test_gold_rebuilt_from_bronze_when_no_backup_is_left(

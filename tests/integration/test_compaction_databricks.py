@@ -18,6 +18,7 @@ from streamops.compaction import compact_table
 from streamops.compaction.databricks import DatabricksSqlRunner
 from streamops.errors import CompactionError
 from tests.airflow_env import configure
+from tests.fake_databricks import FakeJobsApi
 from tests.unit.helpers import edited, write
 
 if TYPE_CHECKING:
@@ -130,6 +131,20 @@ def bundle(tmp_path: Path, spark: SparkSession) -> Bundle:
     return b
 
 
+@pytest.fixture
+def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeJobsApi]:
+    """The Databricks REST fake as the local target's default connection (databricks_default)."""
+    with FakeJobsApi() as fake:
+        monkeypatch.setenv("AIRFLOW_CONN_DATABRICKS_DEFAULT", fake.connection_uri())
+        yield fake
+
+
+@pytest.fixture
+def uc_disabled(api: FakeJobsApi) -> None:
+    """Unity Catalog knows the table, without predictive optimization: the nightly run compacts."""
+    api.add_uc_table("main.plant.events", "DISABLE")
+
+
 def runner() -> DatabricksSqlRunner:
     return DatabricksSqlRunner(
         conn_id=CONN_ID, warehouse_id="wh-123", poll_s=0, sleep=lambda s: None
@@ -137,14 +152,14 @@ def runner() -> DatabricksSqlRunner:
 
 
 def test_the_plan_runs_as_sql_statements_through_the_provider_hook(
-    bundle: Bundle, warehouse: FakeWarehouse
+    bundle: Bundle, warehouse: FakeWarehouse, uc_disabled: None
 ) -> None:
     r = compact_table(
         bundle, "events", zorder=True, vacuum=True, engine="databricks-sql", runner=runner()
     )
     assert r.status == "compacted" and r.engine == "databricks-sql"
+    # No ALTER TABLE: a metadata commit would fail the streams' in-flight commits.
     assert [q["statement"] for q in warehouse.requests] == [
-        "ALTER TABLE `main`.`plant`.`events` SET TBLPROPERTIES ('delta.targetFileSize' = '1048576')",
         "OPTIMIZE `main`.`plant`.`events` WHERE `day` IN ('2026-11-20', '2026-11-21') "
         "ZORDER BY (`device_id`)",
         "VACUUM `main`.`plant`.`events` RETAIN 216 HOURS",
@@ -156,7 +171,7 @@ def test_the_plan_runs_as_sql_statements_through_the_provider_hook(
 
 
 def test_a_delta_conflict_on_databricks_is_retried(
-    bundle: Bundle, warehouse: FakeWarehouse
+    bundle: Bundle, warehouse: FakeWarehouse, uc_disabled: None
 ) -> None:
     warehouse.script["OPTIMIZE"] = ["ConcurrentAppendException: Files were added to partition"]
     r = compact_table(
@@ -167,9 +182,102 @@ def test_a_delta_conflict_on_databricks_is_retried(
 
 
 def test_a_failed_statement_is_an_error_with_databricks_words(
-    bundle: Bundle, warehouse: FakeWarehouse
+    bundle: Bundle, warehouse: FakeWarehouse, uc_disabled: None
 ) -> None:
     warehouse.script["OPTIMIZE"] = ["PERMISSION_DENIED: User does not have MODIFY on table"]
     with pytest.raises(CompactionError, match="PERMISSION_DENIED: User does not have MODIFY"):
         compact_table(bundle, "events", engine="databricks-sql", runner=runner())
-    assert [q["statement"].split()[0] for q in warehouse.requests] == ["ALTER", "OPTIMIZE"]
+    assert [q["statement"].split()[0] for q in warehouse.requests] == ["OPTIMIZE"]
+
+
+# --- predictive optimization (Unity Catalog, through databricks-sdk) ---------------------------
+
+
+def test_a_table_under_predictive_optimization_is_left_to_it(
+    bundle: Bundle, warehouse: FakeWarehouse, api: FakeJobsApi
+) -> None:
+    api.add_uc_table("main.plant.events", "ENABLE",
+                     inherited_from_type="SCHEMA", inherited_from_name="main.plant")  # fmt: skip
+    r = compact_table(bundle, "events", zorder=True, vacuum=True, engine="databricks-sql",
+                      runner=runner())  # fmt: skip
+    assert r.status == "managed" and warehouse.requests == []  # neither OPTIMIZE nor VACUUM
+    assert r.message.startswith("managed by predictive optimization")
+    assert "inherited from schema main.plant" in r.message
+    assert r.before.files == r.after.files == 9
+    uc = [c for c in api.state.calls if "unity-catalog" in c.path]
+    assert [(c.method, c.path) for c in uc] == [
+        ("GET", "/api/2.1/unity-catalog/tables/main.plant.events")
+    ]
+
+    # Disabled (or inherited as disabled): the nightly run compacts it.
+    api.add_uc_table("main.plant.events", "DISABLE")
+    r = compact_table(bundle, "events", engine="databricks-sql", runner=runner())
+    assert r.status == "compacted" and warehouse.requests[0]["statement"].startswith("OPTIMIZE")
+
+
+def test_the_bundle_switch_forces_compaction_and_an_unknown_table_is_named(
+    tmp_path: Path, bundle: Bundle, warehouse: FakeWarehouse, api: FakeJobsApi
+) -> None:
+    with pytest.raises(CompactionError, match=r"tables.events.name: Unity Catalog has no table"):
+        compact_table(bundle, "events", engine="databricks-sql", runner=runner())
+    api.add_uc_table("main.plant.events", "ENABLE")
+    forced = load(write(bundle.path.parent, bundle.path.read_text().replace(
+        "    name: main.plant.events\n",
+        "    name: main.plant.events\n    predictive_optimization: compact\n"), "forced.yml"), "local")  # fmt: skip
+    calls = len(api.state.calls)
+    r = compact_table(forced, "events", engine="databricks-sql", runner=runner())
+    assert r.status == "compacted" and len(api.state.calls) == calls  # not even asked
+
+
+# --- the job engine: a one-time run of jobs/compact.py --------------------------------------------
+
+
+def test_the_job_engine_tags_the_optimize_commit_on_the_cluster(
+    tmp_path: Path, bundle: Bundle, spark: SparkSession, api: FakeJobsApi
+) -> None:
+    """Airflow submits jobs/compact.py; the 'cluster' (the fake runs the real entrypoint on the
+    local Spark session) compacts with the marker in the OPTIMIZE commit; the report comes back
+    through runs/get-output."""
+    import time
+
+    from deltalake import DeltaTable
+
+    from streamops.compaction.cluster import cluster_main
+    from streamops.compaction.databricks_job import JobRequest
+    from streamops.compaction.log import Marker
+
+    text = bundle.path.read_text().replace(
+        "cluster: {workers: 1, cores_per_worker: 2, memory_gb_per_worker: 4}",
+        "cluster: {workers: 1, cores_per_worker: 2, memory_gb_per_worker: 4, "
+        "spark_version: 18.0.x-scala2.13, node_type_id: Standard_D8ds_v5}",
+    )
+    # Addressed by path: local Spark has no Unity Catalog to resolve main.plant.events.
+    text = text.replace("    name: main.plant.events\n", "")
+    b = load(write(bundle.path.parent, text, "job.yml"), "local")
+
+    def on_cluster(body: dict[str, Any]) -> tuple[int, str]:
+        params = body["tasks"][0]["spark_python_task"]["parameters"]
+        args = dict(zip(params[::2], params[1::2], strict=False))
+        assert args["--bundle"].endswith("/bundle.yml") and args["--table"] == "events"
+        lines: list[str] = []
+        req = JobRequest(args["--table"], zorder="--zorder" in params, vacuum="--vacuum" in params)
+        code = cluster_main(str(b.path), args["--target"], req, spark=spark, out=lines.append)
+        return code, "\n".join(lines)
+
+    api.on_submit = on_cluster
+    r = compact_table(b, "events", zorder=True, vacuum=True, engine="databricks-job",
+                      sleep=lambda s: time.sleep(0.1))  # fmt: skip
+    assert r.status == "compacted" and r.engine == "databricks-job"
+    assert r.partitions_touched == ("day=2026-11-20", "day=2026-11-21") and r.zorder_by
+    assert r.vacuum_retention_hours == 216 and "weekly_fraud_scan" in (r.vacuum_reason or "")
+    (submitted,) = api.submitted.values()
+    task = submitted.body["tasks"][0]
+    assert task["spark_python_task"]["python_file"].endswith("/jobs/compact.py")
+    assert task["new_cluster"]["spark_version"] == "18.0.x-scala2.13"
+    history = DeltaTable(b.table_location("events")).history()
+    optimize = next(c for c in history if c["operation"] == "OPTIMIZE")
+    marker = Marker.from_commit_info(optimize, ("day",))
+    assert marker is not None and marker.read_version == r.read_version
+    # The marker makes the next night plan only what changed since: nothing.
+    assert compact_table(b, "events", engine="databricks-job").status == "nothing_to_do"
+    assert len(api.submitted) == 1

@@ -217,7 +217,10 @@ def test_cli_compact_dry_run_and_refused_vacuum(spark: SparkSession, bundle: Bun
     saved = bundle.cache_dir / "reports" / "compaction" / "events.latest.json"
     assert json.loads(saved.read_text())["after"]["files"] == 2
     metrics = (bundle.cache_dir / "metrics" / "compaction.jsonl").read_text().splitlines()
-    assert any(json.loads(m)["metric"] == "streamops.compaction.files_after" for m in metrics)
+    # Shaped like the streams' points (the Azure Monitor custom table's columns): job = table.
+    points = [json.loads(m) for m in metrics]
+    after = next(p for p in points if p["name"] == "streamops.compaction.files_after")
+    assert (after["job"], after["query"], after["value"]) == ("events", "compaction", 2)
 
 
 # --- a real commit conflict ------------------------------------------------------------------
@@ -407,3 +410,88 @@ def test_compaction_while_a_stream_writes(spark: SparkSession, bundle: Bundle, t
     final = read_state(uri)
     assert final is not None
     assert len(final.files) < stream.batches
+
+
+# --- liquid clustering ---------------------------------------------------------------------------
+
+
+def test_a_liquid_clustered_table_is_created_clustered_and_compacted_with_plain_optimize(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    from delta.tables import DeltaTable as SparkDeltaTable
+
+    from streamops.pipeline.transform import ensure_tables
+
+    text = edited(("tables:\n", EVENTS), ("    zorder_by: [region]\n", "    cluster_by: [region]\n"),
+                  ("  flat:\n    zorder_by: [device_id]\n", "  flat:\n    cluster_by: [device_id]\n"))  # fmt: skip
+    b = load(write(tmp_path, text), "local")
+    # The job's sink is created CLUSTER BY the bundle's columns before its first batch.
+    ensure_tables(spark, b, b.job("claims_hourly"))
+    detail = spark.sql(f"DESCRIBE DETAIL delta.`{b.table_location('claims_hourly')}`").first()
+    assert detail is not None and detail["clusteringColumns"] == ["region"]
+
+    uri = b.table_location("flat")
+    schema = spark.createDataFrame([], SCHEMA).schema
+    SparkDeltaTable.create(spark).location(uri).addColumns(schema).clusterBy("device_id").execute()
+    for k in range(3):
+        append(spark, uri, D20, range(k * 10, k * 10 + 10), flat=True)
+    runner = Recording(spark)
+    r = compact_table(b, "flat", zorder=True, runner=runner)
+    assert [s for s in runner.sent if s.startswith("OPTIMIZE")] == [f"OPTIMIZE delta.`{uri}`"]
+    assert r.cluster_by == ("device_id",) and r.zorder_by == ()
+    assert (r.before.files, r.after.files) == (3, 1)
+    optimize = next(c for c in history(uri) if c["operation"] == "OPTIMIZE")
+    assert json.loads(optimize["operationParameters"]["clusterBy"]) == ["device_id"]
+    assert Marker.from_commit_info(optimize, ()) is not None  # "changed only" works here too
+    assert any("liquid clustering by device_id" in line for line in r.lines())
+
+
+# --- losing every commit race to a concurrent MERGE ------------------------------------------------
+
+
+def test_a_merge_winning_every_race_pages_once_naming_the_table_and_the_merge(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """Another writer (delta-rs, as a second engine would) MERGEs into the partition while each
+    OPTIMIZE attempt holds its snapshot: every attempt conflicts, the last one pages."""
+    import pyarrow as pa
+
+    from streamops.compaction.nightly import nightly_table
+    from streamops.errors import CompactionConflictError
+    from streamops.monitoring.paging import pages_log
+
+    text = edited(
+        ("tables:\n", EVENTS), ("  max_retries: 5", "  backoff: 0.01 seconds\n  max_retries: 1")
+    )
+    b = load(write(tmp_path, text), "local")
+    uri = b.table_location("events")
+    append(spark, uri, D20, range(40), files=4)
+    append(spark, uri, D21, range(100, 110))
+    merges: list[int] = []
+
+    def merge_meanwhile(gate: Path) -> None:
+        _wait_until(
+            "OPTIMIZE holds its snapshot", lambda: _threads_in(spark, "OptimizeExecutor") >= 1
+        )
+        src = pa.table({"id": [1, 2], "device_id": ["moved", "moved"], "day": [D20, D20]})
+        (DeltaTable(uri).merge(src, "t.id = s.id AND t.day = s.day", source_alias="s", target_alias="t")
+         .when_matched_update_all().execute())  # fmt: skip
+        merges.append(DeltaTable(uri).version())
+        gate.touch()
+
+    def before(statement: str) -> None:
+        if statement.startswith("OPTIMIZE"):
+            gate = tmp_path / f"gate{len(merges)}"
+            _hold_every_task_slot(spark, gate)
+            threading.Thread(target=merge_meanwhile, args=(gate,), daemon=True).start()
+
+    runner = Recording(spark, before=before)
+    with pytest.raises(CompactionConflictError) as err:
+        nightly_table(b, "events", attempt=3, attempts=3, runner=runner, sleep=lambda s: None)
+    assert len(merges) == 2 and all(f.is_conflict for f in runner.failures)
+    assert err.value.table == "events" and err.value.operation.startswith("MERGE")
+    (page,) = [json.loads(x) for x in pages_log(b).read_text().splitlines()]
+    assert "lost every commit race to a concurrent MERGE" in page["summary"]
+    assert page["details"]["table"] == "events" and page["details"]["tries_per_attempt"] == 2
+    # Nothing of the compaction landed; the MERGEs did.
+    assert [c["operation"] for c in history(uri)][-2:] == ["MERGE", "MERGE"]

@@ -329,3 +329,28 @@ def test_azure_monitor_query_and_blind(tmp_path: Path, server: Any) -> None:
         {"name": c, "type": t} for c, t in zip(COLUMNS, types, strict=True)], "rows": []}]}  # fmt: skip
     ev = evaluate_bundle(b, now, page=True, **kw)
     assert ev.sync is not None and ev.sync.resolved == ["streamops:local:monitoring_blind:*:*"]
+
+
+def test_a_watermark_from_the_future_is_measured_and_pages() -> None:
+    """The gold query's watermark against its batch's time: behind the clock on a sane stream;
+    an event from the future (had it passed the quarantine) puts it ahead, and that pages."""
+    from streamops.monitoring.alerts.kql import rule_query
+
+    def gold(i: int, at: datetime, watermark: datetime | None) -> BatchProgress:
+        mark = watermark.isoformat().replace("+00:00", "Z") if watermark else None
+        return dataclasses.replace(bp(i, at=at, query="gold"), watermark=mark)
+
+    sane = [gold(1, T0, None), gold(2, T0 + timedelta(minutes=1), T0 - timedelta(minutes=30))]
+    pts = points(*sane)
+    leads = [p["value"] for p in pts if p["name"] == m.WATERMARK_LEAD]
+    assert leads == [-31 * 60.0]  # none before the first event sets one
+    now = T0 + timedelta(minutes=2)
+    [f] = [x for x in evaluate(pts, ALERTS, now) if x.rule == "watermark_ahead"]
+    assert not f.breached
+
+    poisoned = gold(3, T0 + timedelta(minutes=2), datetime(2099, 1, 1, tzinfo=UTC))
+    pts += points(poisoned)
+    [f] = breached(evaluate(pts, ALERTS, now + timedelta(seconds=1)), "watermark_ahead")
+    assert f.query == "gold" and f.severity == "critical" and f.value > 365 * 86400
+    assert "on-time events are being dropped" in f.summary and "max_clock_skew" in f.summary
+    assert m.WATERMARK_LEAD in rule_query("watermark_ahead", ALERTS, "T_CL", "prod")

@@ -181,3 +181,18 @@ def test_the_console_script_exits_2_on_an_unknown_target() -> None:
     r = streamops("validate", "--bundle", SHIPPED, "--target", "nope", script=True)
     assert r.code == 2, r.output
     assert "targets: local, dev, prod" in r.stderr
+
+
+def test_a_billion_laughs_bundle_is_one_error_line_and_exit_1(tmp_path: Path) -> None:
+    """Nine levels of ten aliases (10^9 values): one line naming file, line and fix, at once
+    (before, validate never answered; the subprocess timeout bounds this test)."""
+    anchors = ['lol0: &l0 "lol"'] + [
+        f"lol{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, 10)
+    ]
+    text = "\n".join(anchors) + "\n" + shipped_text()
+    path = write(tmp_path, text)
+    r = streamops("validate", "--bundle", path, "--target", "local")
+    assert r.code == 1, r.output
+    (line,) = r.problem_lines(warnings=False)
+    assert line.startswith(f"{path}:{line_of(text, 'lol5: &l5')}: (yaml): aliases expand")
+    assert ". Fix: " in line

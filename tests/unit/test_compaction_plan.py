@@ -8,7 +8,13 @@ import pytest
 
 from streamops.bundle import Bundle, load
 from streamops.compaction.log import Marker
-from streamops.compaction.plan import FileInfo, TableState, build_plan, vacuum_plan
+from streamops.compaction.plan import (
+    CompactionPlan,
+    FileInfo,
+    TableState,
+    build_plan,
+    vacuum_plan,
+)
 from streamops.compaction.retry import RetryPolicy, with_retries
 from streamops.compaction.sql import StatementFailed, statements, user_metadata, where_clause
 from streamops.errors import BundleError, CompactionError, UnsafeVacuumError
@@ -154,7 +160,6 @@ def test_databricks_sql_text(tmp_path: Path) -> None:
     s = state({"2026-11-20": [KB] * 3, "2026-11-21": [KB] * 3, "2026-11-22": [KB] * 2}, None)
     plan = build_plan(bundle(tmp_path), "events", s, zorder=True, vacuum=True)
     assert statements(plan) == [
-        "ALTER TABLE `main`.`plant`.`events` SET TBLPROPERTIES ('delta.targetFileSize' = '1048576')",
         "OPTIMIZE `main`.`plant`.`events` WHERE `day` IN ('2026-11-20', '2026-11-21') "
         "ZORDER BY (`device_id`)",
         "VACUUM `main`.`plant`.`events` RETAIN 216 HOURS",
@@ -164,20 +169,17 @@ def test_databricks_sql_text(tmp_path: Path) -> None:
 def test_databricks_sql_without_catalog_name_uses_the_path(tmp_path: Path) -> None:
     s = TableState(3, (), tuple(FileInfo(f"f{i}", KB) for i in range(3)), None, None)
     plan = build_plan(bundle(tmp_path), "flat", s)
-    assert statements(plan) == [
-        f"ALTER TABLE delta.`{plan.location}` SET TBLPROPERTIES ('delta.targetFileSize' = '1048576')",
-        f"OPTIMIZE delta.`{plan.location}`",
-    ]
-
-
-def test_no_alter_table_when_the_file_size_property_is_already_right(tmp_path: Path) -> None:
-    # An ALTER is a metadata commit that fails every stream's in-flight commit: only when needed.
-    files = tuple(FileInfo(f"f{i}", KB) for i in range(3))
-    right = TableState(3, (), files, None, None, {"delta.targetFileSize": "1048576"})
-    plan = build_plan(bundle(tmp_path), "flat", right)
     assert statements(plan) == [f"OPTIMIZE delta.`{plan.location}`"]
-    wrong = TableState(3, (), files, None, None, {"delta.targetFileSize": "134217728"})
-    assert statements(build_plan(bundle(tmp_path), "flat", wrong))[0].startswith("ALTER TABLE")
+
+
+def test_never_a_metadata_commit_whatever_the_table_property(tmp_path: Path) -> None:
+    # An ALTER TABLE is a metadata commit that fails every stream's in-flight commit.
+    files = tuple(FileInfo(f"f{i}", KB) for i in range(3))
+    for prop in ({}, {"delta.targetFileSize": "134217728"}):
+        plan = build_plan(bundle(tmp_path), "flat", TableState(3, (), files, None, None, prop))
+        for dialect in ("databricks", "spark"):
+            sent = statements(plan, dialect)  # type: ignore[arg-type]
+            assert not any(s.startswith(("ALTER", "SET TBLPROPERTIES")) for s in sent), sent
 
 
 def test_spark_sql_sets_the_file_size_in_its_session_and_logs_vacuum(tmp_path: Path) -> None:
@@ -188,9 +190,9 @@ def test_spark_sql_sets_the_file_size_in_its_session_and_logs_vacuum(tmp_path: P
     assert spark == [
         "SET spark.databricks.delta.optimize.maxFileSize = 1048576",
         "SET spark.databricks.delta.optimize.minFileSize = 1048576",
-        databricks[1],
+        databricks[0],
         "SET spark.databricks.delta.vacuum.logging.enabled = true",
-        databricks[2],
+        databricks[1],
     ]
 
 
@@ -294,5 +296,91 @@ def test_bad_compaction_settings_are_refused(
 
 
 def test_databricks_target_without_warehouse_warns(tmp_path: Path) -> None:
-    b = bundle(tmp_path, ('    prod: "fedcba9876543210"\n', ""), target="prod")
+    named = ("  flat:\n", "  flat:\n    name: main.plant.flat\n")
+    warehouse = ("  warehouse_ids:", "  databricks_engine: databricks-sql\n  warehouse_ids:")
+    b = bundle(tmp_path, named, warehouse, ('    prod: "fedcba9876543210"\n', ""), target="prod")
     assert any("warehouse" in w.message for w in b.warnings)
+    # The default engine (a job run) needs no warehouse.
+    b = bundle(tmp_path, named, ('    prod: "fedcba9876543210"\n', ""), target="prod")
+    assert not any("warehouse" in w.message for w in b.warnings)
+
+
+# --- liquid clustering ----------------------------------------------------------------------------
+
+CLUSTERED = ("  flat:\n    zorder_by: [device_id]\n",
+             "  flat:\n    cluster_by: [device_id]\n    name: main.plant.flat\n")  # fmt: skip
+
+
+def test_a_clustered_table_gets_plain_optimize_even_when_zorder_is_asked(tmp_path: Path) -> None:
+    files = (FileInfo("a", 200 * KB * 4), FileInfo("b", 300 * KB * 4))  # big, but not clustered
+    s = TableState(3, (), files, None, None, clustering=("device_id",))
+    plan = build_plan(bundle(tmp_path, CLUSTERED), "flat", s, zorder=True)
+    assert plan.cluster_by == ("device_id",) and plan.zorder_by == ()
+    assert statements(plan) == ["OPTIMIZE `main`.`plant`.`flat`"]
+    assert not [n for n in plan.notes if n.startswith("warning:")]
+
+
+def warning(plan: CompactionPlan) -> str:
+    return next(n for n in plan.notes if n.startswith("warning:"))
+
+
+def test_layout_differing_from_the_bundle_warns_with_the_alter_fix(tmp_path: Path) -> None:
+    files = tuple(FileInfo(f"f{i}", KB) for i in range(3))
+    b = bundle(tmp_path, CLUSTERED)
+    unclustered = build_plan(b, "flat", TableState(3, (), files, None, None))
+    note = warning(unclustered)
+    assert "tables.flat.cluster_by is [device_id] but the table is not clustered" in note
+    assert "Fix: ALTER TABLE `main`.`plant`.`flat` CLUSTER BY (`device_id`)" in note
+    other = build_plan(b, "flat", TableState(3, (), files, None, None, clustering=("site",)))
+    assert "clustered by site" in warning(other) and "CLUSTER BY (`device_id`)" in warning(other)
+    # Clustered in fact, not in bundle.yml: say which columns to write down.
+    plain = build_plan(
+        bundle(tmp_path), "flat", TableState(3, (), files, None, None, clustering=("site",))
+    )
+    assert "add `cluster_by: [site]` to tables.flat" in warning(plain)
+
+
+@pytest.mark.parametrize(
+    ("edit", "path"),
+    [
+        (("  flat:\n    zorder_by: [device_id]\n", "  flat:\n    zorder_by: [device_id]\n    cluster_by: [site]\n"),
+         "tables.flat.zorder_by"),
+        (("  flat:\n    zorder_by: [device_id]\n", "  flat:\n    partition_by: [day]\n    cluster_by: [site]\n"),
+         "tables.flat.partition_by"),
+    ],
+)  # fmt: skip
+def test_cluster_by_refuses_zorder_by_and_partition_by(
+    tmp_path: Path, edit: tuple[str, str], path: str
+) -> None:
+    with pytest.raises(BundleError) as err:
+        bundle(tmp_path, edit)
+    assert path in str(err.value) and "cannot be combined with `cluster_by`" in str(err.value)
+
+
+def test_conflict_after_the_last_retry_names_the_table_and_the_operation(tmp_path: Path) -> None:
+    from streamops.compaction.sql import run_plan
+    from streamops.errors import CompactionConflictError
+
+    msg = ('ConcurrentDeleteReadException: files were deleted by a concurrent update.\n'
+           'Conflicting commit: {"timestamp":1,"operation":"MERGE","version":12}')  # fmt: skip
+
+    class Losing:
+        dialect = "spark"
+
+        def execute(self, statement: str, *, user_metadata: str | None = None) -> str:
+            if statement.startswith("OPTIMIZE"):
+                raise StatementFailed(statement, "FAILED", "DELTA_CONCURRENT_DELETE_READ", msg)
+            return statement
+
+    s = state({"2026-11-20": [KB] * 3, "2026-11-21": [KB] * 3}, None)
+    plan = build_plan(bundle(tmp_path), "events", s)
+    sleeps: list[float] = []
+    with pytest.raises(CompactionConflictError) as err:
+        run_plan(plan, Losing(), RetryPolicy(max_retries=2, backoff_s=1, sleep=sleeps.append),  # type: ignore[arg-type]
+                 marker_json="{}", run_id="r")  # fmt: skip
+    assert (err.value.table, err.value.operation, err.value.attempts) == (
+        "events",
+        "MERGE (version 12)",
+        3,
+    )
+    assert sleeps == [1.0, 2.0]  # backoff doubles

@@ -15,7 +15,7 @@ configure()
 from tenacity import stop_after_attempt, wait_exponential  # noqa: E402
 
 from streamops.bundle import load  # noqa: E402
-from streamops.deploy import actions, client, specs  # noqa: E402
+from streamops.deploy import actions, artifacts, client, specs  # noqa: E402
 from streamops.deploy.plan import SPEC_TAG, fingerprint, with_fingerprint  # noqa: E402
 from streamops.errors import DeployError, DriftError  # noqa: E402
 from tests.fake_databricks import FakeJobsApi, Fault  # noqa: E402
@@ -24,6 +24,10 @@ ROOT = Path(__file__).resolve().parents[2]
 JOB = "claims_hourly"
 NAME = "streamops-demo-prod-claims_hourly"
 ROOTW = "/Workspace/Shared/streamops-demo"
+RUN_AS = "9e7d5c3b-1a2f-4b6c-8d4e-0f1a2b3c4d5e"
+ACL = [{"group_name": "streamops-prod-operators", "permission_level": "CAN_MANAGE_RUN"},
+       {"group_name": "data-platform-admins", "permission_level": "CAN_MANAGE"},
+       {"group_name": "data-engineers", "permission_level": "CAN_VIEW"}]  # fmt: skip
 PARAMS = ["--bundle", f"{ROOTW}/bundle.yml", "--target", "prod", "--job", JOB]
 EXPECTED_SETTINGS: dict[str, Any] = {
     "name": NAME,
@@ -37,10 +41,23 @@ EXPECTED_SETTINGS: dict[str, Any] = {
         "streamops_target": "prod",
         "streamops_job": JOB,
         "streamops_query": "claims_hourly",
+        "streamops_acl": "5358ade139d167fc",  # the permissions' fingerprint (deploy.governance)
     },
     "job_clusters": [{"job_cluster_key": "streamops", "new_cluster": {
         "spark_version": "18.0.x-scala2.13", "node_type_id": "Standard_E8ds_v5", "num_workers": 4,
-        "spark_env_vars": {"PYSPARK_PYTHON": "/databricks/python3/bin/python3"}}}],
+        "data_security_mode": "SINGLE_USER", "single_user_name": RUN_AS,
+        "spark_conf": {"spark.sql.streaming.stateStore.providerClass":
+                       "com.databricks.sql.streaming.state.RocksDBStateStoreProvider"},
+        "spark_env_vars": {"PYSPARK_PYTHON": "/databricks/python3/bin/python3",
+            "STREAMOPS_SECRET_STREAMOPS_PROD_KAFKA_USER": "{{secrets/streamops-prod/kafka-user}}",
+            "STREAMOPS_SECRET_STREAMOPS_PROD_KAFKA_PASSWORD":
+                "{{secrets/streamops-prod/kafka-password}}"}}}],
+    "run_as": {"service_principal_name": RUN_AS},
+    "email_notifications": {"on_failure": ["streamops-oncall@example.com"],
+                            "on_streaming_backlog_exceeded": ["streamops-oncall@example.com"]},
+    "health": {"rules": [
+        {"metric": "STREAMING_BACKLOG_RECORDS", "op": "GREATER_THAN", "value": 400000},
+        {"metric": "STREAMING_BACKLOG_SECONDS", "op": "GREATER_THAN", "value": 900}]},
     "tasks": [{
         "task_key": JOB,
         "description": "Insurance claims per hour, by claim type and region.",
@@ -55,9 +72,26 @@ EXPECTED_SETTINGS: dict[str, Any] = {
 }  # fmt: skip
 
 
+# Fixed remote paths for the settings tests; a deploy computes the real, content-addressed ones.
+ARTIFACTS = artifacts.Artifacts(
+    entrypoint=f"{ROOTW}/jobs/stream.py",
+    bundle_file=f"{ROOTW}/bundle.yml",
+    wheel=f"{ROOTW}/dist/streamops-0.1.0-py3-none-any.whl",
+)
+
+
 @pytest.fixture(scope="module")
 def bundle() -> Any:
     return load(ROOT / "bundle.yml", "prod")
+
+
+def _deployed_settings(bundle: Any) -> dict[str, Any]:
+    """EXPECTED_SETTINGS at the paths a deploy of this checkout uploads to."""
+    arts = artifacts.collect(bundle, JOB)
+    task = {**EXPECTED_SETTINGS["tasks"][0], "libraries": [{"whl": arts.wheel}],
+            "spark_python_task": {"python_file": arts.entrypoint,
+                                  "parameters": [*PARAMS[:1], arts.bundle_file, *PARAMS[2:]]}}  # fmt: skip
+    return {**EXPECTED_SETTINGS, "tasks": [task]}
 
 
 @pytest.fixture
@@ -81,22 +115,23 @@ def hook(api: FakeJobsApi) -> Any:
     )
 
 
-def _expected_body() -> dict[str, Any]:
-    body = {**EXPECTED_SETTINGS, "tags": {**EXPECTED_SETTINGS["tags"]}}
-    body["tags"][SPEC_TAG] = fingerprint(EXPECTED_SETTINGS)
+def _expected_body(bundle: Any) -> dict[str, Any]:
+    settings = _deployed_settings(bundle)
+    body = {**settings, "tags": {**settings["tags"]}}
+    body["tags"][SPEC_TAG] = fingerprint(settings)
     return body
 
 
 def test_job_settings_from_bundle(bundle: Any) -> None:
-    assert specs.build_job_settings(bundle, JOB).as_dict() == EXPECTED_SETTINGS
+    assert specs.build_job_settings(bundle, JOB, ARTIFACTS).as_dict() == EXPECTED_SETTINGS
 
 
 def test_available_now_and_continuous_jobs(bundle: Any) -> None:
-    d = specs.build_job_settings(bundle, "transactions_backfill").as_dict()
+    d = specs.build_job_settings(bundle, "transactions_backfill", ARTIFACTS).as_dict()
     assert d["tasks"][0]["max_retries"] == specs.AVAILABLE_NOW_RETRIES
     cont = bundle.spec.model_copy(update={"jobs": {**bundle.spec.jobs, JOB: bundle.job(JOB).model_copy(update={"continuous": True})}})  # fmt: skip
     b2 = type(bundle)(spec=cont, target_name="prod", path=bundle.path)
-    d2 = specs.build_job_settings(b2, JOB).as_dict()
+    d2 = specs.build_job_settings(b2, JOB, ARTIFACTS).as_dict()
     assert d2["continuous"] == {"pause_status": "UNPAUSED", "task_retry_mode": "ON_FAILURE"}
     assert "max_retries" not in d2["tasks"][0]
 
@@ -104,7 +139,7 @@ def test_available_now_and_continuous_jobs(bundle: Any) -> None:
 def test_local_target_is_refused() -> None:
     b = load(ROOT / "bundle.yml", "local")
     with pytest.raises(DeployError, match="mode 'local'"):
-        specs.build_job_settings(b, JOB)
+        specs.build_job_settings(b, JOB, ARTIFACTS)
 
 
 def test_create_then_noop_redeploy(api: FakeJobsApi, hook: Any, bundle: Any) -> None:
@@ -112,7 +147,7 @@ def test_create_then_noop_redeploy(api: FakeJobsApi, hook: Any, bundle: Any) -> 
     assert res.plan is not None and res.plan.action == "create"
     writes = api.writes()
     assert writes == [
-        ("create", _expected_body()),
+        ("create", _expected_body(bundle)),
         ("run-now", {"job_id": res.job_id, "idempotency_token": "t1"}),
     ]
     assert res.run_url == f"{api.url}/jobs/{res.job_id}/runs/{res.run_id}"
@@ -120,10 +155,14 @@ def test_create_then_noop_redeploy(api: FakeJobsApi, hook: Any, bundle: Any) -> 
     again = actions.deploy(hook, bundle, JOB)
     assert again.plan is not None and again.plan.action == "unchanged"
     assert api.writes() == []  # nothing changed, nothing restarted
-    assert [c.path for c in api.calls()] == ["/api/2.2/jobs/list", "/api/2.2/jobs/get"]
+    assert [c.path for c in api.calls()] == ["/api/2.2/jobs/list", "/api/2.2/jobs/get",
+                                             *["/api/2.0/workspace/get-status"] * 3]  # fmt: skip
+    assert api.uploads() == []  # every file already there
 
 
-def test_changed_bundle_resets_and_restarts(api: FakeJobsApi, hook: Any, bundle: Any) -> None:
+def test_changed_bundle_resets_but_restarts_only_after_the_checkpoint_check(
+    api: FakeJobsApi, hook: Any, bundle: Any
+) -> None:
     old = {**EXPECTED_SETTINGS, "max_concurrent_runs": 2}
     job_id = api.add_job(with_fingerprint(specs_from(old)).as_dict())
     run = api.start_run(job_id)
@@ -133,12 +172,14 @@ def test_changed_bundle_resets_and_restarts(api: FakeJobsApi, hook: Any, bundle:
     assert '+  "max_concurrent_runs": 1,' in dry.plan.diff
     assert api.writes() == []
     res = actions.deploy(hook, bundle, JOB, token="t2", poll_s=0.01)
+    # prod's checkpoints (abfss) cannot be read from here: the job is updated, the running run
+    # is left alone. The restart once the check passes: tests/unit/test_deploy_governance.py.
     assert api.writes() == [
-        ("reset", {"job_id": str(job_id), "new_settings": _expected_body()}),
-        ("runs/cancel", {"run_id": run}),
-        ("run-now", {"job_id": job_id, "idempotency_token": "t2"}),
+        ("reset", {"job_id": str(job_id), "new_settings": _expected_body(bundle)}),
+        (f"/api/2.0/permissions/jobs/{job_id}", {"access_control_list": ACL}),
     ]
-    assert res.run_id not in (None, run)
+    assert res.run_id is None and "NOT restarted" in res.message
+    assert api.state.runs[run].state == "RUNNING"
 
 
 def specs_from(d: dict[str, Any]) -> Any:
@@ -156,7 +197,10 @@ def test_drift_is_refused_unless_forced(api: FakeJobsApi, hook: Any, bundle: Any
     assert '-      "max_retries": 5,' in str(exc.value)
     assert api.writes() == []
     actions.deploy(hook, bundle, JOB, force=True, start=False)
-    assert api.writes() == [("reset", {"job_id": str(job_id), "new_settings": _expected_body()})]
+    assert api.writes() == [
+        ("reset", {"job_id": str(job_id), "new_settings": _expected_body(bundle)}),
+        (f"/api/2.0/permissions/jobs/{job_id}", {"access_control_list": ACL}),
+    ]
 
 
 def test_restart_cancels_waits_then_starts(api: FakeJobsApi, hook: Any, bundle: Any) -> None:

@@ -85,6 +85,13 @@ def test_deploy_then_backfill_through_the_dag(airflow_db: Path, api: FakeJobsApi
     dr = dag.test(run_conf=conf)
     assert _states(dr) == {"check_params": "success", "run_action": "success"}
     assert [w[0] for w in api.writes()] == ["create"]  # a catch-up job is not started on deploy
+    # ...after its wheel, entrypoint and bundle.yml were uploaded (databricks-sdk), where it runs
+    imported = [b["path"] for _, ep, b in api.uploads() if ep == "workspace/import"]
+    assert [p.rsplit("/", 1)[1] for p in imported] == [
+        "streamops-0.1.0-py3-none-any.whl", "stream.py", "bundle.yml"]  # fmt: skip
+    task = api.writes()[0][1]["tasks"][0]
+    assert task["spark_python_task"]["python_file"] == imported[1]
+    assert task["libraries"] == [{"whl": imported[0]}]
     api.state.finish_runs_after = 1
     for t in dag.tasks:
         if hasattr(t, "polling_period_seconds"):

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from streamops.bundle.models import STEP_KINDS, BundleSpec
 from streamops.bundle.resolved import (
     ENV_BOOTSTRAP,
+    ENV_DATABRICKS_RUNTIME,
     ENV_JVM_DIR,
     ENV_LOCAL_STACK,
     Bundle,
@@ -21,7 +22,7 @@ from streamops.bundle.resolved import (
 )
 from streamops.bundle.rules import check
 from streamops.bundle.secrets import MASK, looks_like_secret
-from streamops.bundle.yamlsource import YamlDocument, YamlPath, dotted, read_yaml
+from streamops.bundle.yamlsource import YamlDocument, YamlPath, YamlTooLarge, dotted, read_yaml
 from streamops.errors import BundleError, Problem, UsageError
 
 
@@ -43,6 +44,8 @@ def load(path: str | os.PathLike[str], target: str, *, strict: bool = True) -> B
         raise BundleError(
             [Problem(display, None, "(file)", f"not UTF-8 text ({exc.reason})", "save it as UTF-8")]
         ) from None
+    except YamlTooLarge as exc:
+        raise BundleError([Problem(display, exc.line, "(yaml)", exc.message, exc.fix)]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -105,6 +108,8 @@ def load(path: str | os.PathLike[str], target: str, *, strict: bool = True) -> B
         bootstrap_override=override,
         local_stack_dir=Path(stack_dir) if stack_dir else None,
         jvm_dir_override=Path(jvm_dir) if jvm_dir else None,
+        # Databricks sets this on every cluster: the job runs there, with the cluster's logins.
+        on_cluster=not is_local and ENV_DATABRICKS_RUNTIME in os.environ,
     )
 
 

@@ -55,6 +55,9 @@ class CheckpointSettings(Frozen):
     backup_root: str | None = None  # default: <checkpoint_root>/_backups
     backup_retention: int = Field(7, ge=1)
     integrity_schedule: str = "@hourly"
+    # The reset guard at every job start (and deploy). `false` turns it off: every run's log then
+    # says so, since a reset checkpoint would go unnoticed.
+    guard: bool = True
 
 
 class Cluster(Frozen):
@@ -77,6 +80,69 @@ class Cluster(Frozen):
         return max(1, self.workers) * self.memory_gb_per_worker
 
 
+# Deploy destinations: a workspace folder, or a Unity Catalog volume (catalog, schema, volume).
+_ARTIFACT_ROOT = re.compile(r"^/(Workspace(/[^/]+)+|Volumes/[^/]+/[^/]+/[^/]+(/[^/]+)*)/?$")
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+class Permission(Frozen):
+    """A workspace group's access to the deployed job (Databricks job permissions)."""
+
+    group: str = Field(min_length=1)
+    level: Literal["CAN_VIEW", "CAN_MANAGE_RUN", "CAN_MANAGE"]
+
+
+class Notifications(Frozen):
+    """Who hears of a failed run, or of a backlog beyond the job's health rules."""
+
+    emails: list[str] = Field(default_factory=list)
+    # Ids of the workspace's notification destinations (Slack, Teams, PagerDuty, webhooks).
+    destinations: list[str] = Field(default_factory=list)
+
+    @field_validator("emails")
+    @classmethod
+    def _emails(cls, v: list[str]) -> list[str]:
+        bad = [e for e in v if not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", e)]
+        if bad:
+            raise ValueError(f"'{bad[0]}' is not an email address; write e.g. oncall@example.com")
+        return v
+
+
+class StorageAccess(Frozen):
+    """How the job cluster reaches ADLS: a Unity Catalog external location (nothing on the
+    cluster), or a service principal whose OAuth settings go into the cluster's spark_conf."""
+
+    via: Literal["unity_catalog", "service_principal"] = "unity_catalog"
+    client_id: str | None = None  # application (client) id of the service principal
+    tenant_id: str | None = None  # Entra ID tenant
+    client_secret: SecretField | None = None  # {{secrets/<scope>/<key>}}: Databricks resolves it
+
+    @model_validator(mode="after")
+    def _complete(self) -> StorageAccess:
+        if self.via == "unity_catalog":
+            extra = [k for k in ("client_id", "tenant_id", "client_secret") if getattr(self, k)]
+            if extra:
+                raise ValueError(f"{', '.join(extra)} only mean something with "
+                                 "`via: service_principal`; remove them or set that")  # fmt: skip
+            return self
+        missing = [k for k in ("client_id", "tenant_id", "client_secret") if not getattr(self, k)]
+        if missing:
+            raise ValueError(
+                f"via: service_principal needs {', '.join(missing)}: `client_id: <application "
+                "id>`, `tenant_id: <tenant id>`, `client_secret: '{{secrets/<scope>/<key>}}'`"
+            )
+        for k in ("client_id", "tenant_id"):
+            if not _UUID.match(getattr(self, k)):
+                raise ValueError(f"{k} '{getattr(self, k)}' is not a UUID; copy it from the "
+                                 "service principal's overview in Entra ID")  # fmt: skip
+        if self.client_secret is not None and self.client_secret.kind != "secrets":
+            raise ValueError(
+                "client_secret must be a Databricks secret reference "
+                "'{{secrets/<scope>/<key>}}': the cluster resolves only those in spark_conf"
+            )
+        return self
+
+
 class DatabricksSettings(Frozen):
     host: str | None = None
     token: SecretField | None = None
@@ -84,8 +150,16 @@ class DatabricksSettings(Frozen):
     # --- deploy (streamops.deploy): how each job becomes a Databricks job ---------------------
     # Where bundle.yml and jobs/ are synced in the workspace; default /Workspace/Shared/<project>.
     workspace_root: str | None = None
-    # Jobs API 2.2 library specs (`- whl: ...`, `- pypi: {package: ...}`); default: the streamops
-    # wheel under <workspace_root>/dist/.
+    # Where deploy uploads the project's wheel, jobs/stream.py and bundle.yml, each under a folder
+    # named by its content hash: a workspace folder (/Workspace/...) or a Unity Catalog volume
+    # (/Volumes/<catalog>/<schema>/<volume>/...). Default: <workspace_root>/.streamops/artifacts.
+    artifact_root: str | None = None
+    # How the job cluster gets the wheel's dependencies: `index` (pip, from the workspace's package
+    # index) or `wheelhouse` (wheels downloaded here and uploaded beside the wheel, for clusters
+    # without internet access).
+    dependencies: Literal["index", "wheelhouse"] = "index"
+    # Extra Jobs API 2.2 library specs (`- whl: ...`, `- pypi: {package: ...}`), installed beside
+    # the project's wheel.
     libraries: list[dict[str, Any]] = Field(default_factory=list)
     tags: dict[str, str] = Field(default_factory=dict)
     # Wait between automatic retries of a failed streaming run (retries are unlimited).
@@ -94,13 +168,48 @@ class DatabricksSettings(Frozen):
     # into the job cluster (e.g. spark_conf, azure_attributes); key names are validated.
     job_settings: dict[str, Any] = Field(default_factory=dict)
     cluster_settings: dict[str, Any] = Field(default_factory=dict)
+    # --- governance (streamops.deploy.governance) ------------------------------------------
+    # Application id of the service principal the job runs as (and the cluster's single user).
+    run_as: str | None = None
+    # Cluster access mode: SINGLE_USER (dedicated to run_as) or USER_ISOLATION (standard).
+    data_security_mode: Literal[
+        "SINGLE_USER",
+        "USER_ISOLATION",
+        "DATA_SECURITY_MODE_DEDICATED",
+        "DATA_SECURITY_MODE_STANDARD",
+    ] = "SINGLE_USER"
+    storage: StorageAccess = StorageAccess()
+    permissions: list[Permission] = Field(default_factory=list)
+    notifications: Notifications = Notifications()
+
+    @field_validator("artifact_root")
+    @classmethod
+    def _artifact_root(cls, v: str | None) -> str | None:
+        if v is not None and not _ARTIFACT_ROOT.match(v):
+            raise ValueError(
+                f"'{v}' is neither a workspace folder nor a Unity Catalog volume; use "
+                "/Workspace/<folder>/... or /Volumes/<catalog>/<schema>/<volume>/..."
+            )
+        return v.rstrip("/") if v else v
+
+    @field_validator("run_as")
+    @classmethod
+    def _run_as(cls, v: str | None) -> str | None:
+        if v is not None and not _UUID.match(v):
+            raise ValueError(
+                f"'{v}' is not a service principal's application id (a UUID such as "
+                "'8f4c1a2e-0000-4000-8000-000000000001'); jobs run as a service principal, "
+                "never as a person"
+            )
+        return v
 
 
 class Monitoring(Frozen):
     """Where a target's metrics and pages go (streamops.monitoring.metrics, streamops.monitoring.paging)."""
 
     # jsonl: <cache_dir>/metrics/<query>.jsonl; azure-monitor: a Log Analytics workspace, queried
-    # with azure-monitor-query (the custom table is fed by a Data Collection Rule).
+    # with azure-monitor-query (the custom table is fed by a Data Collection Rule). Default: jsonl
+    # on a local target, azure-monitor on a Databricks one (Target._metrics_default).
     metrics: Literal["jsonl", "azure-monitor"] = "jsonl"
     paging: Literal["log", "pagerduty", "webhook"] = "log"
     pagerduty_routing_key: SecretField | None = None
@@ -127,12 +236,16 @@ class Monitoring(Frozen):
         if self.paging == "webhook" and self.webhook_url is None:
             raise ValueError("paging: webhook needs `webhook_url: '{{env/STREAMOPS_WEBHOOK}}'`")
         if self.metrics == "azure-monitor" and not self.workspace_id:
-            raise ValueError("metrics: azure-monitor needs `workspace_id: <Log Analytics id>`")
+            raise ValueError(
+                "metrics: azure-monitor (the default on Databricks targets: a driver's disk is "
+                "seen by no alert) needs `workspace_id: <Log Analytics id>`"
+            )
         if self.metrics == "azure-monitor" and not (
             self.ingestion_endpoint and self.dcr_immutable_id
         ):
             raise ValueError(
-                "metrics: azure-monitor needs `ingestion_endpoint: https://<dce>.<region>.ingest."
+                "metrics: azure-monitor (the default on Databricks targets) needs "
+                "`ingestion_endpoint: https://<dce>.<region>.ingest."
                 "monitor.azure.com` and `dcr_immutable_id: dcr-...` (the data collection rule)"
             )
         return self
@@ -149,6 +262,19 @@ class Target(Frozen):
     file_size_band_mb: tuple[float, float] = (50.0, 500.0)
     checkpoints: CheckpointSettings = Field(default_factory=lambda: CheckpointSettings())
     monitoring: Monitoring = Monitoring()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _metrics_default(cls, data: Any) -> Any:
+        # On Databricks the driver's local disk is gone with the cluster and read by no alert, so
+        # metrics go to Azure Monitor unless the target says otherwise.
+        if isinstance(data, dict) and data.get("mode") == "databricks":
+            mon = data.get("monitoring")
+            if mon is None:
+                return {**data, "monitoring": {"metrics": "azure-monitor"}}
+            if isinstance(mon, dict) and "metrics" not in mon:
+                return {**data, "monitoring": {**mon, "metrics": "azure-monitor"}}
+        return data
 
     @field_validator("file_size_band_mb")
     @classmethod
@@ -296,6 +422,11 @@ class Trigger(Frozen):
         return self
 
 
+# How far an event time may lie ahead of the batch's processing time before the event is
+# quarantined as event_time_in_future: producers' clocks drift by seconds, not minutes.
+DEFAULT_CLOCK_SKEW = parse_duration("5 minutes")
+
+
 class EventTypeSpec(Frozen):
     """Events carry a type field; only these types are processed, others are quarantined."""
 
@@ -321,7 +452,8 @@ class Job(Frozen):
     key_required: bool = True
     max_key_bytes: int = Field(1024, ge=1)
     max_event_bytes: int = Field(1_048_576, ge=1)
-    max_clock_skew: DurationField = parse_duration("1 hour")
+    # Default: DEFAULT_CLOCK_SKEW, capped at the watermark delay (_default_clock_skew).
+    max_clock_skew: DurationField = DEFAULT_CLOCK_SKEW
     event_type: EventTypeSpec | None = None
     # Databricks: a continuous job (always on, restarted by the platform) or a triggered one.
     continuous: bool = False
@@ -331,6 +463,30 @@ class Job(Frozen):
     @classmethod
     def _schema(cls, v: Any) -> Any:
         return {k: _field_spec(x) for k, x in v.items()} if isinstance(v, dict) else v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_clock_skew(cls, data: Any) -> Any:
+        # An event accepted up to max_clock_skew ahead of the clock may set the watermark; a skew
+        # longer than the watermark delay would move it past on-time events (rules.clock_skew
+        # refuses one written so). So the default never exceeds the job's watermark delay.
+        if not isinstance(data, dict) or "max_clock_skew" in data:
+            return data
+        skew = DEFAULT_CLOCK_SKEW
+        for step in data.get("steps") or []:
+            is_dict = isinstance(step, dict)
+            wm = step.get("watermark") if is_dict else getattr(step, "watermark", None)
+            if wm is None:
+                continue
+            raw = wm.get("delay") if isinstance(wm, dict) else getattr(wm, "delay", None)
+            try:
+                delay = parse_duration(raw)
+            except ValueError:
+                break  # the delay's own validation names the problem
+            if delay.seconds < skew.seconds:
+                skew = delay
+            break
+        return {**data, "max_clock_skew": skew}
 
     @property
     def bronze_query_name(self) -> str:
@@ -375,6 +531,12 @@ class Table(Frozen):
     location: str | None = None
     partition_by: list[str] = Field(default_factory=list)
     zorder_by: list[str] = Field(default_factory=list)
+    # Liquid clustering keys: new tables are created `CLUSTER BY` them and compacted with plain
+    # OPTIMIZE (incremental clustering). Excludes partition_by and zorder_by.
+    cluster_by: list[str] = Field(default_factory=list)
+    # A Unity Catalog table with predictive optimization in effect is left to it ("defer": the
+    # nightly run skips OPTIMIZE and VACUUM); "compact" runs them anyway.
+    predictive_optimization: Literal["defer", "compact"] = "defer"
     target_file_size_mb: int = Field(256, ge=1)
     # Streaming readers of this table: VACUUM retention covers the slowest one's lag + a margin.
     readers: list[Reader] = Field(default_factory=list)
@@ -395,6 +557,10 @@ class Alerts(Frozen):
     dropped_rows_per_minute: float = Field(100, ge=0)
     quarantined_rows_per_minute: float = Field(100, ge=0)
     stalled_after: DurationField = parse_duration("15 minutes")
+    # How far the event-time watermark may run ahead of processing time before a page. Events
+    # beyond max_clock_skew are quarantined and max_clock_skew <= the watermark delay, so on a
+    # sane stream the watermark stays behind the clock: any lead means it was poisoned.
+    watermark_ahead: DurationField = parse_duration("0 seconds")
     runbook_url: str | None = None
 
 
@@ -418,6 +584,10 @@ class Compaction(Frozen):
     small_file_fraction: float = Field(0.25, gt=0, le=1)
     # SQL warehouse per Databricks target that runs OPTIMIZE / VACUUM (the databricks-sql engine).
     warehouse_ids: dict[str, str] = Field(default_factory=dict)
+    # How Databricks targets run it: a one-time job run of jobs/compact.py ("databricks-job": the
+    # OPTIMIZE commit carries the compaction marker) or statements on a SQL warehouse
+    # ("databricks-sql": no session settings there, so no marker: every partition is a candidate).
+    databricks_engine: Literal["databricks-job", "databricks-sql"] = "databricks-job"
 
     @field_validator("schedule")
     @classmethod

@@ -17,6 +17,8 @@ from streamops.bundle.runtime import (
     Secret,
     storage_options_env,
 )
+from streamops.bundle.storage_access import adlfs_options
+from streamops.bundle.tables import TableRef, sibling_name
 from streamops.errors import LocalStackError, Problem, UsageError
 
 # The local target may use any reachable Kafka (e.g. the docker-compose stack) in place of the
@@ -28,6 +30,8 @@ ENV_LOCAL_STACK = "STREAMOPS_LOCAL_STACK_DIR"
 # A bundle outside the streamops checkout (tests, a user's own project) names the jars folder.
 ENV_JVM_DIR = "STREAMOPS_JVM_DIR"
 EMBEDDED = "embedded"
+# Set by Databricks on every cluster (e.g. "18.0"): the bundle is loaded by the job itself.
+ENV_DATABRICKS_RUNTIME = "DATABRICKS_RUNTIME_VERSION"
 # A URL scheme (abfss://, dbfs:/, file:/): two letters at least, so a Windows drive is not one.
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
 
@@ -46,6 +50,8 @@ class Bundle:
     # Where `make setup` put the pinned JVM jars (default <bundle dir>/.cache/jvm).
     jvm_dir_override: Path | None = None
     env: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    # Loaded on a Databricks cluster (the job itself), not on Airflow or a laptop.
+    on_cluster: bool = False
 
     @property
     def target(self) -> Target:
@@ -122,6 +128,28 @@ class Bundle:
         t = self.spec.tables[key]
         return self._resolve(t.location) if t.location else f"{self.storage_root}/tables/{key}"
 
+    @property
+    def tables_by_name(self) -> bool:
+        """Databricks targets address tables by Unity Catalog name; local ones by path."""
+        return self.target.mode == "databricks"
+
+    def table_ref(self, key: str) -> TableRef:
+        """Table `key` as the job code and compaction address it (streamops.bundle.tables)."""
+        name = self.spec.tables[key].name if self.tables_by_name else None
+        return TableRef(self.table_location(key), name)
+
+    def bronze_ref(self, job: Job) -> TableRef:
+        """The job's bronze table, in the Unity Catalog schema of its sink on Databricks."""
+        return self._sibling(job, self.bronze_location(job), f"{job.query_name}_bronze")
+
+    def quarantine_ref(self, job: Job) -> TableRef:
+        return self._sibling(job, self.quarantine_location(job), f"{job.query_name}_quarantine")
+
+    def _sibling(self, job: Job, location: str, table: str) -> TableRef:
+        if not self.tables_by_name:
+            return TableRef(location)
+        return TableRef(location, sibling_name(self.spec.tables[job.sink].name, table))
+
     @cached_property
     def runtime(self) -> RuntimeContext:
         """Kafka client settings and storage options for this target, resolved on first use.
@@ -130,8 +158,12 @@ class Bundle:
         each source's Kafka settings are resolved once, when a client first asks for them (so
         storage-only work such as compaction never needs the broker either).
         """
+        db = self.target.databricks
+        # On the job cluster the driver's readers log in as the cluster does (storage_access);
+        # $STREAMOPS_STORAGE_OPTIONS, where set, wins everywhere.
+        cluster = partial(adlfs_options, db.storage) if self.on_cluster and db else None
         return RuntimeContext(
-            self.target_name, partial(_kafka_settings, self), storage_options_env()
+            self.target_name, partial(_kafka_settings, self), storage_options_env(), cluster
         )
 
     def bootstrap_servers(self, source: Source) -> str:

@@ -16,6 +16,7 @@ from streamops.bundle.models import (
     DatabricksSettings,
     Job,
     JoinStep,
+    Table,
     WatermarkStep,
     WindowAggregateStep,
 )
@@ -111,6 +112,22 @@ def references(ctx: _Ctx) -> None:
                 if col not in schema:
                     ctx.add((*sp, "watermark", "column"), f"'{col}' is not a field of the schema",
                             f"use the event time field '{job.event_time}'")  # fmt: skip
+                elif col == job.event_time:
+                    pass  # the event time's own type is checked above
+                elif schema[col].type != "timestamp":
+                    # Spark refuses it only when the query starts, on the cluster.
+                    ctx.add((*sp, "watermark", "column"),
+                            f"'{col}' has type '{schema[col].type}'; a watermark needs a timestamp",
+                            f"watermark the event time field '{job.event_time}' (declared "
+                            "`timestamp`)")  # fmt: skip
+                elif job.event_time in schema:
+                    # Quarantine (event_time_in_future), windows and the late report all use the
+                    # job's event time: a watermark on another column drops events none of them
+                    # would count as late.
+                    ctx.add((*sp, "watermark", "column"),
+                            f"'{col}' is not the job's event time '{job.event_time}'",
+                            f"use `column: {job.event_time}`, or make '{col}' the job's "
+                            "`event_time`")  # fmt: skip
             elif isinstance(step, WindowAggregateStep):
                 agg = step.window_aggregate
                 for j, col in enumerate(agg.group_by):
@@ -139,14 +156,20 @@ def references(ctx: _Ctx) -> None:
                     if col not in schema or col not in js.schema_:
                         ctx.add((*sp, "join", "on", k), f"join key '{col}' must be in both schemas",
                                 "add it to both, or join on another field")  # fmt: skip
-                if js.watermark.column not in js.schema_:
+                jcol = js.watermark.column
+                if jcol not in js.schema_:
                     ctx.add((*sp, "join", "watermark", "column"),
-                            f"'{js.watermark.column}' is not a field of the joined schema",
+                            f"'{jcol}' is not a field of the joined schema",
                             "name the joined source's event time field")  # fmt: skip
+                elif js.schema_[jcol].type != "timestamp":
+                    ctx.add((*sp, "join", "watermark", "column"),
+                            f"'{jcol}' has type '{js.schema_[jcol].type}'; a watermark needs a "
+                            "timestamp", "name the joined source's event time field (declared "
+                            "`timestamp`)")  # fmt: skip
         table = spec.tables.get(job.sink)
         if table is not None:
             cols = set(_output_columns(job))
-            for key in ("partition_by", "zorder_by"):
+            for key in ("partition_by", "zorder_by", "cluster_by"):
                 for k, col in enumerate(getattr(table, key)):
                     if cols and col not in cols:
                         ctx.add(("tables", job.sink, key, k),
@@ -283,6 +306,27 @@ def watermarks(ctx: _Ctx) -> None:
         if sum(isinstance(s, WindowAggregateStep | JoinStep) for s in job.steps) > 1:
             ctx.add(("jobs", name, "steps"), "more than one stateful step in one query",
                     "split it into two jobs chained through a Delta table")  # fmt: skip
+
+
+@rule
+def clock_skew(ctx: _Ctx) -> None:
+    """max_clock_skew <= the watermark delay: an event accepted that far ahead of processing time
+    moves the watermark to at most processing time, never past the events arriving on time."""
+    for name, job in _jobs(ctx):
+        for i, step in enumerate(job.steps):
+            if not isinstance(step, WatermarkStep):
+                continue
+            skew, delay = job.max_clock_skew, step.watermark.delay
+            if skew.seconds > delay.seconds:
+                # The default never exceeds the delay (models.Job): the user wrote this skew.
+                ctx.add(("jobs", name, "max_clock_skew"),
+                        f"max_clock_skew '{skew}' is longer than the watermark delay '{delay}' "
+                        f"(jobs.{name}.steps[{i}].watermark.delay): one event that far ahead of "
+                        "the clock is accepted, moves the watermark past processing time, and "
+                        "every on-time event after it is dropped as late",
+                        f"set max_clock_skew to at most '{delay}' (events further ahead are "
+                        "quarantined as event_time_in_future), or lengthen the watermark delay")  # fmt: skip
+            break
 
 
 # --- sizing: files, partitions, state -------------------------------------------------------
@@ -456,11 +500,28 @@ def compaction_tables(ctx: _Ctx) -> None:
                 ctx.add((*base, "zorder_by", k),
                         f"'{col}' is a partition column; Z-ORDER BY a partition column does nothing "
                         "(Databricks refuses it)", "Z-order by a data column instead")  # fmt: skip
+        _liquid_clustering(ctx, base, table)
         names = [r.name for r in table.readers]
         for k, name in enumerate(names):
             if name in names[:k]:
                 ctx.add((*base, "readers", k, "name"), f"reader '{name}' is listed twice",
                         "keep one entry per streaming reader")  # fmt: skip
+
+
+def _liquid_clustering(ctx: _Ctx, base: YamlPath, table: Table) -> None:
+    """cluster_by replaces partitioning and Z-order: Delta refuses either beside it."""
+    if not table.cluster_by:
+        return
+    for key in ("partition_by", "zorder_by"):
+        if getattr(table, key):
+            ctx.add((*base, key),
+                    f"`{key}` cannot be combined with `cluster_by` (liquid clustering replaces "
+                    f"{'partitioning' if key == 'partition_by' else 'Z-ordering'})",
+                    f"remove `{key}`, or remove `cluster_by` to keep the old layout")  # fmt: skip
+    if len(table.cluster_by) > 4:
+        ctx.add((*base, "cluster_by"),
+                f"{len(table.cluster_by)} clustering columns; Delta clusters by at most 4",
+                "keep the 4 columns queries filter on most")  # fmt: skip
 
 
 @rule
@@ -471,7 +532,8 @@ def compaction_warehouses(ctx: _Ctx) -> None:
             ctx.add(("compaction", "warehouse_ids", name), f"unknown target '{name}'",
                     f"use one of: {', '.join(spec.targets)}")  # fmt: skip
     t = ctx.bundle.target
-    if t.mode == "databricks" and ctx.bundle.target_name not in spec.compaction.warehouse_ids:
+    if (t.mode == "databricks" and spec.compaction.databricks_engine == "databricks-sql"
+            and ctx.bundle.target_name not in spec.compaction.warehouse_ids):  # fmt: skip
         ctx.add(("compaction",),
                 f"target '{ctx.bundle.target_name}' runs on Databricks but names no SQL "
                 "warehouse; nightly compaction would fail there",
@@ -573,3 +635,63 @@ def bronze_query_names(ctx: _Ctx) -> None:
                 "queries would share its checkpoint",
                 "choose a query name that does not end in '_bronze'",
             )
+
+
+# --- Databricks: governance, secrets on the cluster, tables by name (streamops.deploy) -------
+
+
+@rule
+def databricks_governance(ctx: _Ctx) -> None:
+    """Who the job runs as and who may touch it; one level per group."""
+    t = ctx.bundle.target
+    if t.mode != "databricks" or t.databricks is None:
+        return
+    db = t.databricks
+    base: YamlPath = ("targets", ctx.bundle.target_name, "databricks")
+    if db.run_as is None:
+        ctx.add(base, "no `run_as`: the job would run as whoever deploys it, and a dedicated "
+                "(SINGLE_USER) cluster would belong to that person",
+                "add `run_as: <application id of a service principal>`", warning=True)  # fmt: skip
+    seen: set[str] = set()
+    for k, p in enumerate(db.permissions):
+        if p.group in seen:
+            ctx.add((*base, "permissions", k, "group"), f"group '{p.group}' is listed twice",
+                    "keep one entry per group, with the highest level it needs")  # fmt: skip
+        seen.add(p.group)
+
+
+@rule
+def cluster_secrets(ctx: _Ctx) -> None:
+    """On Databricks, secrets the job reads should be Databricks secrets: the cluster has no
+    Airflow connection and no environment of the deploying machine."""
+    t = ctx.bundle.target
+    if t.mode != "databricks":
+        return
+    tp: YamlPath = ("targets", ctx.bundle.target_name)
+    refs: list[tuple[YamlPath, Any]] = [
+        ((*tp, "kafka", "security", "username"), t.kafka.security.username),
+        ((*tp, "kafka", "security", "password"), t.kafka.security.password),
+    ]
+    for path, ref in refs:
+        if ref is not None and ref.kind != "secrets":
+            ctx.add(path, f"{ref.text} is read by the job on the Databricks cluster, which has "
+                    "no Airflow connections, and no environment variable unless "
+                    "databricks.cluster_settings.spark_env_vars sets it",
+                    "store it in a secret scope and write '{{secrets/<scope>/<key>}}'",
+                    warning=True)  # fmt: skip
+
+
+@rule
+def tables_by_name(ctx: _Ctx) -> None:
+    """A Databricks target addresses every table by its Unity Catalog name (one table, not a
+    path beside a name); the job's bronze and quarantine tables live in the sink's schema."""
+    if ctx.bundle.target.mode != "databricks":
+        return
+    for key, table in ctx.bundle.spec.tables.items():
+        if table.name is None:
+            ctx.add(("tables", key), f"no Unity Catalog `name`: on target "
+                    f"'{ctx.bundle.target_name}' tables are addressed by name",
+                    f"add `name: <catalog>.<schema>.{key}`")  # fmt: skip
+        elif table.name.count(".") != 2 or not all(table.name.split(".")):
+            ctx.add(("tables", key, "name"), f"'{table.name}' is not a three-part Unity Catalog "
+                    "name", f"write `<catalog>.<schema>.<table>`, e.g. main.streams.{key}")  # fmt: skip

@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from streamops.bundle.secrets import MASK
 from streamops.errors import BundleError, Problem
@@ -120,6 +120,8 @@ class RuntimeContext:
     target: str
     resolve_kafka: Callable[[str], KafkaClientSettings] = field(repr=False)
     storage: Mapping[str, str] | None = field(default=None, repr=False)
+    # Per-location options when no fixed ones are set (the job cluster's own login).
+    storage_for: Callable[[str], Mapping[str, Any] | None] | None = field(default=None, repr=False)
     _kafka: dict[str, KafkaClientSettings] = field(default_factory=dict, repr=False, compare=False)
 
     def kafka_for(self, source: str) -> KafkaClientSettings:
@@ -128,11 +130,14 @@ class RuntimeContext:
             self._kafka[source] = self.resolve_kafka(source)
         return self._kafka[source]
 
-    def storage_options(self, location: str) -> dict[str, str] | None:
+    def storage_options(self, location: str) -> dict[str, Any] | None:
         """fsspec/delta-rs options for `location`: none for a local path, the target's otherwise."""
         if "://" not in location or location.startswith("file:"):
             return None
-        return dict(self.storage) if self.storage else None
+        if self.storage:
+            return dict(self.storage)
+        found = self.storage_for(location) if self.storage_for is not None else None
+        return dict(found) if found is not None else None
 
 
 def storage_options_env() -> dict[str, str] | None:

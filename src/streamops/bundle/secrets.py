@@ -56,6 +56,13 @@ class SecretRef:
 
     __str__ = __repr__
 
+    @property
+    def env_var(self) -> str:
+        """Where a {{secrets/scope/key}} is read from at run time: locally the user exports it; on
+        Databricks the job spec maps it to the secret (`spark_env_vars`, resolved at cluster
+        start)."""
+        return f"STREAMOPS_SECRET_{self.a}_{self.b}".upper().replace("-", "_").replace(".", "_")
+
     def resolve(self) -> str:
         """Return the secret's value at run time. Never log the result."""
         if self.kind == "env":
@@ -67,7 +74,7 @@ class SecretRef:
                 )
             return val
         if self.kind == "secrets":
-            var = f"STREAMOPS_SECRET_{self.a}_{self.b}".upper().replace("-", "_").replace(".", "_")
+            var = self.env_var
             val = os.environ.get(var)
             if val is None:
                 raise SecretNotResolved(
@@ -108,10 +115,13 @@ def parse_secret(value: Any) -> SecretRef:
         raise ValueError("a secret must be a reference such as '{{secrets/scope/key}}'")
     m = _REF.match(value.strip())
     if not m:
+        # Never echo the value: a malformed reference often has the secret pasted into it.
         if looks_like_ref(value):
             raise ValueError(
-                f"'{value}' is not a secret reference I understand; use {{{{secrets/scope/key}}}}, "
-                "{{env/VAR_NAME}} or {{conn/airflow_conn_id}}"
+                "the value is not a secret reference I understand (not shown: it may hold a "
+                "secret); write exactly one of {{secrets/<scope>/<key>}}, {{env/VAR_NAME}} or "
+                "{{conn/<conn_id>[/password|login|host|extra]}}, with names of letters, digits, "
+                "'.', '_' or '-', and nothing around the braces"
             )
         raise ValueError(
             "a secret is written here as a literal value (it would be committed and logged); "

@@ -78,20 +78,84 @@ def _walk(
             _walk(item, (*path, i), lines, problems, active)
 
 
+# A bundle is a few hundred values. An alias repeats its anchor's whole subtree, and aliases of
+# aliases multiply ("billion laughs": 9 levels of 10 aliases are 10^9 values); everything after
+# parsing (line map, validation, rules) walks the expanded tree, so expansion is bounded first.
+MAX_EXPANDED_NODES = 100_000
+
+
+class YamlTooLarge(Exception):
+    """The YAML expands (through aliases) or nests beyond what a bundle can be."""
+
+    def __init__(self, line: int | None, message: str, fix: str):
+        self.line, self.message, self.fix = line, message, fix
+        super().__init__(f"line {line}: {message}. Fix: {fix}")
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def expanded_size(root: yaml.Node, limit: int = MAX_EXPANDED_NODES) -> int:
+    """How many nodes `root` stands for once every alias is expanded, each distinct node visited
+    once (PyYAML's composer hands back an alias as its anchor's very node); YamlTooLarge past
+    `limit`, naming the anchor that is repeated the most."""
+    sizes: dict[int, int] = {}
+    reused: dict[int, yaml.Node] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:  # post-order without recursion: deep nesting cannot exhaust the call stack
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            sizes[key] = min(limit + 1, 1 + sum(sizes.get(id(c), 0) for c in _children(node)))
+            continue
+        if key in sizes:
+            reused[key] = node
+            continue
+        sizes[key] = 0  # in progress; a recursive anchor is refused in _walk
+        stack.append((node, True))
+        stack += [(c, False) for c in _children(node)]
+    total = sizes[id(root)]
+    if total > limit:
+        worst = max(reused.values(), key=lambda n: sizes[id(n)], default=root)
+        raise YamlTooLarge(
+            worst.start_mark.line + 1,
+            f"aliases expand this file to more than {limit:,} values (the anchor here is repeated "
+            "by aliases of aliases, a 'billion laughs'); streamops refuses it before reading on",
+            "write the repeated values out, or use an anchor only for a small shared block and "
+            "no aliases inside anchors",
+        )
+    return total
+
+
 def read_yaml(path: Path, display_name: str | None = None) -> tuple[YamlDocument, list]:
     """Parse `path`; return the document and a list of (yaml_path, line, message) problems.
 
-    Raises yaml.YAMLError (with a mark) when the text is not YAML at all.
+    Raises yaml.YAMLError (with a mark) when the text is not YAML at all, YamlTooLarge when its
+    aliases expand (or it nests) beyond any bundle.
     """
     text = path.read_text(encoding="utf-8")
-    # Construct first: it refuses keys that are lists or mappings (with a line) before _walk
-    # would meet them.
-    data = yaml.load(text, Loader=_UniqueKeyLoader)
-    node = yaml.compose(text, Loader=_UniqueKeyLoader)
-    lines: dict[YamlPath, int] = {(): 1}
-    problems: list = []
-    if node is not None:
-        _walk(node, (), lines, problems)
+    loader = _UniqueKeyLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            expanded_size(node)
+        # Construct before _walk: it refuses keys that are lists or mappings (with a line).
+        data = loader.construct_document(node) if node is not None else None
+        lines: dict[YamlPath, int] = {(): 1}
+        problems: list = []
+        if node is not None:
+            _walk(node, (), lines, problems)
+    except RecursionError:
+        raise YamlTooLarge(
+            None, "the YAML nests too deeply to be a bundle", "flatten the nesting"
+        ) from None
+    finally:
+        loader.dispose()
     return YamlDocument(display_name or str(path), data, lines), problems
 
 

@@ -60,6 +60,8 @@ def backup(
     listing = list_checkpoint(location, storage_options)
     last = listing.commits[-1] if listing.commits else None
     report = check(location, storage_options)
+    if report.unreadable is not None:
+        raise CheckpointError(f"{location}: not backed up: {report.unreadable}")
     if report.errors:
         raise CheckpointError(
             f"{location}: not backed up, the checkpoint has problems: "

@@ -16,11 +16,13 @@ One recursive listing finds every file; only the files a check needs are then re
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
 
+from streamops.errors import CheckpointError, UsageError
 from streamops.pipeline.commit_meta import is_kafka_offsets
 
 KNOWN_VERSIONS = ("v1",)
@@ -142,8 +144,31 @@ class Checkpoint:
         return next((o for o in self.offsets if o.batch_id == last), None)
 
 
-class CheckpointUnreadable(OSError):
-    """The checkpoint location does not exist or cannot be listed."""
+class CheckpointUnreadable(CheckpointError, OSError):
+    """The checkpoint location, or a file or folder in it, cannot be read: exit 2, no traceback.
+
+    Still an OSError, so callers that treat a storage failure as "nothing there" keep working."""
+
+    exit_code = 2
+
+
+def cannot_read(path: str, exc: BaseException) -> CheckpointUnreadable:
+    """The error for a file or folder of a checkpoint that exists but cannot be read.
+
+    Never advice to restore: the checkpoint may be intact, only this user cannot read it."""
+    if isinstance(exc, PermissionError):
+        why = "permission denied"
+        fix = (
+            "give the user running streamops read access to it (chmod/chown locally; on ADLS a "
+            "role such as Storage Blob Data Reader on the container), then check again"
+        )
+    else:
+        why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        fix = (
+            "make it a readable file or folder again (a broken or looping link, a special file, "
+            "or a storage error: see the reason), then check again"
+        )
+    return CheckpointUnreadable(f"cannot read {path} ({why}). Fix: {fix}")
 
 
 def _fs(location: str, storage_options: dict[str, Any] | None = None) -> tuple[Any, str]:
@@ -195,9 +220,16 @@ def parse_metadata(text: str) -> str:
 
 
 def read_text(location: str, rel: str, storage_options: dict[str, Any] | None = None) -> str:
+    """The text of `rel` in the checkpoint; FileNotFoundError when it is not there,
+    CheckpointUnreadable (naming the file and the fix) when it is there but cannot be read."""
     fs, root = _fs(location, storage_options)
-    with fs.open(f"{root}/{rel}", "rt", encoding="utf-8") as fh:
-        return str(fh.read())
+    try:
+        with fs.open(f"{root}/{rel}", "rt", encoding="utf-8") as fh:
+            return str(fh.read())
+    except (FileNotFoundError, CheckpointUnreadable, ValueError):
+        raise  # not there, or there but garbled (UnicodeDecodeError): the rules report those
+    except Exception as exc:  # OSError locally; the object store's own errors remotely
+        raise cannot_read(f"{location.rstrip('/')}/{rel}", exc) from None
 
 
 def read_offsets(
@@ -236,17 +268,89 @@ def _state_file(parts: list[str]) -> StateFile | None:
     return StateFile(op, part, name, version, kind)
 
 
+def require_folder(location: str, storage_options: dict[str, Any] | None = None) -> None:
+    """UsageError when `location` cannot be a checkpoint folder: an empty path, or a file."""
+    if not location.strip():
+        raise UsageError(
+            "no checkpoint location given (an empty path). Fix: give the checkpoint folder, the "
+            "one that holds metadata, offsets/ and commits/"
+        )
+    fs, root = _fs(location, storage_options)
+    try:
+        is_file = bool(fs.isfile(root))
+    except Exception:  # listing (next) reports why the storage cannot be read
+        is_file = False
+    if is_file:
+        parent = location.rstrip("/").rsplit("/", 1)[0] if "/" in location else "."
+        raise UsageError(
+            f"{location} is a file, not a checkpoint folder. Fix: give the folder that holds "
+            f"metadata, offsets/ and commits/ (if this is one of its files: {parent}, or the "
+            "folder above it)"
+        )
+
+
+def _local(fs: Any) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocol
+
+
+def _unreadable_folders(root: str) -> None:
+    """Raise for the first local folder under `root` that cannot be listed.
+
+    fsspec's walk drops such a folder silently (its on_error is not passed on to subfolders), so
+    an unreadable offsets/ would look like missing offsets."""
+    errors: list[OSError] = []
+    for _ in os.walk(root, onerror=errors.append):
+        if errors:
+            break
+    if errors:
+        raise cannot_read(str(errors[0].filename or root), errors[0])
+
+
+def _special_files(fs: Any, found: dict[str, Any]) -> None:
+    """Raise for a listed entry that is no regular file: a looping or dangling link, a FIFO (whose
+    read would block), a socket or a device. Only local listings have such entries."""
+    for path, info in found.items():
+        if info.get("type") in ("file", "directory"):
+            continue
+        try:
+            real = fs.info(path)  # follows a link
+        except OSError as exc:
+            raise cannot_read(str(path), exc) from None
+        if real.get("type") != "file":
+            raise CheckpointUnreadable(
+                f"cannot read {path} (not a regular file: a FIFO, socket or device). Fix: move it "
+                "out of the checkpoint; Spark writes only regular files there"
+            )
+
+
 def list_checkpoint(location: str, storage_options: dict[str, Any] | None = None) -> Listing:
-    """One recursive listing of the checkpoint; CheckpointUnreadable if it is not there."""
+    """One recursive listing of the checkpoint.
+
+    UsageError for an empty path or a file; CheckpointUnreadable when the folder is not there
+    or a folder in it cannot be listed (never "missing files" for what could not be read)."""
+    require_folder(location, storage_options)
     fs, root = _fs(location, storage_options)
     try:
         if not fs.exists(root):
-            raise CheckpointUnreadable(f"{location}: no such checkpoint folder")
-        found = fs.find(root, withdirs=False, detail=True)
+            raise CheckpointUnreadable(
+                f"{location}: no such checkpoint folder. Fix: check the path (a job's checkpoints "
+                "are <checkpoint_root>/<query name>); a query that never ran has none yet"
+            )
+        errors: list[OSError] = []
+        found = fs.find(root, withdirs=False, detail=True, on_error=errors.append)
     except CheckpointUnreadable:
         raise
     except Exception as exc:
-        raise CheckpointUnreadable(f"{location}: cannot list the checkpoint ({exc})") from exc
+        raise CheckpointUnreadable(
+            f"cannot read {location} (listing it failed: {exc}). Fix: check that the storage is "
+            "reachable and that these credentials may list it, then check again"
+        ) from exc
+    if errors:
+        raise cannot_read(str(errors[0].filename or location), errors[0])
+    if _local(fs):
+        _unreadable_folders(root)
+        _special_files(fs, found)
     return listing_from(location, root, found)
 
 

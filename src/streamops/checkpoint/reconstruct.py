@@ -9,14 +9,16 @@ Sources, in order of trust (the bronze query writes the bronze and quarantine ta
    (`commitInfo.userMetadata`, `streamops.pipeline.commit_meta`; written in the same commit as
    the batch's data): exact.
 2. `consumer-group`: the end offsets the job mirrors to the consumer group `<query name>` after
-   each batch (Spark's Kafka source commits none of its own): exact after a clean stop; after a
-   crash between a batch's commit and its mirror, that batch is read again.
+   each batch (Spark's Kafka source commits none of its own).
 3. `kafka-timestamps`: per partition, offsets_for_times at the newest Kafka record timestamp the
-   sink holds for it (each row keeps its `kafka_timestamp`): no record is missed; the records that
-   share that timestamp are read again.
+   sink holds for it (each row keeps its `kafka_timestamp`).
+The two approximate ones are moved up to the Kafka coordinates the sink already holds (every
+record lands in bronze or quarantine with its partition and offset), so after a crash between
+a batch's commit and its mirror, or for records sharing a timestamp, nothing is read twice.
 
 Each result carries the sink's last batch id of the query: the new checkpoint goes on numbering
-after it (the sink's idempotency key is the batch id, see `registry.seed_checkpoint`).
+after it (`registry.seed_checkpoint`). The sinks do not depend on it: they number their Delta
+transactions from where each table stands (`pipeline.sinks`).
 """
 
 from __future__ import annotations
@@ -109,9 +111,54 @@ def _newest_commit(dt: DeltaTable, query_name: str) -> tuple[int | None, BatchCo
 
 
 def _last_batch(bundle: Bundle, q: QueryNow) -> int | None:
-    """The newest batch id of `q` in its sink tables (its Delta transaction version)."""
-    found = [dt.transaction_version(q.query_name) for u in q.tables if (dt := _table(bundle, u))]
-    return max((v for v in found if v is not None), default=None)
+    """The newest batch id of `q` in its sink tables (from its commits' metadata)."""
+    found: list[int] = []
+    for uri in q.tables:
+        dt = _table(bundle, uri)
+        if dt is None:
+            continue
+        for limit in (RECENT_COMMITS, None):
+            ids = [c.batch_id for info in dt.history(limit)
+                   if (c := from_commit_info(info)) is not None and c.query == q.query_name]  # fmt: skip
+            if ids:
+                found.append(max(ids))
+                break
+    return max(found, default=None)
+
+
+def _held_next_offsets(bundle: Bundle, q: QueryNow, topic: str) -> dict[int, int]:
+    """{partition: the offset after the newest record of `topic` the sink holds}.
+
+    Every record the query read lands in exactly one of its tables with its Kafka coordinates,
+    and a batch commits whole ranges, so this is exactly where reading must go on: starting
+    from an approximate source (the consumer group, Kafka timestamps) at no earlier offset than
+    this writes no record twice.
+    """
+    import pyarrow.compute as pc
+
+    held: dict[int, int] = {}
+    cols = ["kafka_topic", "kafka_partition", "kafka_offset"]
+    for uri in q.tables:
+        dt = _table(bundle, uri)
+        if dt is None:
+            continue
+        rows = dt.to_pyarrow_table(columns=cols)
+        rows = rows.filter(pc.equal(rows.column("kafka_topic"), topic))
+        if not rows.num_rows:
+            continue
+        grouped = rows.group_by("kafka_partition").aggregate([("kafka_offset", "max")])
+        for p, off in zip(
+            grouped.column(0).to_pylist(), grouped.column(1).to_pylist(), strict=True
+        ):
+            if p is not None and off is not None:
+                held[int(p)] = max(int(off) + 1, held.get(int(p), 0))
+    return held
+
+
+def _not_before_held(offsets: dict[str, int], held: dict[int, int]) -> tuple[dict[str, int], int]:
+    """`offsets` moved up to what the sink already holds; and how many records that skips."""
+    out = {p: max(o, held.get(int(p), o)) for p, o in offsets.items()}
+    return out, sum(out[p] - offsets[p] for p in offsets)
 
 
 def from_delta_commits(bundle: Bundle, q: QueryNow) -> Reconstructed | None:
@@ -158,12 +205,16 @@ def from_consumer_group(bundle: Bundle, job_name: str, q: QueryNow) -> Reconstru
         consumer.close()
     if not committed or any(tp.offset < 0 for tp in committed):
         return None
+    offsets, moved = _not_before_held(
+        {str(tp.partition): tp.offset for tp in committed}, _held_next_offsets(bundle, q, topic)
+    )
     return Reconstructed(
-        q.query_name, {topic: {str(tp.partition): tp.offset for tp in committed}},
-        "consumer-group",
+        q.query_name, {topic: offsets}, "consumer-group",
         f"no Delta commit of '{q.query_name}' records end offsets; the consumer group "
-        f"'{q.query_name}' holds the end offsets the job committed after its last batch (exact "
-        "after a clean stop; the last batch is read again if the job died before mirroring it)",
+        f"'{q.query_name}' holds the end offsets the job committed after its last batch"
+        + (f", {moved} record(s) behind what the sink holds (the job died before mirroring its "
+           "last batch): moved up to the sink's newest Kafka coordinates" if moved else "")
+        + "; no record is read twice or skipped",
         batch=_last_batch(bundle, q),
     )  # fmt: skip
 
@@ -212,13 +263,14 @@ def from_kafka_timestamps(bundle: Bundle, job_name: str, q: QueryNow) -> Reconst
         consumer.close()
     # A partition the sink holds nothing of, or none of whose records is as new as the sink's
     # newest (gone to retention), starts at its earliest record: nothing is skipped.
-    offsets = {str(p): found[p] if found.get(p, -1) >= 0 else earliest[p] for p in parts}
+    by_time = {str(p): found[p] if found.get(p, -1) >= 0 else earliest[p] for p in parts}
+    offsets, moved = _not_before_held(by_time, _held_next_offsets(bundle, q, topic))
     return Reconstructed(
         q.query_name, {topic: offsets}, "kafka-timestamps",
         f"no Delta commit of '{q.query_name}' records end offsets and the consumer group "
         f"'{q.query_name}' has none; per partition, the first record at the newest Kafka "
-        "timestamp the sink holds (approximate: records sharing that timestamp are read again, "
-        "none is skipped)",
+        f"timestamp the sink holds, moved past the {moved} record(s) sharing that timestamp "
+        "that the sink already holds (by their Kafka coordinates): none is read twice or skipped",
         batch=_last_batch(bundle, q),
     )  # fmt: skip
 

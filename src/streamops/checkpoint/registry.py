@@ -312,18 +312,31 @@ def guard(
     Returns {query name: startingOffsets JSON} from `reset_from` (empty without it). Raises
     CheckpointGuardError naming the job, the query and the fix.
     """
+    if not bundle.target.checkpoints.guard and reset_from is None:
+        # Said on every run: with the guard off, a reset or moved checkpoint goes unnoticed.
+        if say is not None:
+            say(guard_off_message(bundle, job_name))
+        return {}
     so = (
         storage_options
         if storage_options is not None
         else storage_options_for(bundle.checkpoint_root, bundle)
     )
+    reg_path = registry_path(bundle)
     if so is None:
+        if event == "start" and bundle.target.mode == "databricks":
+            raise CheckpointGuardError(unreadable_registry(bundle, reg_path, "no storage login"))
         if say is not None:
             say(f"warning: [{job_name}] checkpoint guard skipped: no storage options for "
                 f"{bundle.checkpoint_root} (set ${STORAGE_OPTIONS_ENV})")  # fmt: skip
         return {}
-    reg_path = registry_path(bundle)
-    data = load_registry(reg_path, so)
+    try:
+        data = load_registry(reg_path, so)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # adlfs/azure errors: denied, unknown account, network
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise CheckpointGuardError(unreadable_registry(bundle, reg_path, first)) from None
     job_rec: dict[str, Any] = data["jobs"].get(job_name, {})
     reset = load_reset_file(reset_from) if reset_from is not None else None
     if reset is not None and reset.get("job") not in (None, job_name):
@@ -367,6 +380,23 @@ def guard(
             })  # fmt: skip
         save_registry(reg_path, so, data)
     return starting
+
+
+def guard_off_message(bundle: Bundle, job_name: str) -> str:
+    return (
+        f"warning: [{job_name}] checkpoint guard is OFF (targets.{bundle.target_name}."
+        "checkpoints.guard: false in bundle.yml): a reset or moved checkpoint will not be noticed"
+    )
+
+
+def unreadable_registry(bundle: Bundle, path: str, why: str) -> str:
+    """One line: the registry that cannot be read, why, and the fix (the job does not start)."""
+    return (
+        f"cannot read the checkpoint registry {path} ({why}); not starting, since a reset "
+        "checkpoint would go unnoticed. Fix: give the job cluster read/write access to "
+        f"{bundle.checkpoint_root} (targets.{bundle.target_name}.databricks.storage), or set "
+        f"targets.{bundle.target_name}.checkpoints.guard: false to run without the guard"
+    )
 
 
 def seed_checkpoint(

@@ -21,6 +21,7 @@ from streamops.checkpoint.reader import (
     CommitFile,
     Listing,
     OffsetsFile,
+    cannot_read,
     delta_offset,
     kafka_offsets,
     list_checkpoint,
@@ -30,6 +31,7 @@ from streamops.checkpoint.reader import (
     read_text,
 )
 from streamops.checkpoint.report import Report
+from streamops.errors import UsageError
 
 # Stable codes: never renumber; add new ones at the end of their group.
 METADATA_MISSING = "CK101"
@@ -117,17 +119,19 @@ def check(
     report = Report(location)
     try:
         listing = list_checkpoint(location, storage_options)
-    except CheckpointUnreadable as exc:
+        report.checks_run.append("structure")
+        found = _read_newest(listing, storage_options, newest)
+        fix = _fix_for(listing, found.offsets)
+        _check_metadata(report, listing, storage_options, fix)
+        _check_sequence(report, listing, fix)
+        _check_newest(report, found, fix)
+        _check_state(report, listing, fix)
+        committed = _committed(report, listing, found, storage_options)
+    except (CheckpointUnreadable, UsageError) as exc:
+        # What could not be read is no finding about the checkpoint (it may well be intact).
         report.unreadable = str(exc)
+        report.findings.clear()
         return report
-    report.checks_run.append("structure")
-    found = _read_newest(listing, storage_options, newest)
-    fix = _fix_for(listing, found.offsets)
-    _check_metadata(report, listing, storage_options, fix)
-    _check_sequence(report, listing, fix)
-    _check_newest(report, found, fix)
-    _check_state(report, listing, fix)
-    committed = _committed(report, listing, found, storage_options)
     _check_kafka_sources(report, committed, bootstrap_servers, kafka_config or {})
     _check_delta_sources(report, committed, source_tables, storage_options)
     _check_registry(report, expected_query_id, registry_note)
@@ -137,7 +141,10 @@ def check(
 def _fix_for(listing: Listing, offsets: list[OffsetsFile]) -> str:
     if not offsets:
         return RESTORE_FIX
-    reads_only_kafka = all(kafka_offsets(s) is not None for s in offsets[-1].sources if s)
+    # A bare 0 (the rate source's first offset) is a source line too: only None is "no source".
+    reads_only_kafka = all(
+        kafka_offsets(s) is not None for s in offsets[-1].sources if s is not None
+    )
     return REBUILDABLE_FIX if reads_only_kafka and not listing.operators else RESTORE_ONLY_FIX
 
 
@@ -151,7 +158,7 @@ def _check_metadata(report: Report, listing: Listing, so: dict[str, Any] | None,
         )  # fmt: skip
         return
     try:
-        report.query_id = parse_metadata(read_text(listing.location, "metadata", so))
+        report.query_id = parse_metadata(_read(listing, "metadata", so))
     except (ValueError, UnicodeDecodeError) as exc:
         report.add(METADATA_GARBLED, "metadata", str(exc), fix)
 
@@ -207,11 +214,12 @@ def _read_newest(listing: Listing, so: dict[str, Any] | None, newest: int) -> _N
     for kind, numbers in (("offsets", listing.offsets), ("commits", listing.commits)):
         for n in numbers[-newest:]:
             rel = f"{kind}/{n}"
-            if listing.sizes.get(rel, 0) == 0:
-                found.broken.append((rel, "the file is empty (a truncated write)"))
-                continue
             try:
-                text = read_text(listing.location, rel, so)
+                # Read even a file listed as empty: a link's listed size says nothing about it.
+                text = _read(listing, rel, so)
+                if not text:
+                    found.broken.append((rel, "the file is empty (a truncated write)"))
+                    continue
                 if kind == "offsets":
                     found.offsets.append(parse_offsets(text, n))
                 else:
@@ -304,9 +312,18 @@ def _committed(
     if have is not None or f"offsets/{last}" not in listing.sizes:
         return have
     try:
-        return parse_offsets(read_text(listing.location, f"offsets/{last}", so), last)
-    except (OSError, ValueError, UnicodeDecodeError):
+        return parse_offsets(_read(listing, f"offsets/{last}", so), last)
+    except (ValueError, UnicodeDecodeError):
         return None
+
+
+def _read(listing: Listing, rel: str, so: dict[str, Any] | None) -> str:
+    """A listed file's text; a listed file that cannot be opened (gone since the listing, or a
+    dangling link) is unreadable, never a finding."""
+    try:
+        return read_text(listing.location, rel, so)
+    except FileNotFoundError as exc:
+        raise cannot_read(f"{listing.location.rstrip('/')}/{rel}", exc) from None
 
 
 def _check_kafka_sources(

@@ -90,13 +90,16 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option("--bootstrap-servers", help="broker for the offset checks")
         ] = None,
     ) -> None:
-        """Check a checkpoint: exit 0 healthy, 1 problems found, 2 location unreadable."""
+        """Check a checkpoint: exit 0 healthy, 1 problems found, 2 unreadable or not a folder."""
         from streamops.bundle import load
+        from streamops.checkpoint.reader import require_folder
         from streamops.checkpoint.rules import check
         from streamops.errors import UsageError
 
         if (bundle is None) != (target is None):
             raise UsageError("give --bundle and --target together")
+        # An empty path or a file is a wrong argument (exit 2), not a checkpoint with problems.
+        require_folder(location, _so(location) if location.strip() else {})
         if bundle is not None and target is not None:
             b = load(bundle, target)
             report = check(

@@ -152,7 +152,61 @@ def read_state(location: str, storage_options: dict[str, str] | None = None) -> 
         since_version=since,
         changed=frozenset(changed) if complete else None,
         properties=dict(dt.metadata().configuration),
+        clustering=clustering_columns(location, dt, storage_options),
     )
+
+
+CLUSTERING_DOMAIN = "delta.clustering"
+
+
+def clustering_columns(
+    location: str, dt: Any, storage_options: dict[str, str] | None = None
+) -> tuple[str, ...] | None:
+    """The table's liquid clustering columns, or None when it is not clustered.
+
+    They live in the `delta.clustering` domain metadata (delta-rs does not expose it): the
+    newest `domainMetadata` action in the commits, else in the last checkpoint.
+    """
+    if "clustering" not in (dt.protocol().writer_features or []):
+        return None
+    version = dt.version()
+    try:
+        for v in range(version, max(-1, version - MAX_WALK), -1):
+            for a in _commit_lines(location, v, storage_options):
+                dm = a.get("domainMetadata")
+                if dm and dm.get("domain") == CLUSTERING_DOMAIN:
+                    return () if dm.get("removed") else _clustering_of(dm.get("configuration"))
+    except FileNotFoundError:
+        pass  # older commits cleaned up: the checkpoint holds the domain
+    return _checkpoint_clustering(location, storage_options)
+
+
+def _clustering_of(configuration: str | None) -> tuple[str, ...]:
+    cols = json.loads(configuration or "{}").get("clusteringColumns") or []
+    # Each column is a path of nested field names.
+    return tuple(".".join(c) if isinstance(c, list) else str(c) for c in cols)
+
+
+def _checkpoint_clustering(
+    location: str, storage_options: dict[str, str] | None
+) -> tuple[str, ...]:
+    import fsspec
+    import pyarrow.parquet as pq
+
+    root = location.rstrip("/") if _SCHEME.match(location) else Path(location).as_posix()
+    fs, base = fsspec.core.url_to_fs(root, **(storage_options or {}))
+    try:
+        with fs.open(f"{base}/_delta_log/_last_checkpoint", "rt") as fh:
+            last = json.loads(fh.read())
+        name = f"{base}/_delta_log/{int(last['version']):020d}.checkpoint.parquet"
+        with fs.open(name, "rb") as fh:
+            rows = pq.read_table(fh, columns=["domainMetadata"]).column(0).to_pylist()
+    except (FileNotFoundError, KeyError, ValueError):
+        return ()
+    for dm in rows:
+        if dm and dm.get("domain") == CLUSTERING_DOMAIN and not dm.get("removed"):
+            return _clustering_of(dm.get("configuration"))
+    return ()
 
 
 def _changed_in(

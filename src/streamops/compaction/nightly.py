@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from streamops.compaction.report import CompactionReport, emit_metrics, save
 from streamops.compaction.run import compact_table
-from streamops.errors import CompactionError
+from streamops.errors import CompactionConflictError, CompactionError
 
 if TYPE_CHECKING:
     from streamops.bundle import Bundle
@@ -21,28 +21,21 @@ if TYPE_CHECKING:
 log = logging.getLogger("streamops.compaction")
 
 
-def nightly_table(bundle: Bundle, key: str, *, attempt: int, attempts: int) -> dict[str, Any]:
+def nightly_table(
+    bundle: Bundle, key: str, *, attempt: int, attempts: int, **engine: Any
+) -> dict[str, Any]:
     """Compact one table (Z-order when it has zorder_by, then VACUUM); the report as a dict.
 
     On the last attempt a failure pages before it is raised again, so Airflow marks it failed.
+    `engine`: what compact_table takes to run elsewhere (runner, spark, uc_client, sleep).
     """
     table = bundle.table(key)
     try:
-        report = compact_table(bundle, key, zorder=bool(table.zorder_by), vacuum=True)
+        report = compact_table(bundle, key, zorder=bool(table.zorder_by), vacuum=True, **engine)
     except Exception as exc:
         log.error("compaction of %s failed (attempt %d of %d): %s", key, attempt, attempts, exc)
         if attempt >= attempts:
-            from streamops.monitoring.paging import page
-
-            page(
-                bundle,
-                summary=f"streamops: nightly compaction of table '{key}' failed {attempts} times",
-                severity="error",
-                dedup_key=f"streamops/{bundle.target_name}/compaction/{key}",
-                details={"table": key, "target": bundle.target_name, "attempts": attempts,
-                         "error": f"{type(exc).__name__}: {exc}",
-                         "runbook": bundle.spec.alerts.runbook_url},
-            )  # fmt: skip
+            _page_failure(bundle, key, attempts, exc)
         raise
     path = save(bundle, report)
     emit_metrics(bundle, report, datetime.now(UTC))
@@ -50,6 +43,24 @@ def nightly_table(bundle: Bundle, key: str, *, attempt: int, attempts: int) -> d
         log.info("%s", line)
     log.info("report: %s", path)
     return report.to_dict()
+
+
+def _page_failure(bundle: Bundle, key: str, attempts: int, exc: Exception) -> None:
+    """One page for the table's last failed attempt; a lost commit race names the operation."""
+    from streamops.monitoring.paging import page
+
+    details: dict[str, Any] = {"table": key, "target": bundle.target_name, "attempts": attempts,
+                               "error": f"{type(exc).__name__}: {exc}",
+                               "runbook": bundle.spec.alerts.runbook_url}  # fmt: skip
+    if isinstance(exc, CompactionConflictError):
+        summary = (f"streamops: nightly compaction of table '{key}' lost every commit race to a "
+                   f"concurrent {exc.operation} ({exc.attempts} tries per attempt, {attempts} "
+                   "attempts)")  # fmt: skip
+        details |= {"conflicting_operation": exc.operation, "tries_per_attempt": exc.attempts}
+    else:
+        summary = f"streamops: nightly compaction of table '{key}' failed {attempts} times"
+    page(bundle, summary=summary, severity="error",
+         dedup_key=f"streamops/{bundle.target_name}/compaction/{key}", details=details)  # fmt: skip
 
 
 def summarize(bundle: Bundle, reports: Iterable[dict[str, Any] | None]) -> dict[str, Any]:
@@ -66,6 +77,10 @@ def summarize(bundle: Bundle, reports: Iterable[dict[str, Any] | None]) -> dict[
     summary = {
         "tables": len(bundle.spec.tables),
         "compacted": sorted(k for k, r in by_table.items() if r.status == "compacted"),
+        "managed_by_predictive_optimization": sorted(
+            k for k, r in by_table.items() if r.status == "managed"
+        ),
+        "conflicts_retried": sum(r.retries for r in done),
         "failed": missing,
         "files_before": sum(r.before.files for r in done),
         "files_after": sum(r.after.files for r in done),

@@ -54,6 +54,8 @@ class TableState:
     changed: frozenset[Partition] | None
     # The table's properties (`delta.*` configuration in its metadata).
     properties: Mapping[str, str] = field(default_factory=dict)
+    # Liquid clustering columns in effect (the `delta.clustering` domain); None: not clustered.
+    clustering: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -100,13 +102,13 @@ class CompactionPlan:
     small_file_size: int  # bytes; smaller files count as small in the report
     zorder_by: tuple[str, ...]
     partitions: tuple[PartitionPlan, ...]
+    # The table's liquid clustering columns: plain OPTIMIZE clusters incrementally by them.
+    cluster_by: tuple[str, ...] = ()
     skipped: tuple[SkippedPartition, ...] = ()
     vacuum: VacuumPlan | None = None
     table_files: int = 0
     table_bytes: int = 0
     table_small_files: int = 0
-    # The table's delta.targetFileSize already equals target_file_size (Databricks needs no ALTER).
-    file_size_property_set: bool = False
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -134,6 +136,7 @@ class CompactionPlan:
             "since_version": self.since_version,
             "target_file_size": self.target_file_size,
             "zorder_by": list(self.zorder_by),
+            "cluster_by": list(self.cluster_by),
             "partitions": [
                 {
                     "partition": p.label,
@@ -217,11 +220,14 @@ def build_plan(
     target = table.target_file_size_mb * MB
     small = int(target * bundle.spec.compaction.small_file_fraction)
     zcols = tuple(table.zorder_by) if zorder else ()
+    notes: list[str] = list(layout_notes(bundle, key, state))
+    clustered = state.clustering is not None
+    if clustered and zcols:
+        zcols = ()  # Delta refuses ZORDER BY on a clustered table; OPTIMIZE clusters it instead
     by_part: dict[Partition, list[FileInfo]] = {}
     for f in state.files:
         by_part.setdefault(f.partition, []).append(f)
 
-    notes: list[str] = []
     # The newest time partition is still being written (several, when other columns differ).
     active_parts: set[Partition] = set()
     tcol = table.time_partition
@@ -247,7 +253,8 @@ def build_plan(
         # One file is already compact; Z-order still sorts it when asked to.
         if len(files) < 2 and not zcols:
             continue
-        if not zcols and n_small < 2:
+        # New files of a clustered table are not clustered yet, whatever their size.
+        if not zcols and not clustered and n_small < 2:
             continue  # nothing to bin-pack: at most one file below the small-file size
         parts.append(PartitionPlan(p, len(files), sum(f.size for f in files), n_small))
 
@@ -262,14 +269,46 @@ def build_plan(
         small_file_size=small,
         zorder_by=zcols,
         partitions=tuple(parts),
+        cluster_by=state.clustering or (),
         skipped=tuple(skipped),
         vacuum=vacuum_plan(bundle, key, retain_hours) if vacuum else None,
         table_files=len(state.files),
         table_bytes=sum(f.size for f in state.files),
         table_small_files=sum(f.size < small for f in state.files),
-        file_size_property_set=state.properties.get("delta.targetFileSize") == str(target),
         notes=tuple(notes),
     )
+
+
+def quote_ident(name: str) -> str:
+    """`catalog`.`schema`.`table` from catalog.schema.table (backticks doubled inside)."""
+    return ".".join("`" + part.replace("`", "``") + "`" for part in name.split("."))
+
+
+def layout_notes(bundle: Bundle, key: str, state: TableState) -> tuple[str, ...]:
+    """Warnings when the table's layout (clustering, partitioning) is not the bundle's."""
+    table = bundle.table(key)
+    want = tuple(table.cluster_by)
+    have = state.clustering
+    ref = quote_ident(table.name) if table.name else f"delta.`{bundle.table_location(key)}`"
+    if want and have != want:
+        now = (f"clustered by {', '.join(have)}" if have
+               else f"partitioned by {', '.join(state.partition_columns)}"
+               if state.partition_columns else "not clustered")  # fmt: skip
+        fix = (f"ALTER TABLE {ref} CLUSTER BY ({', '.join(quote_ident(c) for c in want)})"
+               if not state.partition_columns
+               else f"recreate the table clustered (CREATE TABLE ... CLUSTER BY ({', '.join(want)}) "
+               "AS SELECT ...): a partitioned table cannot be altered to clustering")  # fmt: skip
+        return (
+            f"warning: tables.{key}.cluster_by is [{', '.join(want)}] but the table is {now}; "
+            f"OPTIMIZE follows the table. Fix: {fix}",
+        )
+    if have and not want:
+        return (
+            f"warning: the table is clustered by {', '.join(have)} but tables.{key} has no "
+            f"cluster_by; OPTIMIZE clusters it (ZORDER BY is not allowed there). Fix: add "
+            f"`cluster_by: [{', '.join(have)}]` to tables.{key} in bundle.yml",
+        )
+    return ()
 
 
 def partitions_from_values(columns: Iterable[str], values: Mapping[str, str | None]) -> Partition:

@@ -1,12 +1,14 @@
 """One report per table and run: files and bytes before/after, small-file ratio, partitions, time.
 
 Kept as JSON under `<cache_dir>/reports/compaction/`, printed (CLI, Airflow task log) and
-emitted as metrics (JSON lines under `<cache_dir>/metrics/`, the local target's metrics sink).
+emitted as metrics shaped like the streams' (JSON lines under `<cache_dir>/metrics/`, and Azure
+Monitor's Logs Ingestion API on targets that send metrics there).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -15,7 +17,10 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from streamops.bundle import Bundle
 
-Status = Literal["compacted", "planned", "nothing_to_do", "no_table", "failed"]
+# managed: predictive optimization maintains the table; nothing was run.
+_log = logging.getLogger("streamops.compaction")
+
+Status = Literal["compacted", "planned", "nothing_to_do", "no_table", "failed", "managed"]
 
 
 @dataclass(frozen=True)
@@ -45,10 +50,15 @@ class CompactionReport:
     partitions_touched: tuple[str, ...] = ()
     partitions_skipped: tuple[str, ...] = ()
     zorder_by: tuple[str, ...] = ()
+    # Liquid clustering columns OPTIMIZE clustered by (a clustered table), else ().
+    cluster_by: tuple[str, ...] = ()
     files_removed: int = 0
     files_added: int = 0
     vacuum_retention_hours: int | None = None
     vacuum_files_deleted: int | None = None
+    # Why that retention: Delta's 168-hour floor, the slowest reader's lag + margin, or requested.
+    vacuum_reason: str | None = None
+    # Commit conflicts with concurrent writers that were retried on a fresh snapshot.
     retries: int = 0
     message: str = ""
     plan: dict[str, Any] = field(default_factory=dict)
@@ -73,7 +83,7 @@ class CompactionReport:
             snap = dict(d[k])
             snap.pop("small_file_ratio", None)
             d[k] = Snapshot(**snap)
-        for k in ("partitions_touched", "partitions_skipped", "zorder_by"):
+        for k in ("partitions_touched", "partitions_skipped", "zorder_by", "cluster_by"):
             d[k] = tuple(d.get(k, ()))
         return cls(**d)
 
@@ -92,14 +102,17 @@ class CompactionReport:
             out.append("  left alone: " + ", ".join(self.partitions_skipped))
         if self.zorder_by:
             out.append(f"  Z-order by {', '.join(self.zorder_by)}")
+        if self.cluster_by:
+            out.append(f"  liquid clustering by {', '.join(self.cluster_by)} (incremental)")
         if self.vacuum_retention_hours is not None:
             deleted = "-" if self.vacuum_files_deleted is None else self.vacuum_files_deleted
             out.append(
-                f"  VACUUM retain {self.vacuum_retention_hours} hours, files deleted {deleted}"
+                f"  VACUUM retain {self.vacuum_retention_hours} hours "
+                f"({self.vacuum_reason or 'reason not recorded'}), files deleted {deleted}"
             )
         out.append(
-            f"  versions {self.read_version} -> {self.version_after}, retries {self.retries}, "
-            f"{self.duration_s:.2f} s"
+            f"  versions {self.read_version} -> {self.version_after}, conflicts retried "
+            f"{self.retries}, {self.duration_s:.2f} s"
         )
         if self.message:
             out.append(f"  {self.message}")
@@ -123,35 +136,62 @@ def save(bundle: Bundle, report: CompactionReport) -> Path:
 
 
 METRICS = (
-    ("files_before", lambda r: r.before.files),
-    ("files_after", lambda r: r.after.files),
-    ("bytes_before", lambda r: r.before.bytes),
-    ("bytes_after", lambda r: r.after.bytes),
-    ("small_file_ratio_before", lambda r: r.before.small_file_ratio),
-    ("small_file_ratio_after", lambda r: r.after.small_file_ratio),
-    ("partitions_touched", lambda r: len(r.partitions_touched)),
-    ("duration_seconds", lambda r: r.duration_s),
-    ("commit_retries", lambda r: r.retries),
-    ("failed", lambda r: int(r.status == "failed")),
+    ("files_before", "count", lambda r: r.before.files),
+    ("files_after", "count", lambda r: r.after.files),
+    ("bytes_before", "bytes", lambda r: r.before.bytes),
+    ("bytes_after", "bytes", lambda r: r.after.bytes),
+    ("small_file_ratio_before", "ratio", lambda r: r.before.small_file_ratio),
+    ("small_file_ratio_after", "ratio", lambda r: r.after.small_file_ratio),
+    ("partitions_touched", "count", lambda r: len(r.partitions_touched)),
+    ("files_removed", "count", lambda r: r.files_removed),
+    ("files_added", "count", lambda r: r.files_added),
+    ("duration_seconds", "seconds", lambda r: r.duration_s),
+    ("commit_retries", "count", lambda r: r.retries),
+    ("vacuum_retention_hours", "hours", lambda r: r.vacuum_retention_hours),
+    ("vacuum_files_deleted", "count", lambda r: r.vacuum_files_deleted),
+    ("managed_by_predictive_optimization", "flag", lambda r: int(r.status == "managed")),
+    ("failed", "flag", lambda r: int(r.status == "failed")),
 )
+# The Query column of every compaction point (the streams' points carry their query name there);
+# the Job column carries the table.
+QUERY = "compaction"
 
 
 def metric_points(report: CompactionReport, now: datetime) -> list[dict[str, Any]]:
-    """The report as metric points: `streamops.compaction.<name>` tagged with table and target."""
-    tags = {"table": report.table, "target": report.target, "engine": report.engine}
+    """The report as metric points shaped like the streams' (`monitoring.metrics_table`):
+    `streamops.compaction.<name>`, job = the table, query = 'compaction', the target."""
     return [
-        {"ts": now.isoformat(), "metric": f"streamops.compaction.{name}", "value": get(report),
-         "tags": tags}
-        for name, get in METRICS
+        {"ts": now.isoformat(), "name": f"streamops.compaction.{name}", "value": value,
+         "unit": unit, "job": report.table, "query": QUERY, "target": report.target}
+        for name, unit, get in METRICS
+        if (value := get(report)) is not None
     ]  # fmt: skip
 
 
-def emit_metrics(bundle: Bundle, report: CompactionReport, now: datetime) -> Path:
-    """Append the report's metric points to `<cache_dir>/metrics/compaction.jsonl`."""
-    d = bundle.cache_dir / "metrics"
-    d.mkdir(parents=True, exist_ok=True)
-    path = d / "compaction.jsonl"
-    with path.open("a", encoding="utf-8") as fh:
-        for p in metric_points(report, now):
-            fh.write(json.dumps(p, separators=(",", ":")) + "\n")
-    return path
+def emit_metrics(
+    bundle: Bundle, report: CompactionReport, now: datetime, *, credential: Any = None
+) -> Path:
+    """Export the report's points the way the streams' metrics go: JSON lines in
+    `<cache_dir>/metrics/compaction.jsonl` on every target, and to Azure Monitor (Logs
+    Ingestion API, the same custom table) where the target sends metrics there.
+
+    A failed upload is logged with its cause and does not fail the compaction it describes.
+    """
+    from streamops.monitoring.exporters import AzureMonitorSink, JsonlSink, metrics_dir
+
+    points = metric_points(report, now)
+    directory = metrics_dir(bundle.cache_dir)
+    JsonlSink(directory)(points)
+    mon = bundle.target.monitoring
+    if mon.metrics == "azure-monitor" and mon.ingestion_endpoint and mon.dcr_immutable_id:
+        sink = AzureMonitorSink(
+            mon.ingestion_endpoint, mon.dcr_immutable_id, mon.dcr_stream, credential=credential
+        )
+        try:
+            sink(points)  # one small batch per table and night: no buffer thread needed
+        except Exception as exc:
+            _log.warning(
+                "compaction metrics of table %s not sent to Azure Monitor (%s): %s: %s",
+                report.table, mon.ingestion_endpoint, type(exc).__name__, exc,
+            )  # fmt: skip
+    return directory / f"{QUERY}.jsonl"

@@ -1,19 +1,23 @@
 """Compact one table of the bundle: read the log, plan, run the SQL on the target's engine, report.
 
 Locally the SQL runs through Spark ("spark-sql": a local session from `session_for`, created
-only when there is something to run); on Databricks targets through a SQL warehouse
-("databricks-sql"). Planning and the report read the Delta log with delta-rs, no JVM needed.
+only when there is something to run); on Databricks targets as a one-time job run of
+jobs/compact.py ("databricks-job", the same code on the cluster's session) or through a SQL
+warehouse ("databricks-sql"). On Databricks, a Unity Catalog table under predictive
+optimization is left to it. Planning and the report read the Delta log with delta-rs.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from streamops.compaction import log
+from streamops.compaction import log, predictive
 from streamops.compaction.plan import CompactionPlan, FileInfo, TableState, build_plan
 from streamops.compaction.report import CompactionReport, Snapshot
 from streamops.compaction.retry import RetryPolicy
@@ -21,13 +25,18 @@ from streamops.compaction.sql import run_plan
 from streamops.errors import CompactionError, UsageError
 
 if TYPE_CHECKING:
+    from databricks.sdk import WorkspaceClient
     from pyspark.sql import SparkSession
 
     from streamops.bundle import Bundle
     from streamops.compaction.databricks import DatabricksSqlRunner
     from streamops.compaction.sql import StatementRunner
 
-ENGINES = ("spark-sql", "databricks-sql")
+_log = logging.getLogger("streamops.compaction")
+
+ENGINES = ("spark-sql", "databricks-sql", "databricks-job")
+# Engines that run on a Databricks workspace, where Unity Catalog may manage the table.
+DATABRICKS_ENGINES = ("databricks-sql", "databricks-job")
 
 
 def _snapshot(files: tuple[FileInfo, ...], small: int) -> Snapshot:
@@ -40,8 +49,11 @@ def retry_policy(bundle: Bundle, sleep: Callable[[float], None] = time.sleep) ->
 
 
 def default_engine(bundle: Bundle) -> str:
-    """Spark SQL on the local target, a Databricks SQL warehouse on Databricks targets."""
-    return "spark-sql" if bundle.target.mode == "local" else "databricks-sql"
+    """Spark SQL on the local target; on Databricks targets `compaction.databricks_engine` (a
+    one-time job run by default: only a cluster session can tag the OPTIMIZE commit)."""
+    if bundle.target.mode == "local":
+        return "spark-sql"
+    return bundle.spec.compaction.databricks_engine
 
 
 def sql_runner(bundle: Bundle) -> DatabricksSqlRunner:
@@ -115,6 +127,7 @@ def compact_table(
     engine: str | None = None,
     runner: StatementRunner | None = None,
     spark: SparkSession | None = None,
+    uc_client: WorkspaceClient | None = None,
     sleep: Callable[[float], None] = time.sleep,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     monotonic: Callable[[], float] = time.monotonic,
@@ -144,12 +157,31 @@ def compact_table(
         )  # fmt: skip
     plan = build_plan(bundle, key, state, zorder=zorder, vacuum=vacuum, retain_hours=retain_hours)
     head |= _plan_fields(plan, state)
+    for note in plan.notes:
+        if note.startswith("warning:"):
+            _log.warning("table %s: %s", key, note.removeprefix("warning: "))
+    managed = (
+        predictive.managed_reason(bundle, key, uc_client) if engine in DATABRICKS_ENGINES else None
+    )
+    if managed is not None:
+        head["message"] = "; ".join(filter(None, [managed, head["message"]]))
+        return CompactionReport(
+            **head, status="managed", duration_s=monotonic() - t0, after=head["before"],
+            version_after=state.version,
+        )  # fmt: skip
     if dry_run or (not plan.optimizes and plan.vacuum is None):
         return CompactionReport(
             **head, status="planned" if dry_run else "nothing_to_do",
             duration_s=monotonic() - t0, after=head["before"], version_after=state.version,
         )  # fmt: skip
 
+    if engine == "databricks-job" and runner is None:
+        from streamops.compaction.databricks_job import JobRequest, run_on_databricks
+
+        request = JobRequest(key, zorder=zorder, vacuum=vacuum, retain_hours=retain_hours)
+        remote = run_on_databricks(bundle, request, sleep=sleep)
+        # The cluster planned and ran it; the figures are its own, the time is the whole trip.
+        return replace(remote, engine=engine, duration_s=monotonic() - t0)
     if runner is None:
         runner = spark_runner(bundle, spark) if engine == "spark-sql" else sql_runner(bundle)
     run_id = uuid.uuid4().hex
@@ -177,7 +209,9 @@ def _plan_fields(plan: CompactionPlan, state: TableState) -> dict[str, Any]:
         "partitions_touched": tuple(p.label for p in plan.partitions),
         "partitions_skipped": tuple(f"{s.label} ({s.reason})" for s in plan.skipped),
         "zorder_by": plan.zorder_by,
+        "cluster_by": plan.cluster_by,
         "vacuum_retention_hours": plan.vacuum.retention_hours if plan.vacuum else None,
+        "vacuum_reason": plan.vacuum.governed_by if plan.vacuum else None,
         "plan": plan.to_dict(),
         "message": "; ".join(plan.notes),
     }

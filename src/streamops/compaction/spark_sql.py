@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, ClassVar
 
-from streamops.compaction.sql import Dialect, StatementFailed
+from streamops.compaction.sql import Dialect, StatementFailed, conflicting_operation
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -65,8 +65,9 @@ def statement_failed(statement: str, exc: Exception) -> StatementFailed:
     first = message.strip().splitlines()[0] if message.strip() else ""
     condition = _condition(exc, first)
     return StatementFailed(
-        statement, "FAILED", condition or kind, f"{kind}: {first}", engine="Spark"
-    )
+        statement, "FAILED", condition or kind, f"{kind}: {first}", engine="Spark",
+        conflicting=conflicting_operation(message),
+    )  # fmt: skip
 
 
 def _condition(exc: Exception, first_line: str) -> str:

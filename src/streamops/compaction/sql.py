@@ -2,34 +2,31 @@
 
 Spark runs it locally (`spark_sql.SparkSqlRunner`), a Databricks SQL warehouse remotely
 (`databricks.DatabricksSqlRunner`). The dialects differ in one place only: how OPTIMIZE learns
-the target file size (a table property on Databricks; session settings in open-source Delta,
-which refuses `delta.targetFileSize`). Conflicts with the streams are retried by `run_plan`.
+the target file size (session settings in Spark; a warehouse keeps the table's own
+`delta.targetFileSize` or its auto-tuning). Nothing here alters the table: a metadata commit
+(ALTER TABLE ... SET TBLPROPERTIES) would fail every stream's in-flight commit
+(MetadataChangedException). Conflicts with the streams are retried by `run_plan`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Literal, Protocol
 
 from streamops.compaction.log import MARKER, RUN_KEY
-from streamops.compaction.plan import CompactionPlan
+from streamops.compaction.plan import CompactionPlan, quote_ident
 from streamops.compaction.retry import RetryPolicy, with_retries
-from streamops.errors import CompactionError
+from streamops.errors import CompactionConflictError, CompactionError
 
 Dialect = Literal["databricks", "spark"]
 
-FILE_SIZE_PROPERTY = "delta.targetFileSize"
 # Open-source Delta bin-packs files below minFileSize into files up to maxFileSize.
 SPARK_MAX_FILE_SIZE = "spark.databricks.delta.optimize.maxFileSize"
 SPARK_MIN_FILE_SIZE = "spark.databricks.delta.optimize.minFileSize"
 # Without it open-source Delta writes no VACUUM START/END commits, so the report could not say
 # how many files VACUUM deleted (Databricks logs them by default).
 SPARK_VACUUM_LOGGING = "spark.databricks.delta.vacuum.logging.enabled"
-
-
-def quote_ident(name: str) -> str:
-    """`catalog`.`schema`.`table` from catalog.schema.table (backticks doubled inside)."""
-    return ".".join("`" + part.replace("`", "``") + "`" for part in name.split("."))
 
 
 def sql_literal(value: str | None) -> str:
@@ -81,15 +78,16 @@ def optimize_sql(plan: CompactionPlan) -> str:
 
 
 def file_size_sql(plan: CompactionPlan, dialect: Dialect) -> list[str]:
-    """What makes OPTIMIZE write files of the bundle's target size, in `dialect`."""
+    """What makes OPTIMIZE write files of the bundle's target size, in `dialect`.
+
+    Session settings only (a Spark session, or a Databricks job's cluster session). A SQL
+    warehouse accepts no Delta session settings, and setting the table property there would be
+    a metadata commit that fails the streams' commits: it gets nothing.
+    """
     size = plan.target_file_size
     if dialect == "spark":
         return [f"SET {SPARK_MAX_FILE_SIZE} = {size}", f"SET {SPARK_MIN_FILE_SIZE} = {size}"]
-    if plan.file_size_property_set:
-        # Altering the table is a metadata commit, which fails every stream's in-flight commit
-        # (MetadataChangedException): only when the property is not already right.
-        return []
-    return [f"ALTER TABLE {table_ref(plan)} SET TBLPROPERTIES ('{FILE_SIZE_PROPERTY}' = '{size}')"]
+    return []
 
 
 def statements(plan: CompactionPlan, dialect: Dialect = "databricks") -> list[str]:
@@ -116,13 +114,43 @@ CONFLICT_MARKS = (
 )
 
 
+# Delta names the commit that won the race: 'a concurrent MERGE deleted data from table ...
+# (committed at version 12)' (Delta 4), or 'Conflicting commit: {..."operation":"MERGE"...}'.
+_CONFLICTING = (
+    re.compile(r"a concurrent ([A-Z][A-Z ]*?[A-Z]) (?:deleted|added|changed|updated|removed)"),
+    re.compile(r'Conflicting commit:\s*\{.*?"operation"\s*:\s*"([^"]+)"', re.S),
+)
+_CONFLICTING_VERSION = (
+    re.compile(r"committed at version (\d+)"),
+    re.compile(r'Conflicting commit:\s*\{.*?"version"\s*:\s*(\d+)', re.S),
+)
+
+
+def conflicting_operation(text: str) -> str:
+    """The winning commit's operation (e.g. 'MERGE (version 12)') from Delta's message, or ''."""
+    op = next((m.group(1) for p in _CONFLICTING if (m := p.search(text))), "")
+    if not op:
+        return ""
+    v = next((m.group(1) for p in _CONFLICTING_VERSION if (m := p.search(text))), None)
+    return f"{op} (version {v})" if v else op
+
+
 class StatementFailed(CompactionError):
     """A compaction statement failed on its engine; `is_conflict` when a retry can succeed."""
 
     def __init__(
-        self, statement: str, state: str, code: str, message: str, *, engine: str = "Databricks"
+        self,
+        statement: str,
+        state: str,
+        code: str,
+        message: str,
+        *,
+        engine: str = "Databricks",
+        conflicting: str = "",
     ):
         self.statement, self.state, self.code, self.detail = statement, state, code, message
+        # The concurrent commit's operation when Delta named it (a conflict), else ''.
+        self.conflicting = conflicting or conflicting_operation(message)
         super().__init__(
             f"{engine} statement {state}: {code or '-'}: {message or '(no message)'} [{statement}]"
         )
@@ -172,11 +200,22 @@ def run_plan(
         def step(sql: str = sql, meta: str | None = meta) -> str:
             return runner.execute(sql, user_metadata=meta)
 
-        _, n = with_retries(
-            step,
-            policy,
-            what=f"{sql.split(' ', 1)[0]} {plan.table}",
-            retryable=lambda e: isinstance(e, StatementFailed) and e.is_conflict,
-        )
+        try:
+            _, n = with_retries(
+                step,
+                policy,
+                what=f"{sql.split(' ', 1)[0]} {plan.table}",
+                retryable=lambda e: isinstance(e, StatementFailed) and e.is_conflict,
+            )
+        except CompactionError as exc:
+            last = exc.__cause__
+            if isinstance(last, StatementFailed) and last.is_conflict:
+                raise CompactionConflictError(
+                    str(exc),
+                    table=plan.table,
+                    attempts=policy.max_retries + 1,
+                    operation=last.conflicting or "a concurrent write (Delta did not name it)",
+                ) from last
+            raise
         retries += n
     return retries

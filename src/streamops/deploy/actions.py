@@ -7,12 +7,12 @@ what a user typed (UI params, CLI options) before any remote call.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from streamops.deploy import client, specs
-from streamops.deploy.guard import check_before_deploy
-from streamops.deploy.plan import Plan, make_plan, with_fingerprint
+from streamops.deploy import artifacts, client, governance, specs, uploads
+from streamops.deploy.guard import check_before_deploy, restart_blockers
+from streamops.deploy.plan import Plan, UploadStep, make_plan, with_fingerprint
 from streamops.errors import DeployError, DriftError
 
 if TYPE_CHECKING:
@@ -73,10 +73,25 @@ def check_request(bundle_targets: dict[str, str], jobs: list[str], params: dict[
 
 
 def plan(hook: DatabricksHook, bundle: Bundle, job_key: str) -> tuple[Plan, Any]:
-    desired = specs.build_job_settings(bundle, job_key)
+    """What a deploy would do: the job (create / update / unchanged, drift) and each upload."""
+    arts = artifacts.collect(bundle, job_key, prepare=True)  # builds; no workspace call
+    uploads.check_size(list(arts.uploads))
+    desired = specs.build_job_settings(bundle, job_key, arts)
     live = client.find_job(hook, desired.name or "")
     p = make_plan(desired, live.settings if live else None, live.job_id if live else None)
-    return p, desired
+    ws = uploads.workspace_client(hook)
+    steps = tuple(UploadStep(u, uploads.present(hook, ws, u)) for u in arts.uploads)
+    return replace(p, uploads=steps), desired
+
+
+def _upload_missing(hook: DatabricksHook, p: Plan) -> str:
+    """Upload what the plan found missing (before the job points at it); say what was sent."""
+    if not p.missing:
+        return ""
+    ws = uploads.workspace_client(hook)
+    for up in p.missing:
+        uploads.upload(hook, ws, up)
+    return f"uploaded {len(p.missing)} file(s); "
 
 
 def deploy(
@@ -104,7 +119,9 @@ def deploy(
     if dry_run:
         return ActionResult("deploy", name, p.job_id, plan=p, message="dry run: nothing changed")
     if p.action == "unchanged":
-        return ActionResult("deploy", name, p.job_id, plan=p, message="nothing to do")
+        # Files the job points at that went missing are put back; the job is left alone.
+        sent = _upload_missing(hook, p)
+        return ActionResult("deploy", name, p.job_id, plan=p, message=f"{sent}nothing to do")
     if p.drift and p.action == "update" and not force:
         raise DriftError(
             f"job '{name}' (id {p.job_id}): {p.drift_reason}; deploying would undo that edit.\n"
@@ -115,8 +132,9 @@ def deploy(
     body = with_fingerprint(desired).as_dict()
     specs.check_settings(body)
     job = bundle.job(job_key)
+    _upload_missing(hook, p)
     if p.action == "create":
-        job_id = client.create_job(hook, body)
+        job_id = client.create_job(hook, governance.with_access_control(bundle, body))
         if not start or job.trigger.available_now or job.continuous:
             return ActionResult("deploy", name, job_id, plan=p, message=f"created job {job_id}")
         run_id = client.run_now(hook, job_id, idempotency_token=token)
@@ -124,11 +142,19 @@ def deploy(
                             f"created job {job_id} and started it")  # fmt: skip
     assert p.job_id is not None
     client.reset_job(hook, p.job_id, body)
+    notes = "".join(f"\nnote: {n}" for n in governance.apply_permissions(hook, bundle, p.job_id))
     if not start or job.trigger.available_now:
-        return ActionResult("deploy", name, p.job_id, plan=p, message=f"updated job {p.job_id}")
+        return ActionResult("deploy", name, p.job_id, plan=p,
+                            message=f"updated job {p.job_id}{notes}")  # fmt: skip
+    blockers = restart_blockers(bundle, job_key)
+    if blockers:
+        return ActionResult("deploy", name, p.job_id, plan=p, message=(
+            f"updated job {p.job_id}; NOT restarted (the running run keeps the old settings): "
+            "its checkpoint check did not pass:\n  " + "\n  ".join(blockers)
+            + "\nthen restart it (action=restart)" + notes))  # fmt: skip
     res = _restart(hook, bundle, job_key, p.job_id, token=token, **wait)
     return ActionResult("deploy", name, p.job_id, res.run_id, res.run_url, p,
-                        f"updated job {p.job_id}; {res.message}")  # fmt: skip
+                        f"updated job {p.job_id}; {res.message}{notes}")  # fmt: skip
 
 
 def _require_job(hook: DatabricksHook, bundle: Bundle, job_key: str) -> client.LiveJob:
@@ -164,6 +190,16 @@ def restart(
     return _restart(hook, bundle, job_key, live.job_id, token=token, **wait)
 
 
+def _deployed_parameters(live: client.LiveJob, bundle: Bundle, job_key: str) -> list[str]:
+    """The live task's own arguments: a one-off run uses the bundle.yml the job was deployed with
+    (its uploaded, content-addressed copy), not whatever this checkout holds now."""
+    for task in live.settings.get("tasks") or []:
+        params = (task.get("spark_python_task") or {}).get("parameters")
+        if task.get("task_key") == job_key and params:
+            return [p for p in params if p not in ("--available-now", "--recover")]
+    return specs.task_parameters(bundle, job_key)
+
+
 def backfill(
     hook: DatabricksHook, bundle: Bundle, job_key: str, *, token: str | None = None
 ) -> ActionResult:
@@ -176,7 +212,7 @@ def backfill(
             "backfill would share its checkpoint. Fix: action=stop first, then backfill "
             "(or action=restart to pick up where it left)"
         )
-    params = specs.task_parameters(bundle, job_key, available_now=True)
+    params = [*_deployed_parameters(live, bundle, job_key), "--available-now"]
     run_id = client.run_now(hook, live.job_id, python_params=params, idempotency_token=token)
     return ActionResult("backfill", specs.job_name(bundle, job_key), live.job_id, run_id,
                         client.run_url(hook, run_id), message=f"started availableNow run {run_id}")  # fmt: skip
@@ -203,7 +239,7 @@ def recover(
     live = _require_job(hook, bundle, job_key)
     running = client.active_runs(hook, live.job_id)
     client.cancel_and_wait(hook, running, **wait)
-    params = specs.task_parameters(bundle, job_key, recover=True)
+    params = [*_deployed_parameters(live, bundle, job_key), "--recover"]
     run_id = client.run_now(hook, live.job_id, python_params=params, idempotency_token=token)
     stopped = f"stopped run(s) {running}, " if running else ""
     return ActionResult("recover", specs.job_name(bundle, job_key), live.job_id, run_id,

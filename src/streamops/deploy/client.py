@@ -35,21 +35,46 @@ def make_hook(
     retry_args: dict[str, Any] | None = None,
     timeout_seconds: int = 180,
 ) -> DatabricksHook:
-    """A provider hook for the Airflow connection `conn_id` (no network until first call)."""
+    """A provider hook for the Airflow connection `conn_id` (no network until first call).
+
+    Its retries wait at least as long as a 429/503 answer's Retry-After asks.
+    """
     try:
         from airflow.providers.databricks.hooks.databricks import DatabricksHook
+        from tenacity import stop_after_attempt, wait_exponential
     except ImportError as exc:  # pragma: no cover - depends on install
         from streamops.errors import MissingDependencyError
 
         raise MissingDependencyError("apache-airflow-providers-databricks", "airflow") from exc
+    # The provider's own defaults, unless the caller brings its own.
+    args = dict(retry_args or {"stop": stop_after_attempt(retry_limit),
+                               "wait": wait_exponential(min=retry_delay, max=2**retry_limit)})  # fmt: skip
+    args["wait"] = RetryAfterWait(args.get("wait"))
     return DatabricksHook(
         conn_id,
         timeout_seconds=timeout_seconds,
         retry_limit=retry_limit,
         retry_delay=retry_delay,
-        retry_args=retry_args,
+        retry_args=args,
         caller="streamops",
     )
+
+
+class RetryAfterWait:
+    """A tenacity wait: the wrapped one, or longer when the server said Retry-After (capped)."""
+
+    def __init__(self, base: Callable[[Any], float] | None, cap_s: float = 120.0) -> None:
+        self.base, self.cap_s = base, cap_s
+
+    def __call__(self, retry_state: Any) -> float:
+        wait = float(self.base(retry_state)) if self.base is not None else 0.0
+        exc = retry_state.outcome.exception() if retry_state.outcome is not None else None
+        response = getattr(exc, "response", None)
+        header = response.headers.get("Retry-After") if response is not None else None
+        try:
+            return max(wait, min(float(header), self.cap_s)) if header else wait
+        except ValueError:  # an HTTP date: rare for these APIs, keep the backoff
+            return wait
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,76 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from databricks.sdk.service import jobs
 
+    from streamops.deploy.artifacts import Upload
+
 SPEC_TAG = "streamops_spec"
 # Filled in by the server, or changed by operations (stop pauses a continuous job): not drift.
+# `run_as` is the creator unless set: compared only when the bundle sets it (see make_plan).
 _SERVER_KEYS = ("format", "run_as", "deployment", "edit_mode", "parent_path")
+# What jobs/get answers for a setting the request left out (Jobs API 2.2 reference and real
+# responses; cluster values are Azure's). Filled into both sides before comparing, so a value
+# the server filled in is no change, and writing the default in bundle.yml is none either.
+_JOB_DEFAULTS: dict[str, Any] = {
+    "timeout_seconds": 0,
+    "max_concurrent_runs": 1,
+    "queue": {"enabled": True},  # 2.2: jobs are queued unless told otherwise
+    "email_notifications": {"no_alert_for_skipped_runs": False},
+    "webhook_notifications": {},
+}
+_TASK_DEFAULTS: dict[str, Any] = {
+    "run_if": "ALL_SUCCESS",
+    "timeout_seconds": 0,
+    "max_retries": 0,
+    "retry_on_timeout": False,
+    "email_notifications": {},
+    "notification_settings": {"no_alert_for_skipped_runs": False,
+                              "no_alert_for_canceled_runs": False, "alert_on_last_attempt": False},
+}  # fmt: skip
+_CLUSTER_DEFAULTS: dict[str, Any] = {
+    "cluster_name": "",
+    "enable_elastic_disk": True,
+    "runtime_engine": "STANDARD",
+    "azure_attributes": {"first_on_demand": 1, "availability": "ON_DEMAND_AZURE",
+                         "spot_bid_max_price": -1},
+}  # fmt: skip
+
+
+def _fill(value: dict[str, Any], defaults: dict[str, Any]) -> None:
+    """Put each default under `value` where it is missing (dicts: key by key)."""
+    for k, v in defaults.items():
+        if isinstance(v, dict) and isinstance(value.get(k), dict):
+            _fill(value[k], v)
+        elif k not in value:
+            value[k] = copy.deepcopy(v)
+
+
+def _with_defaults(d: dict[str, Any]) -> None:
+    _fill(d, _JOB_DEFAULTS)
+    for task in d.get("tasks", []):
+        _fill(task, _TASK_DEFAULTS)
+        py = task.get("spark_python_task")
+        if py is not None and "git_source" not in d:
+            py.setdefault("source", "WORKSPACE")
+    for jc in d.get("job_clusters", []):
+        cluster = jc.get("new_cluster")
+        if cluster is not None:
+            _fill(cluster, _CLUSTER_DEFAULTS)
+            if "node_type_id" in cluster:
+                cluster.setdefault("driver_node_type_id", cluster["node_type_id"])
+    # Order is the server's business where it carries no meaning (tasks run by depends_on).
+    d.get("tasks", []).sort(key=lambda t: t.get("task_key", ""))
+    d.get("job_clusters", []).sort(key=lambda c: c.get("job_cluster_key", ""))
+
+
+def _canonical(value: Any) -> Any:
+    """JSON numbers as the server writes them: -1.0 and -1 are the same value."""
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _prune(value: Any) -> Any:
@@ -41,7 +108,8 @@ def normalize(settings: dict[str, Any]) -> dict[str, Any]:
         d.pop(k, None)
     d.get("tags", {}).pop(SPEC_TAG, None)
     d.get("continuous", {}).pop("pause_status", None)
-    pruned: dict[str, Any] = _prune(d)
+    _with_defaults(d)
+    pruned: dict[str, Any] = _canonical(_prune(d))
     return pruned
 
 
@@ -67,6 +135,12 @@ class Plan:
     drift: bool = False
     drift_reason: str = ""
     diff: list[str] = field(default_factory=list)
+    # Each file the job runs, and whether it is already at its (content-addressed) destination.
+    uploads: tuple[UploadStep, ...] = ()
+
+    @property
+    def missing(self) -> list[Upload]:
+        return [u.upload for u in self.uploads if not u.present]
 
     def render(self) -> str:
         head = {
@@ -77,8 +151,19 @@ class Plan:
         lines = [head]
         if self.drift:
             lines.append(f"DRIFT: {self.drift_reason}")
+        for step in self.uploads:
+            u = step.upload
+            what = "already there:" if step.present else "upload"
+            lines.append(f"{what} {u.source.name} -> {u.destination} (sha256 {u.sha256[:16]}, "
+                         f"{u.size} bytes)")  # fmt: skip
         lines += self.diff
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class UploadStep:
+    upload: Upload
+    present: bool
 
 
 def make_plan(
@@ -88,8 +173,13 @@ def make_plan(
     name = desired.name or ""
     want = normalize(desired.as_dict())
     if live is None:
-        return Plan(name, "create", diff=_diff({}, want, "(none)"))
+        shown = _canonical(_prune(desired.as_dict()))
+        return Plan(name, "create", diff=_diff({}, shown, "(none)"))
     have = normalize(live)
+    if desired.run_as is not None:  # unset, the server fills in the creator: not a change
+        want["run_as"] = desired.run_as.as_dict()
+        if live.get("run_as") is not None:
+            have["run_as"] = live["run_as"]
     tag = (live.get("tags") or {}).get(SPEC_TAG)
     drift, reason = False, ""
     if tag is None:

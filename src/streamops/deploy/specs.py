@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
-from streamops import __version__
 from streamops.bundle.jobs_api_fields import (
     FieldProblem,
     cluster_problems,
@@ -19,12 +18,15 @@ from streamops.bundle.jobs_api_fields import (
     job_settings_problems,
     library_problems,
 )
+from streamops.deploy import governance
+from streamops.deploy.cluster import cluster_spec
 from streamops.errors import DeployError
 
 if TYPE_CHECKING:
     from databricks.sdk.service import jobs
 
     from streamops.bundle import Bundle
+    from streamops.deploy.artifacts import Artifacts
 
 CLUSTER_KEY = "streamops"
 ENTRYPOINT = "jobs/stream.py"
@@ -44,11 +46,17 @@ def workspace_root(bundle: Bundle) -> str:
 
 
 def task_parameters(
-    bundle: Bundle, job_key: str, *, available_now: bool = False, recover: bool = False
+    bundle: Bundle,
+    job_key: str,
+    *,
+    bundle_file: str | None = None,
+    available_now: bool = False,
+    recover: bool = False,
 ) -> list[str]:
-    """Arguments of `jobs/stream.py` (what `python_params` of run-now replaces)."""
-    params = ["--bundle", f"{workspace_root(bundle)}/bundle.yml", "--target", bundle.target_name,
-              "--job", job_key]  # fmt: skip
+    """Arguments of `jobs/stream.py` (what `python_params` of run-now replaces); `bundle_file` is
+    the uploaded bundle.yml (`Artifacts.bundle_file`)."""
+    bundle_file = bundle_file or f"{workspace_root(bundle)}/bundle.yml"
+    params = ["--bundle", bundle_file, "--target", bundle.target_name, "--job", job_key]
     if available_now:
         params.append("--available-now")
     if recover:
@@ -95,8 +103,14 @@ def tags(bundle: Bundle, job_key: str) -> dict[str, str]:
     return {**base, **(db.tags if db else {}), **job.tags}
 
 
-def build_job_settings(bundle: Bundle, job_key: str) -> jobs.JobSettings:
-    """The Databricks job for `job_key` on the bundle's target, as typed sdk dataclasses."""
+def build_job_settings(
+    bundle: Bundle, job_key: str, artifacts: Artifacts | None = None
+) -> jobs.JobSettings:
+    """The Databricks job for `job_key` on the bundle's target, as typed sdk dataclasses.
+
+    `artifacts` names the uploaded entrypoint, bundle.yml and wheel(s); default: those of the
+    project as it is now (`artifacts.collect`: builds the wheel, no network).
+    """
     from databricks.sdk.service import compute, jobs
 
     _databricks_target(bundle)
@@ -110,22 +124,18 @@ def build_job_settings(bundle: Bundle, job_key: str) -> jobs.JobSettings:
             "node_type_id are needed for the job cluster. Fix: set e.g. "
             "`spark_version: 18.0.x-scala2.13` and `node_type_id: Standard_D8ds_v5`"
         )
-    root = workspace_root(bundle)
+    if artifacts is None:
+        from streamops.deploy.artifacts import collect
+
+        artifacts = collect(bundle, job_key)
 
     cluster_extra = db.cluster_settings if db else {}
     _raise(bundle, (*tbase, "cluster_settings"), cluster_problems(cluster_extra))
-    cluster = compute.ClusterSpec(
-        spark_version=cl.spark_version,
-        node_type_id=cl.node_type_id,
-        num_workers=cl.workers,
-        spark_env_vars={"PYSPARK_PYTHON": "/databricks/python3/bin/python3"},
-    )
+    cluster = cluster_spec(bundle, job)
     if cluster_extra:
         cluster = compute.ClusterSpec.from_dict(_merge(cluster.as_dict(), cluster_extra))
 
-    lib_specs = (db.libraries if db else []) or [
-        {"whl": f"{root}/dist/streamops-{__version__}-py3-none-any.whl"}
-    ]
+    lib_specs = artifacts.libraries() + (db.libraries if db else [])
     _raise(bundle, (*tbase, "libraries"), library_problems(lib_specs))
     libraries = [compute.Library.from_dict(x) for x in lib_specs]
 
@@ -135,7 +145,8 @@ def build_job_settings(bundle: Bundle, job_key: str) -> jobs.JobSettings:
         description=job.description or None,
         job_cluster_key=CLUSTER_KEY,
         spark_python_task=jobs.SparkPythonTask(
-            python_file=f"{root}/{ENTRYPOINT}", parameters=task_parameters(bundle, job_key)
+            python_file=artifacts.entrypoint,
+            parameters=task_parameters(bundle, job_key, bundle_file=artifacts.bundle_file),
         ),
         libraries=libraries,
         timeout_seconds=0,
@@ -144,15 +155,20 @@ def build_job_settings(bundle: Bundle, job_key: str) -> jobs.JobSettings:
         task.max_retries = AVAILABLE_NOW_RETRIES if available_now else -1
         task.min_retry_interval_millis = int((db.retry_interval if db else 60.0) * 1000)
         task.retry_on_timeout = False
+    email, webhooks = governance.notifications(bundle, job)
     settings = jobs.JobSettings(
         name=job_name(bundle, job_key),
         description=job.description or None,
-        tags=tags(bundle, job_key),
+        tags={**tags(bundle, job_key), **governance.acl_tag(bundle)},
         max_concurrent_runs=1,
         timeout_seconds=0,
         job_clusters=[jobs.JobCluster(job_cluster_key=CLUSTER_KEY, new_cluster=cluster)],
         tasks=[task],
         queue=jobs.QueueSettings(enabled=False),
+        run_as=governance.run_as(bundle),
+        email_notifications=email,
+        webhook_notifications=webhooks,
+        health=governance.health(bundle, job),
     )
     if job.continuous:
         settings.continuous = jobs.Continuous(

@@ -47,6 +47,10 @@ INPUT_RATE = "streamops_input_rows_per_second"
 PROCESSED_RATE = "streamops_processed_rows_per_second"
 INPUT_ROWS = "streamops_input_rows"
 QUARANTINED = "streamops_quarantined_rows"
+# Event-time watermark minus the batch's processing time: negative while the stream is sane.
+# A positive value means an event from the future moved the watermark, and from then on every
+# on-time event is "late" and dropped.
+WATERMARK_LEAD = "streamops_watermark_lead_seconds"
 
 METRICS: dict[str, MetricDef] = {
     m.name: m
@@ -72,6 +76,8 @@ METRICS: dict[str, MetricDef] = {
         MetricDef(PROCESSED_RATE, "rows/second", BASE_DIMS, "rows read / batch duration"),
         MetricDef(QUARANTINED, "rows", BASE_DIMS,
                   "rows sent to quarantine (malformed, missing fields, ...) in the batch"),
+        MetricDef(WATERMARK_LEAD, "seconds", BASE_DIMS,
+                  "event-time watermark minus the batch's time (stateful queries; > 0: poisoned)"),
     )
 }  # fmt: skip
 
@@ -119,6 +125,10 @@ def batch_points(
     if now is not None and prev is not None and now > prev:
         points.append(pt(INPUT_RATE, round(bp.input_rows / (now - prev).total_seconds(), 2)))
     points.append(pt(QUARANTINED, bp.malformed_rows))
+    mark = _ts(bp.watermark or "")
+    # Spark reports the epoch until the first event sets a watermark: no lead to speak of.
+    if now is not None and mark is not None and mark.timestamp() > 0:
+        points.append(pt(WATERMARK_LEAD, round((mark - now).total_seconds(), 3)))
     return points
 
 

@@ -4,7 +4,7 @@ alerts, and the consumer-group commit of each batch's end offsets."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from streamops.monitoring.exporters import BufferedExporter, JsonlSink, metrics_dir
 from streamops.monitoring.metrics import BatchMetrics
@@ -45,10 +45,13 @@ class JobMonitor:
         from streamops.monitoring.alerts.evaluate import FastPath
 
         mon = bundle.target.monitoring
-        # Metrics are written as JSON lines on the driver for every target; azure-monitor targets
-        # also upload them through the Logs Ingestion API (each sink buffered on its own thread).
-        exporter = BufferedExporter(JsonlSink(metrics_dir(bundle.cache_dir)),
-                                    max_batches=mon.buffer_batches, name="jsonl")  # fmt: skip
+        # Metrics go to JSON lines on the driver's disk (local targets) and through the Logs
+        # Ingestion API (azure-monitor), each sink buffered on its own thread. On Databricks the
+        # driver's disk is gone with the cluster and read by no alert: Azure Monitor only there.
+        exporter: Any = None
+        if mon.metrics == "jsonl" or bundle.target.mode != "databricks":
+            exporter = BufferedExporter(JsonlSink(metrics_dir(bundle.cache_dir)),
+                                        max_batches=mon.buffer_batches, name="jsonl")  # fmt: skip
         if mon.metrics == "azure-monitor" and mon.ingestion_endpoint and mon.dcr_immutable_id:
             from streamops.monitoring.exporters import AzureMonitorSink, FanOut
 
@@ -56,7 +59,8 @@ class JobMonitor:
                 AzureMonitorSink(mon.ingestion_endpoint, mon.dcr_immutable_id, mon.dcr_stream),
                 max_batches=mon.buffer_batches, name="azure-monitor",
             )  # fmt: skip
-            exporter = FanOut(exporter, azure)  # type: ignore[assignment]
+            exporter = azure if exporter is None else FanOut(exporter, azure)
+        assert exporter is not None  # azure-monitor without its endpoint fails validation
         fast = FastPath(bundle, say=say) if alerting else None
         metrics = BatchMetrics(job=job_name, target=bundle.target_name,
                                trigger_seconds=trigger_seconds, export=exporter, say=say,

@@ -27,6 +27,13 @@ class BatchCommit:
     query: str
     batch_id: int
     end_offsets: tuple[Any, ...] = field(default=())
+    # The Delta app-transaction version the batch was written under (txnVersion). Commits written
+    # before it was recorded used the batch id.
+    txn_version: int | None = None
+
+    @property
+    def txn(self) -> int:
+        return self.batch_id if self.txn_version is None else self.txn_version
 
     def kafka_offsets(self) -> dict[str, dict[str, int]]:
         """The Kafka sources' end offsets merged into {topic: {partition: next offset}}."""
@@ -54,11 +61,11 @@ def is_kafka_offsets(value: Any) -> bool:
 
 def encode(commit: BatchCommit) -> str:
     """The userMetadata string of `commit`."""
-    return json.dumps(
-        {TAG: VERSION, "query": commit.query, "batchId": commit.batch_id,
-         "endOffsets": list(commit.end_offsets)},
-        separators=(",", ":"), sort_keys=True,
-    )  # fmt: skip
+    data: dict[str, Any] = {TAG: VERSION, "query": commit.query, "batchId": commit.batch_id,
+                            "endOffsets": list(commit.end_offsets)}  # fmt: skip
+    if commit.txn_version is not None:
+        data["txnVersion"] = commit.txn_version
+    return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
 
 def decode(user_metadata: str | None) -> BatchCommit | None:
@@ -72,8 +79,12 @@ def decode(user_metadata: str | None) -> BatchCommit | None:
     if not isinstance(data, dict) or data.get(TAG) != VERSION:
         return None
     try:
+        txn = data.get("txnVersion")
         return BatchCommit(
-            str(data["query"]), int(data["batchId"]), tuple(data.get("endOffsets") or ())
+            str(data["query"]),
+            int(data["batchId"]),
+            tuple(data.get("endOffsets") or ()),
+            int(txn) if txn is not None else None,
         )
     except (KeyError, TypeError, ValueError):
         return None

@@ -1,10 +1,16 @@
 """Delta sinks for foreachBatch, the same on every target: each micro-batch lands exactly once.
 
 Spark's executors write (Delta Lake through Spark); nothing is collected to the driver. Appends
-carry `txnAppId`/`txnVersion` (app id = the stable query name, version = the batch id), MERGE the
-session-level `spark.databricks.delta.write.txnAppId`/`txnVersion`, so a batch that Spark replays
-after a crash is skipped by Delta itself. Each commit records the batch's end offsets
-(`commit_meta`), the basis for rebuilding a lost checkpoint.
+carry `txnAppId`/`txnVersion` (app id = the stable query name), MERGE the session-level
+`spark.databricks.delta.write.txnAppId`/`txnVersion`, so a batch that Spark replays after a
+crash is skipped by Delta itself. Each commit records the batch's id, end offsets and
+transaction version (`commit_meta`), the basis for rebuilding a lost checkpoint.
+
+The transaction version is the batch id plus a base fixed when a run starts (`_txn_plan`): a
+checkpoint that starts again behind its table (rebuilt, restored from a backup, or new) numbers
+its batches from a lower id than the table already holds, and with version = batch id Delta
+would skip each of them without a word. A replay is recognised by its content instead (the same
+batch id over the same end offsets), and every other batch gets a version above the table's.
 """
 
 from __future__ import annotations
@@ -15,8 +21,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from streamops.bundle.tables import TableRef, as_ref
 from streamops.errors import KafkaError, SinkError
 from streamops.pipeline.commit_meta import BatchCommit, encode, from_commit_info
+from streamops.pipeline.delta_tables import delta_table, table_exists
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -42,7 +50,7 @@ EndOffsets = Callable[[int], Sequence[Any]]
 class SinkSpec:
     """Where and how one query writes."""
 
-    table_uri: str
+    table_uri: str | TableRef  # a path, or the table as bundle.table_ref() resolved it
     app_id: str  # the stable query name
     mode: Literal["append", "merge"] = "append"
     merge_keys: tuple[str, ...] = ()
@@ -71,25 +79,86 @@ class _Committed:
     bytes: int
 
 
-def _find_commit(spark: SparkSession, uri: str, app_id: str, batch_id: int) -> _Committed | None:
-    """This batch's commit in the table's recent history, or None (not written / skipped)."""
-    from delta.tables import DeltaTable
-
+def _find_commit(
+    spark: SparkSession, uri: str | TableRef, app_id: str, batch_id: int, txn: int
+) -> _Committed | None:
+    """This batch's commit (under transaction version `txn`) in the table's recent history, or
+    None (not written / skipped)."""
     rows = (
-        DeltaTable.forPath(spark, uri)
+        delta_table(spark, uri)
         .history(HISTORY_WINDOW)
         .select("version", "userMetadata", "operationMetrics")
         .collect()
     )
     for r in rows:
         c = from_commit_info({"userMetadata": r["userMetadata"]})
-        if c is not None and c.query == app_id and c.batch_id == batch_id:
+        if c is not None and c.query == app_id and c.batch_id == batch_id and c.txn == txn:
             m = r["operationMetrics"] or {}
             rows_out = int(m.get("numOutputRows") or 0) + int(m.get("numTargetRowsInserted") or 0)
             files = int(m.get("numFiles") or m.get("numTargetFilesAdded") or 0)
             size = int(m.get("numOutputBytes") or m.get("numTargetBytesAdded") or 0)
             return _Committed(int(r["version"]), rows_out, files, size)
     return None
+
+
+# Growing windows of history read at the start of a run, newest commits first.
+_PLAN_WINDOWS = (HISTORY_WINDOW, 500, None)
+
+
+@dataclass(frozen=True)
+class _TxnPlan:
+    """How a run numbers its writes to one table: version = base + batch id."""
+
+    base: int
+    replayed: bool  # the run's first batch is already in the table (same id, same offsets)
+
+
+def _txn_plan(
+    spark: SparkSession, uri: str | TableRef, app_id: str, batch_id: int, end: Sequence[Any]
+) -> _TxnPlan:
+    """Decide, at a run's first batch, whether it is a replay and the base of its versions.
+
+    Commits of `app_id` are read newest first, down to the first one of an earlier batch (the
+    current checkpoint wrote nothing older than that which matters here).
+    """
+    newest: BatchCommit | None = None
+    own: BatchCommit | None = None
+    want = list(end)
+    for limit in _PLAN_WINDOWS:
+        history = delta_table(spark, uri).history(limit).select("userMetadata").collect()
+        newest = own = None
+        reached_earlier = False
+        for r in history:
+            c = from_commit_info({"userMetadata": r["userMetadata"]})
+            if c is None or c.query != app_id:
+                continue
+            newest = newest or c
+            if c.batch_id == batch_id and list(c.end_offsets) == want:
+                own = c
+                break
+            if c.batch_id < batch_id:
+                reached_earlier = True
+                break
+        if own is not None or reached_earlier or limit is None or len(history) < limit:
+            break
+    if newest is None:
+        return _TxnPlan(0, False)
+    if own is not None:  # Spark replays a batch the table holds: skip it, go on after the table
+        return _TxnPlan(newest.txn - batch_id, True)
+    if newest.batch_id < batch_id:  # the checkpoint goes on where the table stands
+        return _TxnPlan(newest.txn - newest.batch_id, False)
+    # The checkpoint is behind the table: continue above the table's newest version.
+    return _TxnPlan(newest.txn + 1 - batch_id, False)
+
+
+def _silently_skipped(spec: SinkSpec, table: str | TableRef, batch_id: int, txn: int) -> SinkError:
+    return SinkError(
+        f"batch {batch_id} of query '{spec.app_id}' was not committed to {table}: Delta skipped "
+        f"it as already written (app transaction '{spec.app_id}' version {txn} or later is in "
+        "the table), yet no commit of this batch is there. Nothing was lost yet; the query "
+        "stops. Fix: run `streamops checkpoint check` for the job and restart it; if the table "
+        "was restored or copied, rebuild the query's output from its source"
+    )
 
 
 def _sizes(c: _Committed | None) -> tuple[int, ...]:
@@ -99,41 +168,39 @@ def _sizes(c: _Committed | None) -> tuple[int, ...]:
 
 
 def ensure_table(
-    spark: SparkSession, uri: str, schema: StructType, partition_by: Sequence[str] = ()
+    spark: SparkSession, uri: str | TableRef, schema: StructType, partition_by: Sequence[str] = ()
 ) -> None:
-    """Create the Delta table at `uri` with `schema` when it does not exist (a stream reads it)."""
+    """Create the Delta table `uri` with `schema` when it does not exist (a stream reads it)."""
     from delta.tables import DeltaTable
 
-    builder = DeltaTable.createIfNotExists(spark).location(uri).addColumns(schema)
+    builder = as_ref(uri).create_builder(DeltaTable.createIfNotExists(spark)).addColumns(schema)
     if partition_by:
         builder = builder.partitionedBy(*partition_by)
     builder.execute()
 
 
-def _append(df: DataFrame, spec: SinkSpec, batch_id: int, meta: str) -> None:
+def _append(df: DataFrame, spec: SinkSpec, txn: int, meta: str) -> None:
     w = (
         df.write.format("delta").mode("append")
-        .option("txnAppId", spec.app_id).option("txnVersion", str(batch_id))
+        .option("txnAppId", spec.app_id).option("txnVersion", str(txn))
         .option("userMetadata", meta)
     )  # fmt: skip
     if spec.partition_by:
         w = w.partitionBy(*spec.partition_by)
-    w.save(spec.table_uri)
+    as_ref(spec.table_uri).save(w)
 
 
-def _merge(df: DataFrame, spec: SinkSpec, batch_id: int, meta: str) -> None:
-    from delta.tables import DeltaTable
-
+def _merge(df: DataFrame, spec: SinkSpec, txn: int, meta: str) -> None:
     spark = df.sparkSession
     # Each streaming query runs in its own cloned session, so these settings cannot leak into
     # another query's writes; they are unset again whatever happens.
     spark.conf.set(TXN_APP_ID, spec.app_id)
-    spark.conf.set(TXN_VERSION, str(batch_id))
+    spark.conf.set(TXN_VERSION, str(txn))
     spark.conf.set(USER_METADATA, meta)
     try:
         cond = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in spec.merge_keys)
         (
-            DeltaTable.forPath(spark, spec.table_uri).alias("t")
+            delta_table(spark, spec.table_uri).alias("t")
             .merge(df.alias("s"), cond)
             .whenMatchedUpdateAll()
             .whenNotMatchedInsertAll()
@@ -199,6 +266,18 @@ class _BatchWriter:
 
     spec: SinkSpec  # the table named in errors
     _last: int | None = None
+    _plans: dict[str, _TxnPlan]
+
+    def _plan(
+        self, spark: SparkSession, spec: SinkSpec, batch_id: int, end: Sequence[Any], first: bool
+    ) -> _TxnPlan:
+        """The table's plan for this run (made at the run's first batch)."""
+        plans = self.__dict__.setdefault("_plans", {})
+        key = str(spec.table_uri)
+        if first or key not in plans:
+            plans[key] = _txn_plan(spark, spec.table_uri, spec.app_id, batch_id, end)
+            return plans[key]
+        return _TxnPlan(plans[key].base, False)
 
     def __call__(self, df: DataFrame, batch_id: int) -> None:
         try:
@@ -239,36 +318,38 @@ class GoldWriter(_BatchWriter):
         self.after_commit = after_commit
 
     def _write(self, df: DataFrame, batch_id: int) -> None:
-        from delta.tables import DeltaTable
-
         t0 = time.monotonic()
         spec = self.spec
         spark = df.sparkSession
-        replayed = False
-        if self._may_be_replay(batch_id):
-            if not DeltaTable.isDeltaTable(spark, spec.table_uri):
-                ensure_table(spark, spec.table_uri, df.schema, spec.partition_by)
-            replayed = _find_commit(spark, spec.table_uri, spec.app_id, batch_id) is not None
-        meta = encode(BatchCommit(spec.app_id, batch_id, tuple(self.end_offsets(batch_id))))
+        end = tuple(self.end_offsets(batch_id))
+        first = self._may_be_replay(batch_id)
+        if first and not table_exists(spark, spec.table_uri):
+            ensure_table(spark, spec.table_uri, df.schema, spec.partition_by)
+        plan = self._plan(spark, spec, batch_id, end, first)
+        txn = plan.base + batch_id
+        meta = encode(BatchCommit(spec.app_id, batch_id, end, txn))
         df.persist()
         try:
             rows = df.count()  # runs the plan (state included) exactly once
-            if rows and not replayed:
+            if rows and not plan.replayed:
                 if spec.mode == "merge":
-                    _merge(df, spec, batch_id, meta)
+                    _merge(df, spec, txn, meta)
                 else:
-                    _append(df, spec, batch_id, meta)
+                    _append(df, spec, txn, meta)
         finally:
             df.unpersist()
         done = None
-        if rows and not replayed:
-            done = _find_commit(spark, spec.table_uri, spec.app_id, batch_id)
-            if done is not None and self.after_commit is not None:
+        if rows and not plan.replayed:
+            done = _find_commit(spark, spec.table_uri, spec.app_id, batch_id, txn)
+            if done is None:
+                raise _silently_skipped(spec, spec.table_uri, batch_id, txn)
+            if self.after_commit is not None:
                 self.after_commit(batch_id)
         if self.on_write is not None:
             self.on_write(
-                BatchWrite(batch_id, 0 if replayed else rows, done.version if done else None,
-                           replayed, time.monotonic() - t0, _sizes(done))
+                BatchWrite(batch_id, 0 if plan.replayed else rows,
+                           done.version if done else None, plan.replayed,
+                           time.monotonic() - t0, _sizes(done))
             )  # fmt: skip
 
 
@@ -302,11 +383,11 @@ class BronzeWriter(_BatchWriter):
         t0 = time.monotonic()
         app = self.bronze.app_id
         spark = df.sparkSession
-        held: set[str] = set()
-        if self._may_be_replay(batch_id):
-            held = {s.table_uri for s in (self.bronze, self.quarantine)
-                    if _find_commit(spark, s.table_uri, app, batch_id) is not None}  # fmt: skip
-        meta = encode(BatchCommit(app, batch_id, tuple(self.end_offsets(batch_id))))
+        end = tuple(self.end_offsets(batch_id))
+        first = self._may_be_replay(batch_id)
+        plans = {s.table_uri: self._plan(spark, s, batch_id, end, first)
+                 for s in (self.bronze, self.quarantine)}  # fmt: skip
+        held = {uri for uri, plan in plans.items() if plan.replayed}
         df.persist()
         try:
             # One small aggregate (two numbers) instead of reading the batch twice.
@@ -322,15 +403,19 @@ class BronzeWriter(_BatchWriter):
                 "key", "value", *KAFKA_COLUMNS, "reason",
                 F.lit(app).alias("query_name"), F.lit(batch_id).cast("long").alias("batch_id"),
             )  # fmt: skip
-            written: dict[str, _Committed | None] = {}
+            written: dict[str | TableRef, _Committed | None] = {}
             for spec, part, n in ((self.bronze, good, n_good), (self.quarantine, bad, n_bad)):
                 if not n or spec.table_uri in held:
                     continue
+                txn = plans[spec.table_uri].base + batch_id
                 try:
-                    _append(part, spec, batch_id, meta)
+                    _append(part, spec, txn, encode(BatchCommit(app, batch_id, end, txn)))
                 except Exception as exc:
                     raise _fail(spec, batch_id, exc) from None
-                written[spec.table_uri] = _find_commit(spark, spec.table_uri, app, batch_id)
+                done = _find_commit(spark, spec.table_uri, app, batch_id, txn)
+                if done is None:
+                    raise _silently_skipped(spec, spec.table_uri, batch_id, txn)
+                written[spec.table_uri] = done
         finally:
             df.unpersist()
         self._check(batch_id, n_good, n_bad, written)
@@ -346,7 +431,11 @@ class BronzeWriter(_BatchWriter):
             )  # fmt: skip
 
     def _check(
-        self, batch_id: int, n_good: int, n_bad: int, written: dict[str, _Committed | None]
+        self,
+        batch_id: int,
+        n_good: int,
+        n_bad: int,
+        written: dict[str | TableRef, _Committed | None],
     ) -> None:
         # Delta's own figures for what landed: a write that lost rows must not pass unnoticed.
         for uri, expected in ((self.bronze.table_uri, n_good), (self.quarantine.table_uri, n_bad)):

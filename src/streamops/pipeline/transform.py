@@ -59,10 +59,9 @@ def read_bronze(spark: SparkSession, bundle: Bundle, job: Job) -> DataFrame:
     often as it did when each query read Kafka under maxOffsetsPerTrigger, and a catch-up run
     drops too-late events the same way a live one does.
     """
-    return (
+    return bundle.bronze_ref(job).read_stream(
         spark.readStream.format("delta")
         .option("maxFilesPerTrigger", str(bundle.source(job).partitions))
-        .load(bundle.bronze_location(job))
     )
 
 
@@ -230,8 +229,44 @@ def merge_keys(job: Job) -> tuple[str, ...]:
 
 
 def ensure_tables(spark: SparkSession, bundle: Bundle, job: Job) -> None:
-    """Create the job's bronze and quarantine tables when missing (gold streams from bronze)."""
+    """Create the job's bronze and quarantine tables when missing (gold streams from bronze),
+    and its sink table when bundle.yml clusters it: liquid clustering is chosen at CREATE, so
+    the first batch cannot create it. An existing sink clustered otherwise gets a warning."""
+    import logging
+
+    from delta.tables import DeltaTable
+
+    from streamops.pipeline.delta_tables import table_exists
     from streamops.pipeline.sinks import ensure_table
 
-    ensure_table(spark, bundle.bronze_location(job), bronze_schema(job))
-    ensure_table(spark, bundle.quarantine_location(job), quarantine_schema())
+    ensure_table(spark, bundle.bronze_ref(job), bronze_schema(job))
+    ensure_table(spark, bundle.quarantine_ref(job), quarantine_schema())
+    table = bundle.spec.tables.get(job.sink)
+    if table is None or not table.cluster_by:
+        return
+    ref = bundle.table_ref(job.sink)
+    uri = ref.label
+    if table_exists(spark, ref):
+        detail = spark.sql(f"DESCRIBE DETAIL {ref.sql}").first()
+        have = list(detail["clusteringColumns"] or []) if detail else []
+        if have != table.cluster_by:
+            now = (f"clustered by {', '.join(have)}" if have
+                   else f"partitioned by {', '.join(detail['partitionColumns'])}"
+                   if detail and detail["partitionColumns"] else "not clustered")  # fmt: skip
+            cols = ", ".join(f"`{c}`" for c in table.cluster_by)
+            logging.getLogger("streamops.pipeline").warning(
+                "%s: tables.%s.cluster_by is %s but the table at %s is %s; its layout stays as "
+                "it is. Fix: ALTER TABLE %s CLUSTER BY (%s) (a partitioned table must be "
+                "recreated instead)", bundle.path.name, job.sink, table.cluster_by, uri, now, ref.sql,
+                cols,
+            )  # fmt: skip
+        return
+    # The sink's schema is what the job's steps make of its events: built on empty batches.
+    raw = "key binary, value binary, topic string, partition int, offset long, timestamp timestamp"
+    events = spark.createDataFrame([], bronze_schema(job))
+    other = spark.createDataFrame([], raw) if job.join is not None else None
+    schema = gold(events, job, other).schema
+    (
+        ref.create_builder(DeltaTable.createIfNotExists(spark)).addColumns(schema)
+        .clusterBy(*table.cluster_by).execute()
+    )  # fmt: skip

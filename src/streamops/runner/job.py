@@ -253,8 +253,8 @@ def _bronze_stream(
     checkpoint = bundle.bronze_checkpoint_location(job)
     opts = pipeline.kafka_options(bundle, job, starting_offsets=starting.get(job.bronze_query_name))
     writer = BronzeWriter(
-        SinkSpec(run.bronze_uri, job.bronze_query_name),
-        SinkSpec(run.quarantine_uri, job.bronze_query_name),
+        SinkSpec(bundle.bronze_ref(job), job.bronze_query_name),
+        SinkSpec(bundle.quarantine_ref(job), job.bronze_query_name),
         tuple(job.schema_),
         _end_offsets(bundle, checkpoint),
         on_write=on_write,
@@ -281,7 +281,7 @@ def _gold_stream(
                           subscribe=bundle.spec.sources[job.join.source].topic)  # fmt: skip
         other = pipeline.read_kafka(spark, other_opts)
     spec = SinkSpec(
-        table_uri=run.table_uri,
+        table_uri=bundle.table_ref(job.sink),
         app_id=job.query_name,
         mode="merge" if job.aggregate is not None else "append",
         merge_keys=pipeline.merge_keys(job),

@@ -80,6 +80,12 @@ def rule_query(rule: str, alerts: Alerts, table: str, target: str) -> str:
             f"| summarize RowsPerMinute = sum(Value) / {minutes:g} by Job, Query\n"
             f"| where RowsPerMinute > {limit}"
         )
+    if rule == "watermark_ahead":
+        return (
+            f"{base} and Name == {_q(m.WATERMARK_LEAD)} and TimeGenerated > ago(1h)\n"
+            "| summarize arg_max(TimeGenerated, Value) by Job, Query\n"
+            f"| where Value > {alerts.watermark_ahead.seconds:g}"
+        )
     if rule == "stalled":
         return (
             f"{base} and TimeGenerated > ago(1d)\n"

@@ -39,6 +39,9 @@ RULES: dict[str, Rule] = {
              "rows dropped by the watermark above dropped_rows_per_minute", severity="warning"),
         Rule("quarantine_rate", m.QUARANTINED,
              "quarantined rows above quarantined_rows_per_minute", severity="warning"),
+        Rule("watermark_ahead", m.WATERMARK_LEAD,
+             "event-time watermark ahead of processing time by more than watermark_ahead",
+             severity="critical"),
         Rule("stalled", "", "no batch for stalled_after (dead or stalled job)",
              per_batch=False, severity="critical"),
     )
@@ -179,6 +182,19 @@ def evaluate(
                 rule, job, query, rate > rate_limit, round(rate, 2), rate_limit,
                 f"{job}/{query}: {rate:.0f} rows/min {what} over the last "
                 f"{int(RATE_WINDOW.total_seconds() // 60)} min (limit {rate_limit}/min)",
+            ))  # fmt: skip
+    if "watermark_ahead" in wanted:
+        limit_s = alerts.watermark_ahead.seconds
+        for (_, job, query, _t, _p), s in of(m.WATERMARK_LEAD):
+            lead = s[-1][1]
+            out.append(Finding(
+                "watermark_ahead", job, query, lead > limit_s, lead, limit_s,
+                f"{job}/{query}: event-time watermark {lead:.0f} s ahead of processing time "
+                f"(limit {alerts.watermark_ahead.text}); an event from the future moved it and "
+                "on-time events are being dropped as late. Fix: find it in the bronze table "
+                "(largest event time), check max_clock_skew, then recover the job from a "
+                "checkpoint backup taken before it",
+                details={"watermark_lead_s": lead},
             ))  # fmt: skip
     if "stalled" in wanted:
         for (job, query), ts in sorted(last_seen.items()):

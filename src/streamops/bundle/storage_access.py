@@ -1,0 +1,73 @@
+"""How a Databricks target's job cluster reaches ADLS, in the two forms its clients take.
+
+Spark (the streams, Delta) reads `abfss://` through the cluster's Hadoop settings: nothing with a
+Unity Catalog external location, or the service principal's OAuth settings in `spark_conf` (its
+secret as a `{{secrets/scope/key}}` reference, which Databricks resolves at cluster start). The
+driver's Python readers (checkpoint registry and reader, through adlfs) get the same login as
+adlfs options: the service principal's, or the cluster's own identity (DefaultAzureCredential).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from streamops.bundle.models import StorageAccess
+
+# abfss://<container>@<account>.dfs.core.windows.net/<path>
+_ABFS = re.compile(r"^abfss?://[^@/]+@([a-z0-9]+)\.dfs\.core\.windows\.net", re.IGNORECASE)
+
+
+def account_of(location: str) -> str | None:
+    """The storage account of an abfss:// URL, or None for any other location."""
+    m = _ABFS.match(location.strip())
+    return m.group(1).lower() if m else None
+
+
+def spark_conf(access: StorageAccess, locations: list[str]) -> dict[str, str]:
+    """The job cluster's Hadoop settings for every ADLS account among `locations`.
+
+    Unity Catalog: none (the external location grants access). Service principal: OAuth client
+    credentials per account, the secret as a reference; never a value.
+    """
+    if access.via != "service_principal":
+        return {}
+    assert access.client_id and access.tenant_id and access.client_secret
+    conf: dict[str, str] = {}
+    for account in sorted({a for loc in locations if (a := account_of(loc))}):
+        host = f"{account}.dfs.core.windows.net"
+        conf |= {
+            f"spark.hadoop.fs.azure.account.auth.type.{host}": "OAuth",
+            f"spark.hadoop.fs.azure.account.oauth.provider.type.{host}": (
+                "org.apache.hadoop.fs.azurebfs.oauth2.ClientCredsTokenProvider"
+            ),
+            f"spark.hadoop.fs.azure.account.oauth2.client.id.{host}": access.client_id,
+            f"spark.hadoop.fs.azure.account.oauth2.client.secret.{host}": access.client_secret.text,
+            f"spark.hadoop.fs.azure.account.oauth2.client.endpoint.{host}": (
+                f"https://login.microsoftonline.com/{access.tenant_id}/oauth2/token"
+            ),
+        }
+    return conf
+
+
+def adlfs_options(access: StorageAccess, location: str) -> dict[str, Any] | None:
+    """adlfs options for `location` on the job cluster; None for a location that is not ADLS.
+
+    The service principal's secret is resolved here, when a reader asks (on the cluster it comes
+    from the environment variable the job spec maps to the secret scope); never log the result.
+    """
+    account = account_of(location)
+    if account is None:
+        return None
+    if access.via == "service_principal":
+        assert access.client_secret is not None
+        return {
+            "account_name": account,
+            "tenant_id": access.tenant_id,
+            "client_id": access.client_id,
+            "client_secret": access.client_secret.resolve(),
+        }
+    # Unity Catalog grants Spark, not Python: the driver's readers log in as the cluster's own
+    # identity (managed identity), which needs read/write on the checkpoint container.
+    return {"account_name": account, "anon": False}

@@ -1,0 +1,160 @@
+"""The Databricks job engine: the nightly compaction of a table as a one-time job run.
+
+Why not a SQL warehouse: the compaction marker must ride in the OPTIMIZE commit's own metadata
+(`spark.databricks.delta.commitInfo.userMetadata`, a session setting), and a warehouse takes
+neither arbitrary Spark settings (Databricks SQL accepts only its listed parameters) nor one
+session across Statement Execution API calls. A job cluster's Spark session takes both, so the
+cluster runs the very code the local target runs (`compact_table` with the spark-sql engine, in
+`jobs/compact.py`): the same plan, marker, file-size settings and conflict retries.
+
+Airflow submits the run (`POST /api/2.2/jobs/runs/submit`) through the provider's hook, waits,
+and reads the task's output (`runs/get-output` `logs`): the cluster prints one result line, the
+report as JSON or the failure (a lost commit race names the conflicting operation).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from streamops.compaction.report import CompactionReport
+from streamops.errors import CompactionConflictError, CompactionError, MissingDependencyError
+
+if TYPE_CHECKING:
+    from streamops.bundle import Bundle
+
+ENTRYPOINT = "jobs/compact.py"
+# The cluster's one result line in the task's stdout: this prefix, then JSON.
+REPORT_LINE = "streamops.compaction.report "
+ERROR_LINE = "streamops.compaction.error "
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What the cluster is asked to do for one table."""
+
+    table: str
+    zorder: bool = False
+    vacuum: bool = False
+    retain_hours: float | None = None
+
+    def parameters(self, bundle_path: str, target: str) -> list[str]:
+        """The arguments of `jobs/compact.py`."""
+        out = ["--bundle", bundle_path, "--target", target, "--table", self.table]
+        if self.zorder:
+            out.append("--zorder")
+        if self.vacuum:
+            out.append("--vacuum")
+        if self.retain_hours is not None:
+            out += ["--retain-hours", f"{self.retain_hours:g}"]
+        return out
+
+
+def workspace_root(bundle: Bundle) -> str:
+    """Where deploy put bundle.yml and jobs/ (`databricks.workspace_root`, as deploy reads it)."""
+    db = bundle.target.databricks
+    root = db.workspace_root if db and db.workspace_root else None
+    return (root or f"/Workspace/Shared/{bundle.spec.project}").rstrip("/")
+
+
+def submit_payload(bundle: Bundle, request: JobRequest) -> dict[str, Any]:
+    """The runs/submit body, built as databricks-sdk dataclasses (field names checked there)."""
+    from databricks.sdk.service import compute, jobs
+
+    from streamops import __version__
+
+    cl = bundle.target.cluster
+    if not cl.spark_version or not cl.node_type_id:
+        raise CompactionError(
+            f"{bundle.path.name}: targets.{bundle.target_name}.cluster: spark_version and "
+            "node_type_id are needed for the compaction job's cluster. Fix: set e.g. "
+            "`spark_version: 18.0.x-scala2.13` and `node_type_id: Standard_D8ds_v5`, or "
+            "`compaction.databricks_engine: databricks-sql`"
+        )
+    db = bundle.target.databricks
+    root = workspace_root(bundle)
+    libs = (db.libraries if db else []) or [
+        {"whl": f"{root}/dist/streamops-{__version__}-py3-none-any.whl"}
+    ]
+    task = jobs.SubmitTask(
+        task_key=f"compact_{request.table}",
+        spark_python_task=jobs.SparkPythonTask(
+            python_file=f"{root}/{ENTRYPOINT}",
+            parameters=request.parameters(f"{root}/bundle.yml", bundle.target_name),
+        ),
+        new_cluster=compute.ClusterSpec(
+            spark_version=cl.spark_version,
+            node_type_id=cl.node_type_id,
+            num_workers=cl.workers,
+            spark_env_vars={"PYSPARK_PYTHON": "/databricks/python3/bin/python3"},
+        ),
+        libraries=[compute.Library.from_dict(x) for x in libs],
+    )
+    return {
+        "run_name": f"{bundle.spec.project}-{bundle.target_name}-compact-{request.table}",
+        "tasks": [task.as_dict()],
+    }
+
+
+def run_on_databricks(
+    bundle: Bundle,
+    request: JobRequest,
+    *,
+    poll_s: float = 15.0,
+    timeout_s: float = 6 * 3600,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> CompactionReport:
+    """Submit the table's compaction as a one-time run, wait for it, and return its report.
+
+    Raises CompactionConflictError when the cluster lost every commit race, CompactionError
+    (naming the run's page) when the run failed otherwise or printed no result.
+    """
+    try:
+        from airflow.providers.databricks.hooks.databricks import DatabricksHook
+    except ImportError:
+        raise MissingDependencyError("apache-airflow-providers-databricks", "airflow") from None
+    db = bundle.target.databricks
+    conn = (db.airflow_conn_id if db else None) or "databricks_default"
+    hook = DatabricksHook(databricks_conn_id=conn, retry_limit=3, retry_delay=1)
+    run_id = hook.submit_run(submit_payload(bundle, request))
+    deadline = clock() + timeout_s
+    while not (state := hook.get_run_state(run_id)).is_terminal:
+        if clock() > deadline:
+            hook.cancel_run(run_id)
+            raise CompactionError(
+                f"compaction run {run_id} of table '{request.table}' still running after "
+                f"{timeout_s:g} s and was cancelled ({hook.get_run_page_url(run_id)}). Fix: a "
+                "bigger cluster (targets.<t>.cluster) or fewer partitions per night"
+            )
+        sleep(poll_s)
+    run = hook.get_run(run_id)
+    tasks = run.get("tasks") or [{"run_id": run_id}]
+    output = hook.get_run_output(int(tasks[0]["run_id"]))
+    return _result(request.table, run_id, run.get("run_page_url", ""), state, output)
+
+
+def _result(
+    table: str, run_id: int, url: str, state: Any, output: dict[str, Any]
+) -> CompactionReport:
+    lines = str(output.get("logs") or "").splitlines()
+    for line in reversed(lines):
+        if line.startswith(REPORT_LINE):
+            return CompactionReport.from_dict(json.loads(line.removeprefix(REPORT_LINE)))
+        if line.startswith(ERROR_LINE):
+            err = json.loads(line.removeprefix(ERROR_LINE))
+            if err.get("kind") == "conflict":
+                raise CompactionConflictError(
+                    f"{err['message']} (Databricks run {run_id}: {url})", table=table,
+                    operation=err["operation"], attempts=int(err["attempts"]),
+                )  # fmt: skip
+            raise CompactionError(f"{err['message']} (Databricks run {run_id}: {url})")
+    why = output.get("error") or getattr(state, "state_message", "") or "no result line"
+    raise CompactionError(
+        f"compaction run {run_id} of table '{table}' ended {state.result_state or '?'} without a "
+        f"result: {why}. Fix: read the run's driver log at {url}; check that deploy uploaded "
+        f"{ENTRYPOINT} and the streamops wheel"
+    )

@@ -1,0 +1,118 @@
+"""What a deploy uploads, and where: content-addressed paths the job settings point to.
+
+Each file lands at `<artifact_root>/<sha256[:16]>/<file name>`: a deploy with no change finds every
+file already there and uploads nothing; a changed file gets a new folder, and the job (whose
+settings name these paths) changes with it. Computing the artifacts builds the wheel (offline,
+cached) and reads the prepared wheelhouse; it never calls the workspace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from streamops.deploy import wheel, wheelhouse
+
+if TYPE_CHECKING:
+    from streamops.bundle import Bundle
+
+ENTRYPOINT = Path("jobs") / "stream.py"
+
+
+@dataclass(frozen=True)
+class Upload:
+    source: Path
+    destination: str
+    sha256: str
+    size: int
+
+    def as_dict(self, base: Path | None = None) -> dict[str, str]:
+        """The render's form; `source` relative to `base` (the project folder) when under it."""
+        source = self.source
+        if base is not None and source.is_relative_to(base):
+            source = source.relative_to(base)
+        return {"source": str(source), "destination": self.destination, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """Remote paths of the job's code and configuration, and the uploads that put them there."""
+
+    entrypoint: str
+    bundle_file: str
+    wheel: str
+    # Wheelhouse plan: the dependencies' wheels, installed before the project's wheel.
+    dependency_wheels: tuple[str, ...] = ()
+    uploads: tuple[Upload, ...] = ()
+
+    def libraries(self) -> list[dict[str, Any]]:
+        """Jobs API library specs: every dependency wheel first (wheelhouse), then the wheel."""
+        return [{"whl": p} for p in (*self.dependency_wheels, self.wheel)]
+
+
+def artifact_root(bundle: Bundle) -> str:
+    db = bundle.target.databricks
+    if db is not None and db.artifact_root:
+        return db.artifact_root
+    root = db.workspace_root if db and db.workspace_root else None
+    return (root or f"/Workspace/Shared/{bundle.spec.project}").rstrip(
+        "/"
+    ) + "/.streamops/artifacts"
+
+
+def project_root(bundle: Bundle) -> Path:
+    return bundle.path.resolve().parent
+
+
+def cache_dir(bundle: Bundle) -> Path:
+    return project_root(bundle) / ".cache"
+
+
+def upload_for(path: Path, root: str, name: str | None = None) -> Upload:
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    return Upload(path, f"{root}/{digest[:16]}/{name or path.name}", digest, len(data))
+
+
+def prepare_command(bundle: Bundle, job_key: str) -> str:
+    return f"streamops deploy --job {job_key} --target {bundle.target_name} --prepare"
+
+
+def collect(bundle: Bundle, job_key: str, *, prepare: bool = False) -> Artifacts:
+    """The artifacts of `bundle` for its target: wheel built (cached), nothing uploaded.
+
+    With `dependencies: wheelhouse`, the wheelhouse must have been prepared before, unless
+    `prepare` (which may download from the package index).
+    """
+    root = artifact_root(bundle)
+    project = project_root(bundle)
+    entry_file = project / ENTRYPOINT
+    if not entry_file.is_file():
+        from streamops.errors import DeployError
+
+        raise DeployError(
+            f"{entry_file} is missing: it is the entrypoint every Databricks job runs. Fix: keep "
+            "jobs/stream.py beside bundle.yml (as in the streamops project)"
+        )
+    entry = upload_for(entry_file, root)
+    bundle_up = upload_for(bundle.path.resolve(), root, "bundle.yml")
+    whl = upload_for(wheel.build_wheel(project, cache_dir(bundle)), root)
+    deps: list[Upload] = []
+    db = bundle.target.databricks
+    if db is not None and db.dependencies == "wheelhouse":
+        python = wheelhouse.python_for_runtime(bundle.target.cluster.spark_version or "")
+        if prepare:
+            found = wheelhouse.prepare(project, cache_dir(bundle), python)
+        else:
+            cmd = prepare_command(bundle, job_key)
+            found = wheelhouse.load(project, cache_dir(bundle), python, command=cmd)
+        deps = [upload_for(p, root) for p in found]
+    return Artifacts(
+        entrypoint=entry.destination,
+        bundle_file=bundle_up.destination,
+        wheel=whl.destination,
+        dependency_wheels=tuple(d.destination for d in deps),
+        uploads=(whl, *deps, entry, bundle_up),
+    )
