@@ -1,6 +1,7 @@
 """Governing the deployed job through the real provider hook against the local Jobs API server:
-permissions sent with the create and through the Permissions API afterwards, and a changed
-streaming job restarted only once its checkpoints check out."""
+permissions sent with the create and through the Permissions API afterwards (a change of
+permissions alone restarts nothing), and a changed streaming job restarted only once its
+checkpoints check out."""
 
 from __future__ import annotations
 
@@ -78,8 +79,11 @@ def test_create_sends_the_permissions_and_a_later_change_updates_them(
              for p in db.permissions if p.group != "streamops-prod-operators"]  # fmt: skip
     changed = _bundle(databricks=db.model_copy(update={"permissions": perms}))
     api.state.calls.clear()
-    out = actions.deploy(hook, changed, JOB, start=False)
-    assert out.plan is not None and out.plan.action == "update"
+    out = actions.deploy(hook, changed, JOB)
+    assert out.plan is not None and out.plan.action == "update" and out.plan.permissions_only
+    # Who may see or run the job changed, not what runs: the running run is left alone.
+    assert not [c for c in api.state.calls if "/runs/" in c.path or c.path.endswith("run-now")]
+    assert "its run was not restarted" in out.message
     assert _perm_calls(api) == [
         ("GET", {}),
         ("PATCH", {"access_control_list": [

@@ -143,6 +143,9 @@ def deploy(
     assert p.job_id is not None
     client.reset_job(hook, p.job_id, body)
     notes = "".join(f"\nnote: {n}" for n in governance.apply_permissions(hook, bundle, p.job_id))
+    if p.permissions_only:  # who may see or run it changed, not what runs: no restart
+        return ActionResult("deploy", name, p.job_id, plan=p, message=(
+            f"updated the permissions of job {p.job_id}; its run was not restarted{notes}"))  # fmt: skip
     if not start or job.trigger.available_now:
         return ActionResult("deploy", name, p.job_id, plan=p,
                             message=f"updated job {p.job_id}{notes}")  # fmt: skip

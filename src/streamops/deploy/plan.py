@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from streamops.deploy.governance import ACL_TAG
+
 if TYPE_CHECKING:
     from databricks.sdk.service import jobs
 
@@ -137,6 +139,8 @@ class Plan:
     diff: list[str] = field(default_factory=list)
     # Each file the job runs, and whether it is already at its (content-addressed) destination.
     uploads: tuple[UploadStep, ...] = ()
+    # Only the declared permissions changed: the job is updated, its running run is left alone.
+    permissions_only: bool = False
 
     @property
     def missing(self) -> list[Upload]:
@@ -191,7 +195,15 @@ def make_plan(
         drift, reason = True, "the live job was edited outside bundle.yml since the last deploy"
     if have == want:
         return Plan(name, "unchanged", job_id, drift, reason)
-    return Plan(name, "update", job_id, drift, reason, _diff(have, want, f"live job {job_id}"))
+    only_acl = _without_tag(have, ACL_TAG) == _without_tag(want, ACL_TAG)
+    return Plan(name, "update", job_id, drift, reason, _diff(have, want, f"live job {job_id}"),
+                permissions_only=only_acl)  # fmt: skip
+
+
+def _without_tag(settings: dict[str, Any], tag: str) -> dict[str, Any]:
+    out = copy.deepcopy(settings)
+    out.get("tags", {}).pop(tag, None)
+    return out
 
 
 def _diff(have: dict[str, Any], want: dict[str, Any], label: str) -> list[str]:

@@ -17,13 +17,11 @@ from typing import TYPE_CHECKING
 from streamops.bundle.models import Job
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column
+    from pyspark.sql import Column, DataFrame
+    from pyspark.sql.types import StructType
 
 # Event times before this are not plausible for any streaming source (epoch-zero bugs).
 EARLIEST_EVENT_TIME = "2000-01-01 00:00:00"
-# Variant type names (schema_of_variant) that a field declared as string must not hold: a
-# nested document stored as its JSON text would become a bogus group in gold.
-_NESTED = ("OBJECT", "ARRAY")
 # One JSON string literal; possessive quantifiers keep Java's regex from recursing per char.
 _STRING_LITERAL = r'"(?:[^"\\]++|\\.)*+"'
 
@@ -37,20 +35,18 @@ def _closers(c: Column) -> Column:
 
 
 def _read_to_end(wrapped: Column, first: Column) -> Column:
-    """True when a parser that returned `first` for `[...]` read it to its end.
+    """True when a parser that returned `first` (re-serialised) for `[...]` read it to its end.
 
     Both Spark JSON parsers stop after the first value without looking further, so `1],[2`
     wrapped reads as `[1]`. A re-serialised value keeps every structural `]` of what was read,
     and the wrapper's own closing `]` is read last: the counts are equal only when nothing was
     left over. Only a text that holds a `]` can close the wrapper early, so most events (flat
-    objects) skip the count.
+    objects) never serialise `first`.
     """
     from pyspark.sql import functions as F
 
-    return first.isNotNull() & (
-        (F.instr(wrapped.substr(F.lit(2), F.length(wrapped) - 2), "]") == 0)
-        | (_closers(wrapped) == _closers(first))
-    )
+    inner = wrapped.substr(F.lit(2), F.length(wrapped) - 2)
+    return (F.instr(inner, "]") == 0) | (_closers(wrapped) == _closers(first))
 
 
 # Spark's JSON reader is lenient by default (single quotes, NaN); for telling duplicate keys
@@ -65,29 +61,56 @@ def _only_duplicate_keys(wrapped: Column) -> Column:
 
     values = F.from_json(wrapped, "array<string>", _STRICT_JSON)
     one = F.concat(F.lit("["), F.element_at(values, 1), F.lit("]"))
-    return (F.size(values) == 1) & _read_to_end(wrapped, one)
+    return (F.size(values) == 1) & one.isNotNull() & _read_to_end(wrapped, one)
 
 
-def reason_column(job: Job, parsed: Column) -> Column:
+# Helper columns of `with_reason`: the parsed Variant of `[value]` and its first element.
+_DOC, _ROOT = "_streamops_doc", "_streamops_root"
+
+
+def with_reason(raw: DataFrame, job: Job, schema: StructType) -> DataFrame:
+    """`raw` (Kafka rows) with `e` (the event parsed with `schema`) and `reason` added.
+
+    Each parse gets a projection of its own: a column used by many checks is computed once,
+    where the same expression inside the checks (each a branch of one CASE WHEN) would be
+    evaluated again by every check that reaches it.
+    """
+    from pyspark.sql import functions as F
+
+    text = F.col("value").cast("string")
+    wrapped = F.concat(F.lit("["), text, F.lit("]"))
+    staged = raw.withColumn("e", F.from_json(text, schema, {"mode": "PERMISSIVE"})).withColumn(
+        _DOC, F.call_function("try_parse_json", wrapped)
+    )
+    staged = staged.withColumn(_ROOT, F.call_function("variant_get", F.col(_DOC), F.lit("$[0]")))
+    flagged = staged.withColumn("reason", reason_column(job, F.col("e"), F.col(_DOC), F.col(_ROOT)))
+    return flagged.drop(_DOC, _ROOT)
+
+
+def reason_column(job: Job, parsed: Column, doc: Column, root: Column) -> Column:
     """The quarantine reason of each Kafka row (null when the event is good).
 
-    `parsed` is from_json(value) with the job's schema; the raw columns key/value/timestamp of
-    the Kafka source must be in scope. "Now" is the micro-batch's time (`current_timestamp()` is
-    fixed per batch and recorded in the offset log, so a replayed batch decides the same way),
-    never the producer's timestamp, which a producer with a wrong clock sets as wrongly as the
-    event time.
+    `parsed` is from_json(value) with the job's schema, `doc` try_parse_json("[" + value + "]")
+    and `root` its first element; the raw columns key/value/timestamp of the Kafka source must
+    be in scope. "Now" is the micro-batch's time (`current_timestamp()` is fixed per batch and
+    recorded in the offset log, so a replayed batch decides the same way), never the producer's
+    timestamp, which a producer with a wrong clock sets as wrongly as the event time.
     """
     from pyspark.sql import functions as F
 
     value = F.col("value")
     text = value.cast("string")
     wrapped = F.concat(F.lit("["), text, F.lit("]"))
-    doc = F.call_function("try_parse_json", wrapped)
-    root = F.call_function("variant_get", doc, F.lit("$[0]"))
     second = F.call_function("variant_get", doc, F.lit("$[1]"))
 
-    def shape(v: Column) -> Column:
-        return F.call_function("schema_of_variant", v)
+    def holds(v: Column, kind: str) -> Column:
+        # A typed cast of the Variant fails fast (null) unless it holds that kind of value;
+        # schema_of_variant would build a type string for every field of every event.
+        return F.call_function("try_variant_get", v, F.lit("$"), F.lit(kind)).isNotNull()
+
+    nested = ("map<string,variant>", "array<variant>")
+    # The text is one JSON value once the checks above passed: an object starts with "{".
+    opens_object = F.substring(F.ltrim(text, F.lit(" \t\n\r")), 1, 1) == F.lit("{")
 
     checks: list[tuple[Column, Column]] = [
         (value.isNull(), F.lit("null_value")),
@@ -108,18 +131,18 @@ def reason_column(job: Job, parsed: Column) -> Column:
             | ~_read_to_end(wrapped, F.to_json(doc)),
             F.lit("invalid_json"),
         ),
-        (~shape(root).startswith("OBJECT"), F.lit("not_a_json_object")),
+        (~opens_object, F.lit("not_a_json_object")),
     ]
     for name, f in job.schema_.items():
         raw = F.call_function("variant_get", root, F.lit(f"$.{name}"))
-        raw_type = shape(raw)
-        present = raw.isNotNull() & (raw_type != F.lit("VOID"))  # JSON null counts as missing
+        # JSON null counts as missing.
+        present = raw.isNotNull() & ~F.call_function("is_variant_null", raw)
         if f.required:
             checks.append((~present, F.lit(f"missing_field:{name}")))
         kind = "unparseable_event_time" if name == job.event_time else f"wrong_type:{name}"
         wrong = present & parsed[name].isNull()
-        if f.type == "string":
-            wrong = wrong | (present & F.split_part(raw_type, F.lit("<"), F.lit(1)).isin(*_NESTED))
+        if f.type == "string":  # a nested document kept as its text: a bogus group in gold
+            wrong = wrong | (present & (holds(raw, nested[0]) | holds(raw, nested[1])))
         checks.append((wrong, F.lit(kind)))
         if f.type in ("double", "float"):
             # NaN, "Infinity" and overflow (1e400) parse as doubles; one of them poisons every

@@ -60,8 +60,9 @@ def read_bronze(spark: SparkSession, bundle: Bundle, job: Job) -> DataFrame:
     drops too-late events the same way a live one does.
     """
     return bundle.bronze_ref(job).read_stream(
-        spark.readStream.format("delta")
-        .option("maxFilesPerTrigger", str(bundle.source(job).partitions))
+        spark.readStream.format("delta").option(
+            "maxFilesPerTrigger", str(bundle.source(job).partitions)
+        )
     )
 
 
@@ -99,15 +100,9 @@ def quarantine_schema() -> StructType:
 
 
 def _with_reason(raw: DataFrame, job: Job) -> DataFrame:
-    from pyspark.sql import functions as F
+    from streamops.pipeline.quality import with_reason
 
-    from streamops.pipeline.quality import reason_column
-
-    schema = event_schema(job.schema_)
-    parsed = raw.withColumn(
-        "e", F.from_json(F.col("value").cast("string"), schema, {"mode": "PERMISSIVE"})
-    )
-    return parsed.withColumn("reason", reason_column(job, F.col("e")))
+    return with_reason(raw, job, event_schema(job.schema_))
 
 
 def bronze(raw: DataFrame, job: Job) -> DataFrame:
