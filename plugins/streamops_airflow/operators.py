@@ -61,8 +61,8 @@ class StreamopsActionOperator(BaseOperator):
         from streamops.bundle import load
         from streamops.deploy import actions, client
         from streamops.deploy.faults import Remote, explained
-        from streamops.deploy.uploads import workspace_url
         from streamops.errors import DeployError
+        from streamops.shipping.uploads import workspace_url
 
         p = _params(context)
         bundle = load(self.bundle_path, p["target"])

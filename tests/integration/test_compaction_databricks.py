@@ -272,12 +272,19 @@ def test_the_job_engine_tags_the_optimize_commit_on_the_cluster(
     assert r.vacuum_retention_hours == 216 and "weekly_fraud_scan" in (r.vacuum_reason or "")
     (submitted,) = api.submitted.values()
     task = submitted.body["tasks"][0]
-    assert task["spark_python_task"]["python_file"].endswith("/jobs/compact.py")
+    # The run starts the uploaded code: jobs/compact.py, bundle.yml and the wheel, each at its
+    # content-addressed path, uploaded before the run was submitted.
+    sent = {path.rsplit("/", 1)[-1]: path for path in api.workspace.files}
+    assert {"compact.py", "bundle.yml"} <= set(sent) and any(n.endswith(".whl") for n in sent)
+    assert task["spark_python_task"]["python_file"] == sent["compact.py"]
+    assert task["spark_python_task"]["parameters"][1] == sent["bundle.yml"]
+    assert task["libraries"][0]["whl"] in sent.values()
     assert task["new_cluster"]["spark_version"] == "18.0.x-scala2.13"
+    assert task["new_cluster"]["data_security_mode"] == "SINGLE_USER"
     history = DeltaTable(b.table_location("events")).history()
     optimize = next(c for c in history if c["operation"] == "OPTIMIZE")
     marker = Marker.from_commit_info(optimize, ("day",))
     assert marker is not None and marker.read_version == r.read_version
     # The marker makes the next night plan only what changed since: nothing.
     assert compact_table(b, "events", engine="databricks-job").status == "nothing_to_do"
-    assert len(api.submitted) == 1
+    assert len(api.submitted) == 1 and len(api.workspace.files) == len(sent)

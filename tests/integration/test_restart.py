@@ -135,7 +135,7 @@ def test_sink_replayed_batch_writes_nothing(spark: SparkSession, tmp_path: Path)
     assert dt.to_pyarrow_table().num_rows == 5
     assert dt.transaction_version("replay_test") == 0
     assert from_commit_info(dt.history(1)[0]) == BatchCommit(
-        "replay_test", 0, ({"events": {"0": 3, "1": 2}},)
+        "replay_test", 0, ({"events": {"0": 3, "1": 2}},), txn_version=0
     )
 
     # Spark replays batch 0 after a crash: same id, same data. Nothing may be added.
@@ -153,7 +153,7 @@ def test_sink_replayed_batch_writes_nothing(spark: SparkSession, tmp_path: Path)
     assert sorted(dt.to_pyarrow_table().column("id").to_pylist()) == list(range(9))
     assert dt.transaction_version("replay_test") == 1
     assert from_commit_info(dt.history(1)[0]) == BatchCommit(
-        "replay_test", 1, ({"events": {"0": 5, "1": 4}},)
+        "replay_test", 1, ({"events": {"0": 5, "1": 4}},), txn_version=1
     )
     assert [(w.batch_id, w.rows, w.skipped) for w in writes] == [
         (0, 5, False), (0, 0, True), (1, 4, False), (1, 0, True),

@@ -15,9 +15,10 @@ configure()
 from tenacity import stop_after_attempt, wait_exponential  # noqa: E402
 
 from streamops.bundle import load  # noqa: E402
-from streamops.deploy import actions, artifacts, client, specs  # noqa: E402
+from streamops.deploy import actions, client, specs  # noqa: E402
 from streamops.deploy.plan import SPEC_TAG, fingerprint, with_fingerprint  # noqa: E402
 from streamops.errors import DeployError, DriftError  # noqa: E402
+from streamops.shipping import artifacts  # noqa: E402
 from tests.fake_databricks import FakeJobsApi, Fault  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]

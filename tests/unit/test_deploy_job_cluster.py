@@ -12,7 +12,8 @@ import pytest
 
 from streamops.bundle import load
 from streamops.bundle.runtime import TESTED_RUNTIME, TESTED_SPARK, spark_version_of
-from streamops.deploy import cluster, governance, specs
+from streamops.deploy import governance, specs
+from streamops.shipping import cluster
 from tests.unit.helpers import SHIPPED, edited, only, problems, warnings_of, write
 
 JOB = "claims_hourly"

@@ -23,8 +23,8 @@ from typer.testing import CliRunner
 
 from streamops.bundle import load
 from streamops.cli import app
-from streamops.deploy import artifacts, wheel
 from streamops.errors import DeployError
+from streamops.shipping import artifacts, wheel
 
 ROOT = Path(__file__).resolve().parents[2]
 ART = "/Workspace/Shared/streamops-demo/.streamops/artifacts"

@@ -35,8 +35,9 @@ def _connection_id(bundle: object) -> str:
 def _offline(bundle: object, job: str, *, render: bool) -> None:
     """--prepare builds what a deploy uploads; --render also prints it with the job settings."""
     from streamops.bundle import Bundle
-    from streamops.deploy import artifacts, governance, specs
+    from streamops.deploy import governance, specs
     from streamops.deploy.plan import with_fingerprint
+    from streamops.shipping import artifacts
 
     assert isinstance(bundle, Bundle)
     arts = artifacts.collect(bundle, job, prepare=not render)
@@ -58,7 +59,7 @@ def _offline(bundle: object, job: str, *, render: bool) -> None:
 def _remote(hook: object, bundle: object, conn_id: str) -> Remote:
     """Where the calls go, for the fault messages; a missing connection is said here."""
     from streamops.bundle import Bundle
-    from streamops.deploy.uploads import workspace_url
+    from streamops.shipping.uploads import workspace_url
 
     assert isinstance(bundle, Bundle)
     where = (f"the Airflow connection '{conn_id}' (or targets.{bundle.target_name}.databricks."

@@ -15,6 +15,7 @@ report as JSON or the failure (a lost commit race names the conflicting operatio
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,9 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 from streamops.compaction.report import CompactionReport
 from streamops.errors import CompactionConflictError, CompactionError, MissingDependencyError
+from streamops.shipping import artifacts, uploads
+from streamops.shipping.cluster import cluster_spec
 
 if TYPE_CHECKING:
     from streamops.bundle import Bundle
+    from streamops.shipping.artifacts import Artifacts
+
+_log = logging.getLogger(__name__)
 
 ENTRYPOINT = "jobs/compact.py"
 # The cluster's one result line in the task's stdout: this prefix, then JSON.
@@ -53,18 +59,14 @@ class JobRequest:
         return out
 
 
-def workspace_root(bundle: Bundle) -> str:
-    """Where deploy put bundle.yml and jobs/ (`databricks.workspace_root`, as deploy reads it)."""
-    db = bundle.target.databricks
-    root = db.workspace_root if db and db.workspace_root else None
-    return (root or f"/Workspace/Shared/{bundle.spec.project}").rstrip("/")
+def submit_payload(bundle: Bundle, request: JobRequest, arts: Artifacts) -> dict[str, Any]:
+    """The runs/submit body, built as databricks-sdk dataclasses (field names checked there).
 
-
-def submit_payload(bundle: Bundle, request: JobRequest) -> dict[str, Any]:
-    """The runs/submit body, built as databricks-sdk dataclasses (field names checked there)."""
+    The run starts the uploaded `jobs/compact.py` with the uploaded bundle.yml and wheel (the
+    same content-addressed artifacts a deploy uploads) on a cluster like the streaming jobs'
+    (access mode, storage login, secret references), so it reads the tables they write.
+    """
     from databricks.sdk.service import compute, jobs
-
-    from streamops import __version__
 
     cl = bundle.target.cluster
     if not cl.spark_version or not cl.node_type_id:
@@ -74,23 +76,21 @@ def submit_payload(bundle: Bundle, request: JobRequest) -> dict[str, Any]:
             "`spark_version: 18.0.x-scala2.13` and `node_type_id: Standard_D8ds_v5`, or "
             "`compaction.databricks_engine: databricks-sql`"
         )
+    if not arts.compact_entrypoint:
+        raise CompactionError(
+            f"{ENTRYPOINT} is missing beside {bundle.path.name}: the compaction job runs it. "
+            "Fix: keep jobs/compact.py in the project (as in the streamops project), or "
+            "`compaction.databricks_engine: databricks-sql`"
+        )
     db = bundle.target.databricks
-    root = workspace_root(bundle)
-    libs = (db.libraries if db else []) or [
-        {"whl": f"{root}/dist/streamops-{__version__}-py3-none-any.whl"}
-    ]
+    libs = arts.libraries() + (db.libraries if db else [])
     task = jobs.SubmitTask(
         task_key=f"compact_{request.table}",
         spark_python_task=jobs.SparkPythonTask(
-            python_file=f"{root}/{ENTRYPOINT}",
-            parameters=request.parameters(f"{root}/bundle.yml", bundle.target_name),
+            python_file=arts.compact_entrypoint,
+            parameters=request.parameters(arts.bundle_file, bundle.target_name),
         ),
-        new_cluster=compute.ClusterSpec(
-            spark_version=cl.spark_version,
-            node_type_id=cl.node_type_id,
-            num_workers=cl.workers,
-            spark_env_vars={"PYSPARK_PYTHON": "/databricks/python3/bin/python3"},
-        ),
+        new_cluster=cluster_spec(bundle, None),
         libraries=[compute.Library.from_dict(x) for x in libs],
     )
     return {
@@ -120,7 +120,13 @@ def run_on_databricks(
     db = bundle.target.databricks
     conn = (db.airflow_conn_id if db else None) or "databricks_default"
     hook = DatabricksHook(databricks_conn_id=conn, retry_limit=3, retry_delay=1)
-    run_id = hook.submit_run(submit_payload(bundle, request))
+    # The code the cluster runs is this project's, uploaded (only what is not there yet) before
+    # the run is submitted: the wheel build is cached, so a night with no change uploads nothing.
+    arts = artifacts.collect(bundle)
+    sent = uploads.ensure(hook, list(arts.uploads))
+    if sent:
+        _log.info("uploaded %s", ", ".join(up.destination for up in sent))
+    run_id = hook.submit_run(submit_payload(bundle, request, arts))
     deadline = clock() + timeout_s
     while not (state := hook.get_run_state(run_id)).is_terminal:
         if clock() > deadline:
@@ -155,6 +161,5 @@ def _result(
     why = output.get("error") or getattr(state, "state_message", "") or "no result line"
     raise CompactionError(
         f"compaction run {run_id} of table '{table}' ended {state.result_state or '?'} without a "
-        f"result: {why}. Fix: read the run's driver log at {url}; check that deploy uploaded "
-        f"{ENTRYPOINT} and the streamops wheel"
+        f"result: {why}. Fix: read the run's driver log at {url}"
     )

@@ -3,9 +3,7 @@
     specs.py     bundle -> `databricks.sdk.service.jobs.JobSettings`, one per streaming job
     validate.py  key names of user-written settings checked against the Jobs API 2.2 fields
     plan.py      live job vs bundle: create, update, unchanged, or drift (edited outside)
-    artifacts.py what a deploy uploads, at content-addressed paths the job settings name
-    wheel.py     the project's wheel, built offline and reproducibly; wheelhouse.py its deps
-    uploads.py   uploads through databricks-sdk (Workspace API / Files API), each at most once
+    (what a deploy uploads, and the job cluster, are in streamops.shipping)
     faults.py    a failed workspace call as one line naming the host and the fix
     client.py    every remote call, through the Airflow Databricks provider's `DatabricksHook`
     guard.py     checks that must pass before any deploy (the checkpoint reset guard plugs in)

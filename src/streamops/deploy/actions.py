@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from streamops.deploy import artifacts, client, governance, specs, uploads
+from streamops.deploy import client, governance, specs
 from streamops.deploy.guard import check_before_deploy, restart_blockers
 from streamops.deploy.plan import Plan, UploadStep, make_plan, with_fingerprint
 from streamops.errors import DeployError, DriftError
+from streamops.shipping import artifacts, uploads
 
 if TYPE_CHECKING:
     from airflow.providers.databricks.hooks.databricks import DatabricksHook

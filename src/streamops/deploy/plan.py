@@ -19,7 +19,7 @@ from streamops.deploy.governance import ACL_TAG
 if TYPE_CHECKING:
     from databricks.sdk.service import jobs
 
-    from streamops.deploy.artifacts import Upload
+    from streamops.shipping.artifacts import Upload
 
 SPEC_TAG = "streamops_spec"
 # Filled in by the server, or changed by operations (stop pauses a continuous job): not drift.

@@ -19,14 +19,14 @@ from streamops.bundle.jobs_api_fields import (
     library_problems,
 )
 from streamops.deploy import governance
-from streamops.deploy.cluster import cluster_spec
 from streamops.errors import DeployError
+from streamops.shipping.cluster import cluster_spec
 
 if TYPE_CHECKING:
     from databricks.sdk.service import jobs
 
     from streamops.bundle import Bundle
-    from streamops.deploy.artifacts import Artifacts
+    from streamops.shipping.artifacts import Artifacts
 
 CLUSTER_KEY = "streamops"
 ENTRYPOINT = "jobs/stream.py"
@@ -125,7 +125,7 @@ def build_job_settings(
             "`spark_version: 18.0.x-scala2.13` and `node_type_id: Standard_D8ds_v5`"
         )
     if artifacts is None:
-        from streamops.deploy.artifacts import collect
+        from streamops.shipping.artifacts import collect
 
         artifacts = collect(bundle, job_key)
 

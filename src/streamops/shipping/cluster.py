@@ -47,10 +47,10 @@ def secret_env_vars(bundle: Bundle) -> dict[str, str]:
     return {ref.env_var: ref.text for _, ref in cluster_secrets(bundle) if ref.kind == "secrets"}
 
 
-def spark_conf(bundle: Bundle, job: Job) -> dict[str, str]:
+def spark_conf(bundle: Bundle, job: Job | None) -> dict[str, str]:
     """The cluster's Spark settings: RocksDB state for stateful jobs, the storage login."""
     conf: dict[str, str] = {}
-    if job.is_stateful:
+    if job is not None and job.is_stateful:
         # State of long windows and joins outgrows the JVM heap in the default provider.
         conf[STATE_STORE_PROVIDER] = DATABRICKS_ROCKSDB
     db = bundle.target.databricks
@@ -70,8 +70,9 @@ def storage_locations(bundle: Bundle) -> list[str]:
     return out
 
 
-def cluster_spec(bundle: Bundle, job: Job) -> compute.ClusterSpec:
-    """The job cluster, before `databricks.cluster_settings` are merged over it."""
+def cluster_spec(bundle: Bundle, job: Job | None) -> compute.ClusterSpec:
+    """The job cluster, before `databricks.cluster_settings` are merged over it (`job` None:
+    a cluster that runs no streaming query, such as the nightly compaction's)."""
     from databricks.sdk.service import compute
 
     cl = bundle.target.cluster

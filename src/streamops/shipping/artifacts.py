@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from streamops.deploy import wheel, wheelhouse
+from streamops.shipping import wheel, wheelhouse
 
 if TYPE_CHECKING:
     from streamops.bundle import Bundle
 
 ENTRYPOINT = Path("jobs") / "stream.py"
+# The nightly compaction's job runs (streamops.compaction.databricks_job) start this one.
+COMPACT_ENTRYPOINT = Path("jobs") / "compact.py"
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class Artifacts:
     entrypoint: str
     bundle_file: str
     wheel: str
+    compact_entrypoint: str = ""
     # Wheelhouse plan: the dependencies' wheels, installed before the project's wheel.
     dependency_wheels: tuple[str, ...] = ()
     uploads: tuple[Upload, ...] = ()
@@ -63,7 +66,18 @@ def artifact_root(bundle: Bundle) -> str:
 
 
 def project_root(bundle: Bundle) -> Path:
-    return bundle.path.resolve().parent
+    """The project whose code is shipped: the folder of bundle.yml when it is a streamops
+    project (pyproject.toml + jobs/), else the checkout this streamops runs from (a bundle kept
+    on its own, next to the DAGs, ships the code that runs it)."""
+    here = bundle.path.resolve().parent
+    if (here / "pyproject.toml").is_file() and (here / ENTRYPOINT).is_file():
+        return here
+    import streamops
+
+    checkout = Path(streamops.__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file() and (checkout / ENTRYPOINT).is_file():
+        return checkout
+    return here
 
 
 def cache_dir(bundle: Bundle) -> Path:
@@ -76,11 +90,12 @@ def upload_for(path: Path, root: str, name: str | None = None) -> Upload:
     return Upload(path, f"{root}/{digest[:16]}/{name or path.name}", digest, len(data))
 
 
-def prepare_command(bundle: Bundle, job_key: str) -> str:
-    return f"streamops deploy --job {job_key} --target {bundle.target_name} --prepare"
+def prepare_command(bundle: Bundle, job_key: str | None) -> str:
+    job = job_key or next(iter(bundle.spec.jobs), "<job>")
+    return f"streamops deploy --job {job} --target {bundle.target_name} --prepare"
 
 
-def collect(bundle: Bundle, job_key: str, *, prepare: bool = False) -> Artifacts:
+def collect(bundle: Bundle, job_key: str | None = None, *, prepare: bool = False) -> Artifacts:
     """The artifacts of `bundle` for its target: wheel built (cached), nothing uploaded.
 
     With `dependencies: wheelhouse`, the wheelhouse must have been prepared before, unless
@@ -97,6 +112,8 @@ def collect(bundle: Bundle, job_key: str, *, prepare: bool = False) -> Artifacts
             "jobs/stream.py beside bundle.yml (as in the streamops project)"
         )
     entry = upload_for(entry_file, root)
+    compact_file = project / COMPACT_ENTRYPOINT
+    compact = upload_for(compact_file, root) if compact_file.is_file() else None
     bundle_up = upload_for(bundle.path.resolve(), root, "bundle.yml")
     whl = upload_for(wheel.build_wheel(project, cache_dir(bundle)), root)
     deps: list[Upload] = []
@@ -114,5 +131,6 @@ def collect(bundle: Bundle, job_key: str, *, prepare: bool = False) -> Artifacts
         bundle_file=bundle_up.destination,
         wheel=whl.destination,
         dependency_wheels=tuple(d.destination for d in deps),
-        uploads=(whl, *deps, entry, bundle_up),
+        uploads=(whl, *deps, entry, *([compact] if compact else []), bundle_up),
+        compact_entrypoint=compact.destination if compact else "",
     )

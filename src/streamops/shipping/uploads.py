@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from airflow.providers.databricks.hooks.databricks import DatabricksHook
     from databricks.sdk import WorkspaceClient
 
-    from streamops.deploy.artifacts import Upload
+    from streamops.shipping.artifacts import Upload
 
 # The Workspace API's import takes at most 10 MB (MAX_NOTEBOOK_SIZE_EXCEEDED beyond).
 WORKSPACE_IMPORT_LIMIT = 10 * 1024 * 1024
@@ -144,3 +144,13 @@ def upload(hook: DatabricksHook, ws: WorkspaceClient, up: Upload) -> None:
         return None
 
     _attempts(hook, attempt)
+
+
+def ensure(hook: DatabricksHook, ups: list[Upload]) -> list[Upload]:
+    """Upload those of `ups` that are not at their destination yet; returns what was sent."""
+    check_size(ups)
+    ws = workspace_client(hook)
+    missing = [up for up in ups if not present(hook, ws, up)]
+    for up in missing:
+        upload(hook, ws, up)
+    return missing
