@@ -157,7 +157,7 @@ def test_create_then_noop_redeploy(api: FakeJobsApi, hook: Any, bundle: Any) -> 
     assert again.plan is not None and again.plan.action == "unchanged"
     assert api.writes() == []  # nothing changed, nothing restarted
     assert [c.path for c in api.calls()] == ["/api/2.2/jobs/list", "/api/2.2/jobs/get",
-                                             *["/api/2.0/workspace/get-status"] * 3]  # fmt: skip
+                                             *["/api/2.0/workspace/get-status"] * 4]  # fmt: skip
     assert api.uploads() == []  # every file already there
 
 

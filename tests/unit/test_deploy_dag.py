@@ -88,7 +88,7 @@ def test_deploy_then_backfill_through_the_dag(airflow_db: Path, api: FakeJobsApi
     # ...after its wheel, entrypoint and bundle.yml were uploaded (databricks-sdk), where it runs
     imported = [b["path"] for _, ep, b in api.uploads() if ep == "workspace/import"]
     assert [p.rsplit("/", 1)[1] for p in imported] == [
-        "streamops-0.1.0-py3-none-any.whl", "stream.py", "bundle.yml"]  # fmt: skip
+        "streamops-0.1.0-py3-none-any.whl", "stream.py", "compact.py", "bundle.yml"]  # fmt: skip
     task = api.writes()[0][1]["tasks"][0]
     assert task["spark_python_task"]["python_file"] == imported[1]
     assert task["libraries"] == [{"whl": imported[0]}]

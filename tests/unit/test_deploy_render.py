@@ -62,13 +62,15 @@ def test_render_prints_uploads_and_job_with_no_network_call(
     doc = json.loads(_render(ROOT / "bundle.yml").stdout)
     assert no_network == []
     wheel_src = ROOT / doc["uploads"][0]["source"]
-    files = [wheel_src, ROOT / "jobs" / "stream.py", ROOT / "bundle.yml"]
+    # jobs/compact.py too: the nightly compaction's job runs start it from the same place.
+    files = [wheel_src, ROOT / "jobs" / "stream.py", ROOT / "jobs" / "compact.py",
+             ROOT / "bundle.yml"]  # fmt: skip
     assert doc["uploads"] == [
         {"source": str(f.relative_to(ROOT)), "destination": f"{ART}/{_sha(f)[:16]}/{f.name}",
          "sha256": _sha(f)} for f in files
     ]  # fmt: skip
     assert wheel_src.name == "streamops-0.1.0-py3-none-any.whl"
-    wheel_dest, entry, bundle_file = (u["destination"] for u in doc["uploads"])
+    wheel_dest, entry, _compact, bundle_file = (u["destination"] for u in doc["uploads"])
     settings = doc["job_settings"]
     task = settings["tasks"][0]
     assert task["spark_python_task"]["python_file"] == entry
@@ -151,7 +153,7 @@ def test_wheelhouse_plan_downloads_once_and_lists_every_wheel(
     doc = json.loads(_render(proj / "bundle.yml").stdout)
     names = [Path(u["source"]).name for u in doc["uploads"]]
     assert names == ["tinyproj-0.1-py3-none-any.whl", "tinydep-1.0-py3-none-any.whl",
-                     "stream.py", "bundle.yml"]  # fmt: skip
+                     "stream.py", "compact.py", "bundle.yml"]  # fmt: skip
     dests = [u["destination"] for u in doc["uploads"]]
     libraries = doc["job_settings"]["tasks"][0]["libraries"]
     assert libraries == [{"whl": dests[1]}, {"whl": dests[0]}]  # dependencies first
