@@ -29,8 +29,10 @@ from tests.unit.helpers import edited, write
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+# `name` as on Databricks: locally there is no catalog, so the table is addressed by its path.
 EVENTS = """tables:
   events:
+    name: main.plant.events
     partition_by: [day]
     time_partition: day
     zorder_by: [device_id]

@@ -156,6 +156,10 @@ def compact_table(
             message=f"no Delta table at {location} yet",
         )  # fmt: skip
     plan = build_plan(bundle, key, state, zorder=zorder, vacuum=vacuum, retain_hours=retain_hours)
+    if engine == "spark-sql":
+        # A Spark session addresses the table as the streams do: by its Unity Catalog name on a
+        # Databricks target (the job engine's cluster), by its path where there is no catalog.
+        plan = replace(plan, uc_name=bundle.table_ref(key).name)
     head |= _plan_fields(plan, state)
     for note in plan.notes:
         if note.startswith("warning:"):
