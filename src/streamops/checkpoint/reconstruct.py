@@ -126,6 +126,27 @@ def _last_batch(bundle: Bundle, q: QueryNow) -> int | None:
     return max(found, default=None)
 
 
+def _newest_per_partition(bundle: Bundle, q: QueryNow, topic: str, column: str) -> dict[int, Any]:
+    """{partition: the largest `column` (a Kafka coordinate) among the rows of `topic` that the
+    query's sink tables hold}."""
+    import pyarrow.compute as pc
+
+    newest: dict[int, Any] = {}
+    for uri in q.tables:
+        dt = _table(bundle, uri)
+        if dt is None:
+            continue
+        rows = dt.to_pyarrow_table(columns=["kafka_topic", "kafka_partition", column])
+        rows = rows.filter(pc.equal(rows.column("kafka_topic"), topic))
+        if not rows.num_rows:
+            continue
+        grouped = rows.group_by("kafka_partition").aggregate([(column, "max")])
+        for p, v in zip(grouped.column(0).to_pylist(), grouped.column(1).to_pylist(), strict=True):
+            if p is not None and v is not None and (int(p) not in newest or v > newest[int(p)]):
+                newest[int(p)] = v
+    return newest
+
+
 def _held_next_offsets(bundle: Bundle, q: QueryNow, topic: str) -> dict[int, int]:
     """{partition: the offset after the newest record of `topic` the sink holds}.
 
@@ -134,25 +155,9 @@ def _held_next_offsets(bundle: Bundle, q: QueryNow, topic: str) -> dict[int, int
     from an approximate source (the consumer group, Kafka timestamps) at no earlier offset than
     this writes no record twice.
     """
-    import pyarrow.compute as pc
-
-    held: dict[int, int] = {}
-    cols = ["kafka_topic", "kafka_partition", "kafka_offset"]
-    for uri in q.tables:
-        dt = _table(bundle, uri)
-        if dt is None:
-            continue
-        rows = dt.to_pyarrow_table(columns=cols)
-        rows = rows.filter(pc.equal(rows.column("kafka_topic"), topic))
-        if not rows.num_rows:
-            continue
-        grouped = rows.group_by("kafka_partition").aggregate([("kafka_offset", "max")])
-        for p, off in zip(
-            grouped.column(0).to_pylist(), grouped.column(1).to_pylist(), strict=True
-        ):
-            if p is not None and off is not None:
-                held[int(p)] = max(int(off) + 1, held.get(int(p), 0))
-    return held
+    return {
+        p: int(o) + 1 for p, o in _newest_per_partition(bundle, q, topic, "kafka_offset").items()
+    }
 
 
 def _not_before_held(offsets: dict[str, int], held: dict[int, int]) -> tuple[dict[str, int], int]:
@@ -221,26 +226,10 @@ def from_consumer_group(bundle: Bundle, job_name: str, q: QueryNow) -> Reconstru
 
 def _newest_record_times(bundle: Bundle, q: QueryNow, topic: str) -> dict[int, int]:
     """{partition: newest Kafka record timestamp (ms)} over the rows the sink holds of `topic`."""
-    import pyarrow.compute as pc
-
-    newest: dict[int, int] = {}
-    cols = ["kafka_topic", "kafka_partition", "kafka_timestamp"]
-    for uri in q.tables:
-        dt = _table(bundle, uri)
-        if dt is None:
-            continue
-        rows = dt.to_pyarrow_table(columns=cols)
-        rows = rows.filter(pc.equal(rows.column("kafka_topic"), topic))
-        if not rows.num_rows:
-            continue
-        grouped = rows.group_by("kafka_partition").aggregate([("kafka_timestamp", "max")])
-        for p, ts in zip(grouped.column(0).to_pylist(), grouped.column(1).to_pylist(), strict=True):
-            if p is None or ts is None:
-                continue
-            # Integer arithmetic: a float timestamp could round to a later millisecond.
-            ms = (ts.replace(tzinfo=ts.tzinfo or UTC) - EPOCH) // timedelta(milliseconds=1)
-            newest[int(p)] = max(ms, newest.get(int(p), ms))
-    return newest
+    newest = _newest_per_partition(bundle, q, topic, "kafka_timestamp")
+    # Integer arithmetic: a float timestamp could round to a later millisecond.
+    return {p: (ts.replace(tzinfo=ts.tzinfo or UTC) - EPOCH) // timedelta(milliseconds=1)
+            for p, ts in newest.items()}  # fmt: skip
 
 
 def from_kafka_timestamps(bundle: Bundle, job_name: str, q: QueryNow) -> Reconstructed | None:

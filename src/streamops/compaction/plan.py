@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from streamops.bundle.tables import quote_ident
 from streamops.errors import UnsafeVacuumError
 
 if TYPE_CHECKING:
@@ -277,11 +278,6 @@ def build_plan(
         table_small_files=sum(f.size < small for f in state.files),
         notes=tuple(notes),
     )
-
-
-def quote_ident(name: str) -> str:
-    """`catalog`.`schema`.`table` from catalog.schema.table (backticks doubled inside)."""
-    return ".".join("`" + part.replace("`", "``") + "`" for part in name.split("."))
 
 
 def layout_notes(bundle: Bundle, key: str, state: TableState) -> tuple[str, ...]:
