@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,13 +92,6 @@ def _deployed_settings(bundle: Any) -> dict[str, Any]:
             "spark_python_task": {"python_file": arts.entrypoint,
                                   "parameters": [*PARAMS[:1], arts.bundle_file, *PARAMS[2:]]}}  # fmt: skip
     return {**EXPECTED_SETTINGS, "tasks": [task]}
-
-
-@pytest.fixture
-def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeJobsApi]:
-    with FakeJobsApi() as server:
-        monkeypatch.setenv("AIRFLOW_CONN_DATABRICKS_PROD", server.connection_uri())
-        yield server
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +49,6 @@ def test_every_dag_file_imports_without_network(
     assert bag.import_errors == {}
     assert "streamops_deploy" in bag.dag_ids
     assert opened == []
-
-
-@pytest.fixture
-def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeJobsApi]:
-    with FakeJobsApi() as server:
-        monkeypatch.setenv("AIRFLOW_CONN_DATABRICKS_PROD", server.connection_uri())
-        yield server
 
 
 def _dag() -> Any:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +28,6 @@ from tests.unit.helpers import SHIPPED  # noqa: E402
 
 JOB = "claims_hourly"
 PERMS = "/api/2.0/permissions/jobs/"
-
-
-@pytest.fixture
-def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeJobsApi]:
-    with FakeJobsApi() as server:
-        monkeypatch.setenv("AIRFLOW_CONN_DATABRICKS_PROD", server.connection_uri())
-        yield server
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +32,6 @@ VOL = "/Volumes/main/streamops/artifacts"
 @pytest.fixture(scope="module")
 def bundle() -> Any:
     return load(ROOT / "bundle.yml", "prod")
-
-
-@pytest.fixture
-def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeJobsApi]:
-    with FakeJobsApi() as server:
-        monkeypatch.setenv("AIRFLOW_CONN_DATABRICKS_PROD", server.connection_uri())
-        yield server
 
 
 @pytest.fixture

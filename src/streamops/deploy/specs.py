@@ -20,6 +20,7 @@ from streamops.bundle.jobs_api_fields import (
 )
 from streamops.deploy import governance
 from streamops.errors import DeployError
+from streamops.shipping.artifacts import workspace_root
 from streamops.shipping.cluster import cluster_spec
 
 if TYPE_CHECKING:
@@ -37,12 +38,6 @@ AVAILABLE_NOW_RETRIES = 3
 def job_name(bundle: Bundle, job_key: str) -> str:
     """The Databricks job name; deploy finds the live job by it, so it must never change."""
     return f"{bundle.spec.project}-{bundle.target_name}-{job_key}"
-
-
-def workspace_root(bundle: Bundle) -> str:
-    db = bundle.target.databricks
-    root = db.workspace_root if db and db.workspace_root else None
-    return (root or f"/Workspace/Shared/{bundle.spec.project}").rstrip("/")
 
 
 def task_parameters(

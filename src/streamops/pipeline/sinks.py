@@ -266,13 +266,15 @@ class _BatchWriter:
 
     spec: SinkSpec  # the table named in errors
     _last: int | None = None
-    _plans: dict[str, _TxnPlan]
+    _plans: dict[str, _TxnPlan] | None = None  # per table, made at the run's first batch
 
     def _plan(
         self, spark: SparkSession, spec: SinkSpec, batch_id: int, end: Sequence[Any], first: bool
     ) -> _TxnPlan:
         """The table's plan for this run (made at the run's first batch)."""
-        plans = self.__dict__.setdefault("_plans", {})
+        if self._plans is None:
+            self._plans = {}
+        plans = self._plans
         key = str(spec.table_uri)
         if first or key not in plans:
             plans[key] = _txn_plan(spark, spec.table_uri, spec.app_id, batch_id, end)

@@ -55,14 +55,18 @@ class Artifacts:
         return [{"whl": p} for p in (*self.dependency_wheels, self.wheel)]
 
 
+def workspace_root(bundle: Bundle) -> str:
+    """The project's folder in the workspace (`databricks.workspace_root`)."""
+    db = bundle.target.databricks
+    root = db.workspace_root if db and db.workspace_root else None
+    return (root or f"/Workspace/Shared/{bundle.spec.project}").rstrip("/")
+
+
 def artifact_root(bundle: Bundle) -> str:
     db = bundle.target.databricks
     if db is not None and db.artifact_root:
         return db.artifact_root
-    root = db.workspace_root if db and db.workspace_root else None
-    return (root or f"/Workspace/Shared/{bundle.spec.project}").rstrip(
-        "/"
-    ) + "/.streamops/artifacts"
+    return workspace_root(bundle) + "/.streamops/artifacts"
 
 
 def project_root(bundle: Bundle) -> Path:
