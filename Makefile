@@ -35,6 +35,7 @@ help:
 	@echo "make test   - run the whole test suite (sets everything up first)"
 	@echo "make lint   - ruff + mypy + the import layering contract (pyproject.toml)"
 	@echo "make bench  - run the benchmarks in bench/, results in bench/results/"
+	@echo "make docs   - build the documentation site (MkDocs, offline) into $(CACHE)/site"
 	@echo "make setup  - only install (venv, pinned packages, JVM jars, Azurite) into $(CACHE)/"
 
 check-tools:
@@ -90,10 +91,28 @@ lint: setup
 	$(VENV)/bin/ruff format --check src tests jobs dags plugins bench
 	$(VENV)/bin/mypy src
 	$(VENV)/bin/lint-imports --no-logo --cache-dir $(CACHE)/import-linter
+	$(PY) docs/check.py
 
 fmt: setup
 	$(VENV)/bin/ruff format src tests jobs dags plugins bench
 	$(VENV)/bin/ruff check --fix src tests jobs dags plugins bench
+
+# The documentation site: MkDocs + Material pinned by docs/requirements.lock, in a venv of their
+# own (their pins never meet the project's), built offline into .cache/site.
+DOCS_VENV  := $(CACHE)/docs-venv
+DOCS_STAMP := $(DOCS_VENV)/.stamp-$(shell cat docs/requirements.lock | sha1sum | cut -c1-12)
+.PHONY: docs
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict --quiet
+	@echo "==> docs built: $(CACHE)/site/index.html"
+
+$(DOCS_STAMP): docs/requirements.lock
+	@echo "==> installing MkDocs (pinned by docs/requirements.lock) into $(DOCS_VENV)"
+	@test -x $(DOCS_VENV)/bin/python || python3 -m venv $(DOCS_VENV)
+	@$(DOCS_VENV)/bin/python -m pip install -q --no-deps -r docs/requirements.lock 2>&1 | $(PIP_QUIET)
+	@$(DOCS_VENV)/bin/mkdocs --version >/dev/null
+	@rm -f $(DOCS_VENV)/.stamp-*; touch $@
 
 bench: setup
 	@shopt -s nullglob; for b in bench/*.py; do echo "==> $$b"; $(PY) $$b; done

@@ -2,7 +2,7 @@
 
 Builds a checkpoint of BATCHES batches on a private Azurite (offsets/N, commits/N, metadata,
 sources/0/0 and a state folder of one operator, in Spark 4's file formats, uploaded in parallel
-with azure-storage-blob), then times `streamops.checkpoint.rules.check` (the function the CLI
+with azure-storage-blob), then times `streamops.checkpoint.checks.check` (the function the CLI
 calls) against a bare `fs.find` of the same folder, interleaved in the same run, REPEAT times each
 with fresh adlfs instances. Storage requests are counted at the HTTP layer by wrapping azure-core's
 `AioHttpTransport.send` (what adlfs' async clients send through; every request, retries included).
@@ -106,7 +106,7 @@ def _timed(fn: Any) -> tuple[float, Counter[str]]:
 
 
 def main() -> None:
-    from streamops.checkpoint.rules import check
+    from streamops.checkpoint.checks import check
     from streamops.localstack import LocalStack
 
     _count_requests()

@@ -71,8 +71,9 @@ def claims_bundle(root: Path, topic: str, partitions: int, max_offsets: int | No
     """bundle.yml's local target (as tests/integration/helpers.local_bundle builds it) with tables,
     checkpoints, metrics and pages under `root`, and the claims source on `topic`."""
     from streamops.bundle import load
+    from streamops.localstack import local_broker
 
-    bundle = load(ROOT / "bundle.yml", "local")
+    bundle = load(ROOT / "bundle.yml", "local", local_broker=local_broker)
     spec = bundle.spec
     target = spec.targets["local"].model_copy(update={"storage_root": str(root / "data")})
     src = spec.sources[SOURCE].model_copy(update={"topic": topic, "partitions": partitions})

@@ -186,7 +186,7 @@ def conflict_rate(spark: Any, bundle: Any, nights: int, seconds_per_night: float
             t_end = time.perf_counter() + seconds_per_night
             while time.perf_counter() < t_end:
                 try:
-                    r = compact_table(bundle, "live", spark=spark, sleep=time.sleep)
+                    r = compact_table(bundle, "live", spark=spark)
                 except CompactionConflictError as exc:
                     attempts += exc.attempts
                     conflicts += exc.attempts

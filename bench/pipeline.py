@@ -197,7 +197,7 @@ def variant_bare(spark: Any, bundle: Any, root: Path) -> None:
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
-    from streamops.pipeline.transform import event_schema, kafka_options
+    from streamops.pipeline.bronze import event_schema, kafka_options
 
     job = bundle.job(JOB)
     agg, wm, t = job.aggregate, job.watermark, job.event_time

@@ -38,7 +38,8 @@ ROUNDS = 3
 
 def spark_source(spark: Any, bundle: Any, checkpoint: Path, records: int) -> float:
     """Seconds for Spark's Kafka source to read every record into a noop sink (availableNow)."""
-    from streamops.pipeline.transform import kafka_options, read_kafka
+    from streamops.pipeline.bronze import kafka_options
+    from streamops.pipeline.kafka_source import read_kafka
 
     raw = read_kafka(spark, kafka_options(bundle, bundle.job(JOB)))
     t0 = time.perf_counter()

@@ -16,7 +16,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, task
 
-from streamops.bundle import default_target, load
+from streamops.entry import default_target, load
 
 BUNDLE = load(Path(__file__).resolve().parents[1] / "bundle.yml", default_target())
 
@@ -35,7 +35,7 @@ with DAG(
     @task(execution_timeout=timedelta(minutes=3))
     def watchdog() -> dict[str, Any]:
         """One round: evaluate, page, resolve; the summary goes to the log and XCom."""
-        from streamops.monitoring.alerts.evaluate import watchdog as run_watchdog
+        from streamops.entry import watchdog as run_watchdog
 
         return run_watchdog(BUNDLE)
 

@@ -16,7 +16,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, task
 
-from streamops.bundle import default_target, load
+from streamops.entry import default_target, load
 
 BUNDLE = load(Path(__file__).resolve().parents[1] / "bundle.yml", default_target())
 
@@ -34,8 +34,9 @@ with DAG(
     @task(max_active_tis_per_dag=4)
     def integrity(job: str) -> dict[str, Any]:
         """Check and back up one job's checkpoints; pages and fails on problems."""
-        from streamops.checkpoint.integrity import check_and_page
+        from streamops.entry import check_and_page, local_broker
 
-        return check_and_page(BUNDLE, job)
+        # The broker checks find the local target's 'embedded' broker only when the task runs.
+        return check_and_page(BUNDLE.with_local_broker(local_broker), job)
 
     integrity.expand(job=list(BUNDLE.jobs))

@@ -11,7 +11,7 @@ from pathlib import Path
 from airflow.sdk import DAG, Param
 from streamops_airflow.operators import CheckParamsOperator, StreamopsActionOperator
 
-from streamops.bundle import load
+from streamops.entry import load
 
 BUNDLE_PATH = Path(__file__).resolve().parents[1] / "bundle.yml"
 # Any target will do for the choices; the action loads the bundle for the chosen target.

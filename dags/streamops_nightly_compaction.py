@@ -17,7 +17,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, CronTriggerTimetable, TriggerRule, get_current_context, task
 
-from streamops.bundle import default_target, load
+from streamops.entry import default_target, load
 
 BUNDLE = load(Path(__file__).resolve().parents[1] / "bundle.yml", default_target())
 SETTINGS = BUNDLE.spec.compaction
@@ -40,7 +40,7 @@ with DAG(
     @task(max_active_tis_per_dag=2)
     def compact(table: str) -> dict[str, Any]:
         """Compact one table; the report goes to the task log, XCom, JSON and metrics."""
-        from streamops.compaction.nightly import nightly_table
+        from streamops.entry import nightly_table
 
         ti = get_current_context()["ti"]
         return nightly_table(
@@ -50,7 +50,7 @@ with DAG(
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def summary(reports: list[dict[str, Any] | None]) -> dict[str, Any]:
         """One line per table; fails the run (after every table ran) if one failed."""
-        from streamops.compaction.nightly import summarize
+        from streamops.entry import summarize
 
         return summarize(BUNDLE, list(reports))
 

@@ -23,8 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retain-hours", type=float, help="VACUUM retention (checked)")
     args = parser.parse_args(argv)
 
-    from streamops.compaction.cluster import cluster_main
-    from streamops.compaction.databricks_job import JobRequest
+    from streamops.entry import JobRequest, cluster_main
 
     request = JobRequest(args.table, zorder=args.zorder, vacuum=args.vacuum,
                          retain_hours=args.retain_hours)  # fmt: skip

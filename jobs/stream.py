@@ -25,8 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     args = parser.parse_args(argv)
 
-    from streamops.errors import StreamopsError, UsageError
-    from streamops.runner.entry import run_from_args
+    from streamops.entry import StreamopsError, UsageError, run_from_args
 
     try:
         return run_from_args(

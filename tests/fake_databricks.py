@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from tests.fake_jobs_shapes import job_response, list_entry, stored_settings
-from tests.fake_workspace import WorkspaceFilesMixin
+from tests.fake_workspace import SERVICE_PRINCIPALS, WorkspaceFilesMixin
 
 
 @dataclass
@@ -92,9 +92,14 @@ class CompactionEndpoints:
     def add_uc_table(self, full_name: str, flag: str | None = None, **inherited: str) -> None:
         """A UC table whose `effective_predictive_optimization_flag` is `flag` (ENABLE/DISABLE)."""
         catalog, schema, name = full_name.split(".")
-        info: dict[str, Any] = {"full_name": full_name, "catalog_name": catalog,
-                                "schema_name": schema, "name": name, "table_type": "MANAGED",
-                                "data_source_format": "DELTA"}  # fmt: skip
+        info: dict[str, Any] = {
+            "full_name": full_name,
+            "catalog_name": catalog,
+            "schema_name": schema,
+            "name": name,
+            "table_type": "MANAGED",
+            "data_source_format": "DELTA",
+        }
         if flag is not None:
             info["effective_predictive_optimization_flag"] = {"value": flag, **inherited}
         self.uc_tables[full_name] = info
@@ -110,8 +115,10 @@ class CompactionEndpoints:
         if method == "GET" and path.startswith(uc):
             info = self.uc_tables.get(path.removeprefix(uc))
             if info is None:
-                return 404, {"error_code": "TABLE_DOES_NOT_EXIST",
-                             "message": f"Table '{path.removeprefix(uc)}' does not exist."}  # fmt: skip
+                return 404, {
+                    "error_code": "TABLE_DOES_NOT_EXIST",
+                    "message": f"Table '{path.removeprefix(uc)}' does not exist.",
+                }
             return 200, info
         ep = path.removeprefix("/api/2.2/jobs/")
         if method == "POST" and ep == "runs/submit":
@@ -122,14 +129,18 @@ class CompactionEndpoints:
             return 200, {"run_id": run.run_id}
         if method == "GET" and ep == "runs/get" and int(body["run_id"]) in self.submitted:
             run = self.submitted[int(body["run_id"])]
-            state = {"life_cycle_state": "TERMINATED" if run.result else "RUNNING",
-                     "state_message": ""}  # fmt: skip
+            state = {
+                "life_cycle_state": "TERMINATED" if run.result else "RUNNING",
+                "state_message": "",
+            }
             if run.result:
                 state["result_state"] = run.result
-            return 200, {"run_id": run.run_id, "state": state,
-                         "run_page_url": f"{self.url}/runs/{run.run_id}",
-                         "tasks": [{"run_id": run.task_run_id, "task_key": "compact",
-                                    "state": state}]}  # fmt: skip
+            return 200, {
+                "run_id": run.run_id,
+                "state": state,
+                "run_page_url": f"{self.url}/runs/{run.run_id}",
+                "tasks": [{"run_id": run.task_run_id, "task_key": "compact", "state": state}],
+            }
         if method == "GET" and ep == "runs/get-output":
             tid = int(body["run_id"])
             run = next((r for r in self.submitted.values() if r.task_run_id == tid), None)
@@ -170,8 +181,11 @@ class FakeJobsApi(CompactionEndpoints, WorkspaceFilesMixin):
 
     def writes(self) -> list[tuple[str, dict[str, Any]]]:
         """Writes to the Jobs API (uploads: `uploads()`, tests/fake_workspace.py)."""
-        return [(c.path.removeprefix("/api/2.2/jobs/"), c.body) for c in self.calls(reads=False)
-                if not self.serves(c.path)]  # fmt: skip
+        return [
+            (c.path.removeprefix("/api/2.2/jobs/"), c.body)
+            for c in self.calls(reads=False)
+            if not self.serves(c.path)
+        ]
 
     def add_job(self, settings: dict[str, Any]) -> int:
         with self.lock:
@@ -183,8 +197,31 @@ class FakeJobsApi(CompactionEndpoints, WorkspaceFilesMixin):
 
     def connection_uri(self) -> str:
         """An Airflow connection (JSON form) for this server: schema http, port apart."""
-        return json.dumps({"conn_type": "databricks", "host": "127.0.0.1", "port": self.port,
-                           "schema": "http", "password": "dapi-test-token"})  # fmt: skip
+        return json.dumps(
+            {
+                "conn_type": "databricks",
+                "host": "127.0.0.1",
+                "port": self.port,
+                "schema": "http",
+                "password": "dapi-test-token",
+            }
+        )
+
+    def service_principal_uri(self) -> str:
+        """An Airflow connection for this server that logs in as a Databricks service principal
+        (OAuth M2M: login = client id, password = secret), as the provider documents it."""
+        client_id, secret = next(iter(SERVICE_PRINCIPALS.items()))
+        return json.dumps(
+            {
+                "conn_type": "databricks",
+                "host": "127.0.0.1",
+                "port": self.port,
+                "schema": "http",
+                "login": client_id,
+                "password": secret,
+                "extra": json.dumps({"service_principal_oauth": True}),
+            }
+        )
 
     # --- the API ---------------------------------------------------------------------------
     def handle_permissions(
@@ -194,19 +231,37 @@ class FakeJobsApi(CompactionEndpoints, WorkspaceFilesMixin):
         the creator as IS_OWNER and workspace admins' inherited CAN_MANAGE beside the groups."""
         have = self.state.acl.setdefault(job_id, {})
         if method == "PATCH":
-            have.update({e["group_name"]: e["permission_level"]
-                         for e in body.get("access_control_list", [])})  # fmt: skip
+            have.update(
+                {
+                    e["group_name"]: e["permission_level"]
+                    for e in body.get("access_control_list", [])
+                }
+            )
         elif method != "GET":
             return 404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"{method} permissions"}
-        owner = {"user_name": "deployer@example.com",
-                 "all_permissions": [{"permission_level": "IS_OWNER", "inherited": False}]}  # fmt: skip
-        admins = {"group_name": "admins", "all_permissions": [{
-            "permission_level": "CAN_MANAGE", "inherited": True,
-            "inherited_from_object": ["/jobs/"]}]}  # fmt: skip
-        groups = [{"group_name": g, "all_permissions": [
-            {"permission_level": lvl, "inherited": False}]} for g, lvl in have.items()]  # fmt: skip
-        return 200, {"object_id": f"/jobs/{job_id}", "object_type": "job",
-                     "access_control_list": [owner, admins, *groups]}  # fmt: skip
+        owner = {
+            "user_name": "deployer@example.com",
+            "all_permissions": [{"permission_level": "IS_OWNER", "inherited": False}],
+        }
+        admins = {
+            "group_name": "admins",
+            "all_permissions": [
+                {
+                    "permission_level": "CAN_MANAGE",
+                    "inherited": True,
+                    "inherited_from_object": ["/jobs/"],
+                }
+            ],
+        }
+        groups = [
+            {"group_name": g, "all_permissions": [{"permission_level": lvl, "inherited": False}]}
+            for g, lvl in have.items()
+        ]
+        return 200, {
+            "object_id": f"/jobs/{job_id}",
+            "object_type": "job",
+            "access_control_list": [owner, admins, *groups],
+        }
 
     def _create(self, settings: dict[str, Any]) -> int:
         self.state.next_id += 1
@@ -264,8 +319,11 @@ class FakeJobsApi(CompactionEndpoints, WorkspaceFilesMixin):
                 s.tokens[token] = run_id
             return 200, {"run_id": run_id}
         if method == "GET" and ep == "runs/list":
-            runs = [{"run_id": r.run_id, "job_id": r.job_id} for r in s.runs.values()
-                    if r.job_id == int(body["job_id"]) and r.state != "TERMINATED"]  # fmt: skip
+            runs = [
+                {"run_id": r.run_id, "job_id": r.job_id}
+                for r in s.runs.values()
+                if r.job_id == int(body["job_id"]) and r.state != "TERMINATED"
+            ]
             return 200, {"runs": runs} if runs else {}
         if method == "POST" and ep == "runs/cancel":
             r = s.runs[int(body["run_id"])]
@@ -281,8 +339,13 @@ class FakeJobsApi(CompactionEndpoints, WorkspaceFilesMixin):
             state = {"life_cycle_state": r.state, "state_message": ""}
             if r.result and r.state == "TERMINATED":
                 state["result_state"] = r.result
-            return 200, {"run_id": r.run_id, "job_id": r.job_id, "state": state, "tasks": [],
-                         "run_page_url": f"{self.url}/jobs/{r.job_id}/runs/{r.run_id}"}  # fmt: skip
+            return 200, {
+                "run_id": r.run_id,
+                "job_id": r.job_id,
+                "state": state,
+                "tasks": [],
+                "run_page_url": f"{self.url}/jobs/{r.job_id}/runs/{r.run_id}",
+            }
         return 404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"{method} {path}"}
 
 
@@ -313,8 +376,10 @@ def _handler(api: FakeJobsApi) -> type[BaseHTTPRequestHandler]:
             headers: dict[str, str] = {}
             if fault is not None:
                 time.sleep(fault.sleep)
-                status, out = fault.status, {"error_code": fault.error_code,
-                                             "message": "scripted fault"}  # fmt: skip
+                status, out = (
+                    fault.status,
+                    {"error_code": fault.error_code, "message": "scripted fault"},
+                )
                 if fault.retry_after is not None:
                     headers["Retry-After"] = str(fault.retry_after)
             self._send(status, out, headers)

@@ -13,10 +13,16 @@ Documented behaviour it keeps (docs.databricks.com/api/workspace/workspace, .../
   204 with no body; only under /Volumes/<catalog>/<schema>/<volume>/ or /Workspace/.
 Every request is recorded as a `Call` whose body holds the form fields / query and the content's
 sha256 and size, so tests assert exactly what was sent.
+
+A service principal logs in with OAuth M2M as databricks-sdk does it: the OIDC discovery document
+(`GET /oidc/.well-known/oauth-authorization-server`), then `POST /oidc/v1/token` with HTTP Basic
+client id:secret and `grant_type=client_credentials`; the access token it gets is the test token.
+The token requests are counted in `token_requests` (client ids), not recorded as calls.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -31,6 +37,9 @@ FILES = "/api/2.0/fs/files"
 # Host metadata every databricks-sdk client reads when it is built (served without a token).
 METADATA = "/.well-known/databricks-config"
 IMPORT_LIMIT = 10 * 1024 * 1024
+OIDC = "/oidc/"
+# The service principal the fake knows: client id -> secret.
+SERVICE_PRINCIPALS = {"5a6b7c8d-1e2f-4a3b-8c4d-5e6f7a8b9c0d": "sp-test-secret"}
 
 
 @dataclass
@@ -67,14 +76,21 @@ class WorkspaceFilesMixin:
     def workspace(self) -> WorkspaceState:
         return WorkspaceState()
 
+    @cached_property
+    def token_requests(self) -> list[str]:
+        return []
+
     @staticmethod
     def serves(path: str) -> bool:
-        return path.startswith((WORKSPACE, FILES)) or path == METADATA
+        return path.startswith((WORKSPACE, FILES, OIDC)) or path == METADATA
 
     def uploads(self) -> list[tuple[str, str, dict[str, Any]]]:
         """(method, endpoint, body) of each write to the Workspace / Files APIs, in order."""
-        return [(c.method, c.path.removeprefix("/api/2.0/"), c.body) for c in self.state.calls
-                if self.serves(c.path) and c.method in ("POST", "PUT")]  # fmt: skip
+        return [
+            (c.method, c.path.removeprefix("/api/2.0/"), c.body)
+            for c in self.state.calls
+            if self.serves(c.path) and c.method in ("POST", "PUT")
+        ]
 
     def serve_workspace(self, handler: Any, method: str) -> None:
         from tests.fake_databricks import Call
@@ -84,6 +100,8 @@ class WorkspaceFilesMixin:
         raw = handler.rfile.read(n) if n else b""
         if url.path == METADATA:
             return self._reply(handler, 200, {"oidc_endpoint": f"{self.url}/oidc"})
+        if url.path.startswith(OIDC):
+            return self._oidc(handler, url.path, raw)
         if handler.headers.get("Authorization") != "Bearer dapi-test-token":
             return self._reply(
                 handler, 401, {"error_code": "UNAUTHENTICATED", "message": "bad token"}
@@ -131,14 +149,27 @@ class WorkspaceFilesMixin:
                 if target not in ws.files:
                     return 404, None, {}
                 size = str(len(ws.files[target]))
-                return 200, None, {"Content-Length": size, "Content-Type": "application/octet-stream",
-                                   "Last-Modified": "Sat, 01 Nov 2025 00:00:00 GMT"}  # fmt: skip
+                return (
+                    200,
+                    None,
+                    {
+                        "Content-Length": size,
+                        "Content-Type": "application/octet-stream",
+                        "Last-Modified": "Sat, 01 Nov 2025 00:00:00 GMT",
+                    },
+                )
             if method == "PUT":
                 if not target.startswith(("/Volumes/", "/Workspace/")) or (
                     target.startswith("/Volumes/") and len(target.split("/")) < 6
                 ):
-                    return 400, {"error_code": "INVALID_PARAMETER_VALUE",
-                                 "message": f"not a volume or workspace file path: {target}"}, {}  # fmt: skip
+                    return (
+                        400,
+                        {
+                            "error_code": "INVALID_PARAMETER_VALUE",
+                            "message": f"not a volume or workspace file path: {target}",
+                        },
+                        {},
+                    )
                 if target in ws.files and body.get("overwrite") != "true":
                     return 409, {"error_code": "ALREADY_EXISTS", "message": target}, {}
                 ws.dirs.update(_parents(target))
@@ -150,29 +181,86 @@ class WorkspaceFilesMixin:
             if target in ws.dirs:
                 return 200, {"object_type": "DIRECTORY", "path": target, "object_id": 1}, {}
             if target not in ws.files:
-                return 404, {"error_code": "RESOURCE_DOES_NOT_EXIST",
-                             "message": f"Path ({target}) doesn't exist."}, {}  # fmt: skip
+                return (
+                    404,
+                    {
+                        "error_code": "RESOURCE_DOES_NOT_EXIST",
+                        "message": f"Path ({target}) doesn't exist.",
+                    },
+                    {},
+                )
             ws.next_object_id += 1
-            return 200, {"object_type": "FILE", "path": target, "object_id": ws.next_object_id,
-                         "size": len(ws.files[target]), "created_at": 1761955200000,
-                         "modified_at": 1761955200000}, {}  # fmt: skip
+            return (
+                200,
+                {
+                    "object_type": "FILE",
+                    "path": target,
+                    "object_id": ws.next_object_id,
+                    "size": len(ws.files[target]),
+                    "created_at": 1761955200000,
+                    "modified_at": 1761955200000,
+                },
+                {},
+            )
         if method == "POST" and ep == "mkdirs":
             ws.dirs.update([*_parents(target), target.rstrip("/")])
             return 200, {}, {}
         if method == "POST" and ep == "import":
             parent = target.rsplit("/", 1)[0]
             if parent not in ws.dirs:
-                return 404, {"error_code": "RESOURCE_DOES_NOT_EXIST",
-                             "message": f"The parent folder ({parent}) does not exist."}, {}  # fmt: skip
+                return (
+                    404,
+                    {
+                        "error_code": "RESOURCE_DOES_NOT_EXIST",
+                        "message": f"The parent folder ({parent}) does not exist.",
+                    },
+                    {},
+                )
             if target in ws.files and body.get("overwrite") != "true":
-                return 400, {"error_code": "RESOURCE_ALREADY_EXISTS",
-                             "message": f"{target} already exists."}, {}  # fmt: skip
+                return (
+                    400,
+                    {
+                        "error_code": "RESOURCE_ALREADY_EXISTS",
+                        "message": f"{target} already exists.",
+                    },
+                    {},
+                )
             if len(content) > IMPORT_LIMIT:
-                return 400, {"error_code": "MAX_NOTEBOOK_SIZE_EXCEEDED",
-                             "message": "File size imported is too large."}, {}  # fmt: skip
+                return (
+                    400,
+                    {
+                        "error_code": "MAX_NOTEBOOK_SIZE_EXCEEDED",
+                        "message": "File size imported is too large.",
+                    },
+                    {},
+                )
             ws.files[target] = content
             return 200, {}, {}
         return 404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"{method} {path}"}, {}
+
+    def _oidc(self, handler: Any, path: str, raw: bytes) -> None:
+        if path == "/oidc/.well-known/oauth-authorization-server":
+            return self._reply(
+                handler,
+                200,
+                {
+                    "authorization_endpoint": f"{self.url}/oidc/v1/authorize",
+                    "token_endpoint": f"{self.url}/oidc/v1/token",
+                },
+            )
+        auth = handler.headers.get("Authorization") or ""
+        client_id, _, secret = base64.b64decode(auth.removeprefix("Basic ")).decode().partition(":")
+        form = dict(parse_qsl(raw.decode()))
+        if path != "/oidc/v1/token" or form.get("grant_type") != "client_credentials":
+            return self._reply(handler, 400, {"error": "invalid_request"})
+        if SERVICE_PRINCIPALS.get(client_id) != secret:
+            return self._reply(handler, 401, {"error": "invalid_client"})
+        self.token_requests.append(client_id)
+        return self._reply(
+            handler,
+            200,
+            {"access_token": "dapi-test-token", "token_type": "Bearer", "expires_in": 3600},
+        )
 
     @staticmethod
     def _reply(

@@ -30,8 +30,7 @@ class CheckParamsOperator(BaseOperator):
         self.jobs = list(jobs)
 
     def execute(self, context: Any) -> None:
-        from streamops.deploy.actions import check_request
-        from streamops.errors import DeployError
+        from streamops.entry import DeployError, check_request
 
         params = _params(context)
         try:
@@ -49,45 +48,45 @@ class StreamopsActionOperator(BaseOperator):
         *,
         bundle_path: str | Path,
         polling_period_seconds: int = POLL_SECONDS,
-        hook_retry_args: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.bundle_path = str(bundle_path)
         self.polling_period_seconds = polling_period_seconds
-        self.hook_retry_args = hook_retry_args
 
     def execute(self, context: Any) -> Any:
-        from streamops.bundle import load
-        from streamops.deploy import actions, client
-        from streamops.deploy.faults import Remote, explained
-        from streamops.errors import DeployError
-        from streamops.shipping.uploads import workspace_url
+        from streamops.entry import (
+            DatabricksAccess,
+            DeployError,
+            Remote,
+            explained,
+            load,
+            local_broker,
+        )
+        from streamops.entry import deploy_actions as actions
 
         p = _params(context)
-        bundle = load(self.bundle_path, p["target"])
-        db = bundle.target.databricks
-        conn_id = db.airflow_conn_id if db else "databricks_default"
-        hook = client.make_hook(conn_id, retry_args=self.hook_retry_args)
+        bundle = load(self.bundle_path, p["target"], local_broker=local_broker)
+        access = DatabricksAccess.of(bundle)
         token = self._token(context)
         job, action = p["job"], p["action"]
         wait = {"poll_s": self.polling_period_seconds}
         # One line naming the workspace and the fix for unreachable / 401 / 403 / 429 / timeout.
-        remote = Remote(workspace_url(hook), f"the Airflow connection '{conn_id}'",
-                        hook.retry_limit, hook.timeout_seconds)  # fmt: skip
+        remote = Remote(access.url, f"the Airflow connection '{access.conn_id}'",
+                        access.policy.attempts, access.timeout_s)  # fmt: skip
         try:
             with explained(remote):
                 if action == "deploy":
-                    res = actions.deploy(hook, bundle, job, dry_run=bool(p.get("dry_run")),
+                    res = actions.deploy(access, bundle, job, dry_run=bool(p.get("dry_run")),
                                          force=bool(p.get("force")), token=token, **wait)  # fmt: skip
                 elif action == "restart":
-                    res = actions.restart(hook, bundle, job, token=token, **wait)
+                    res = actions.restart(access, bundle, job, token=token, **wait)
                 elif action == "backfill":
-                    res = actions.backfill(hook, bundle, job, token=token)
+                    res = actions.backfill(access, bundle, job, token=token)
                 elif action == "stop":
-                    res = actions.stop(hook, bundle, job, **wait)
+                    res = actions.stop(access, bundle, job, **wait)
                 elif action == "recover":
-                    res = actions.recover(hook, bundle, job, token=token, **wait)
+                    res = actions.recover(access, bundle, job, token=token, **wait)
                 else:
                     raise DeployError(f"action {action!r} is not available here")
         except DeployError as exc:
@@ -95,7 +94,7 @@ class StreamopsActionOperator(BaseOperator):
         for line in res.render().splitlines():
             self.log.info("%s", line)
         if res.job_id is not None:
-            self.log.info("Databricks job: %s", _job_url(hook, res.job_id))
+            self.log.info("Databricks job: %s/jobs/%s", access.url, res.job_id)
         if res.run_url:
             self.log.info("Databricks run link: %s", res.run_url)
         if action == "backfill" and res.run_id is not None:
@@ -104,7 +103,7 @@ class StreamopsActionOperator(BaseOperator):
             self.defer(
                 trigger=DatabricksExecutionTrigger(
                     run_id=res.run_id,
-                    databricks_conn_id=conn_id,
+                    databricks_conn_id=access.conn_id,
                     polling_period_seconds=self.polling_period_seconds,
                     run_page_url=res.run_url,
                 ),
@@ -128,8 +127,3 @@ class StreamopsActionOperator(BaseOperator):
         key = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.try_number}"
         return "streamops-" + hashlib.sha256(key.encode()).hexdigest()[:40]
 
-
-def _job_url(hook: Any, job_id: int) -> str:
-    conn = hook.databricks_conn
-    port = f":{conn.port}" if conn.port else ""
-    return f"{conn.schema or 'https'}://{hook.host}{port}/jobs/{job_id}"

@@ -7,12 +7,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from streamops.commands.console import err, out
+from streamops.commands.options import BundleOpt, JobOpt, TargetOpt
 from streamops.errors import BundleError, StreamopsError, UsageError
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from streamops.demo.run import JobSummary
 
 app = typer.Typer(
     add_completion=False,
@@ -22,9 +28,6 @@ app = typer.Typer(
 )
 local_app = typer.Typer(no_args_is_help=True, help="Start, stop and inspect the local stack.")
 app.add_typer(local_app, name="local")
-
-BundleOpt = Annotated[Path, typer.Option("--bundle", "-b", help="path to bundle.yml")]
-TargetOpt = Annotated[str, typer.Option("--target", "-t", help="target in bundle.yml")]
 
 
 @app.command()
@@ -109,39 +112,40 @@ def local_status(
         raise typer.Exit(1)
 
 
-@app.command()
-def demo(
-    bundle: BundleOpt = Path("bundle.yml"),
-    target: TargetOpt = "local",
-    scale: Annotated[int, typer.Option(help="multiply the sample size")] = 1,
-) -> None:
-    """Run every job end to end on the local target with a sample; print a checked summary."""
+def _print_batch(job: str, bp: object) -> None:
+    from streamops.pipeline.progress import BatchProgress
+
+    assert isinstance(bp, BatchProgress)
+    out.print(
+        f"  [{bp.query_name}] batch {bp.batch_id}: {bp.input_rows} rows in {bp.duration_ms} ms, "
+        f"{bp.malformed_rows} malformed, {bp.dropped_by_watermark} late-dropped, "
+        f"lag {bp.total_lag}, state {bp.state_rows} rows",
+        markup=False,
+    )
+
+
+_DEMO_COLUMNS = (
+    "job",
+    "produced",
+    "input rows",
+    "bronze",
+    "quarantined",
+    "late-dropped",
+    "events in gold",
+    "window rows",
+    "version",
+    "batches",
+    "lag at end",
+    "check",
+)
+
+
+def _demo_table(summaries: list[JobSummary]) -> Table:
+    """One row per job: what it reports beside what the produced sample implies."""
     from rich.table import Table
 
-    from streamops.bundle import load
-    from streamops.demo.run import run_demo
-
-    b = load(bundle, target)
-    for w in b.warnings:
-        err.print(w.render(), markup=False)
-
-    def on_batch(job: str, bp: object) -> None:
-        from streamops.pipeline.progress import BatchProgress
-
-        assert isinstance(bp, BatchProgress)
-        out.print(
-            f"  [{bp.query_name}] batch {bp.batch_id}: {bp.input_rows} rows in {bp.duration_ms} ms, "
-            f"{bp.malformed_rows} malformed, {bp.dropped_by_watermark} late-dropped, "
-            f"lag {bp.total_lag}, state {bp.state_rows} rows",
-            markup=False,
-        )
-
-    summaries = run_demo(
-        b, say=lambda m: out.print(f"==> {m}", markup=False), on_batch=on_batch, scale=scale
-    )
     table = Table(title="streamops demo: local target")
-    for col in ("job", "produced", "input rows", "bronze", "quarantined", "late-dropped", "events in gold",
-                "window rows", "version", "batches", "lag at end", "check"):  # fmt: skip
+    for col in _DEMO_COLUMNS:
         table.add_column(col, justify="left" if col in ("job", "lag at end", "check") else "right")
     for s in summaries:
         lag = "; ".join(
@@ -151,20 +155,43 @@ def demo(
             for parts in s.lag_end.values()
         )
         table.add_row(
-            s.job, str(s.produced), str(s.input_rows),
+            s.job,
+            str(s.produced),
+            str(s.input_rows),
             f"{s.bronze_rows} / {s.expected_bronze}",
             f"{s.quarantined_rows} / {s.expected_malformed}",
             f"{s.dropped_by_watermark} / {s.expected_dropped}",
             f"{s.table_events} / {s.expected_in_table}",
-            str(s.table_rows), str(s.table_version), str(s.batches), lag or "-",
+            str(s.table_rows),
+            str(s.table_version),
+            str(s.batches),
+            lag or "-",
             "OK" if s.ok else "MISMATCH",
-        )  # fmt: skip
-    out.print(table)
+        )
+    return table
+
+
+@app.command()
+def demo(
+    bundle: BundleOpt = Path("bundle.yml"),
+    target: TargetOpt = "local",
+    scale: Annotated[int, typer.Option(help="multiply the sample size")] = 1,
+) -> None:
+    """Run every job end to end on the local target with a sample; print a checked summary."""
+    from streamops.bundle import load
+    from streamops.demo.run import run_demo
+    from streamops.monitoring.metrics_report import render_report
+
+    b = load(bundle, target)
+    for w in b.warnings:
+        err.print(w.render(), markup=False)
+    summaries = run_demo(
+        b, say=lambda m: out.print(f"==> {m}", markup=False), on_batch=_print_batch, scale=scale
+    )
+    out.print(_demo_table(summaries))
     out.print("(a / b = what the job reports / what the produced sample implies)", markup=False)
     for s in summaries:
         out.print(f"  {s.job}: gold {s.table_uri} (bronze and quarantine beside it)", markup=False)
-    from streamops.monitoring.report import render_report
-
     for s in summaries:
         r = render_report(b, s.job)
         out.print(f"  {s.job}: report {r.html} (and {r.png.name})", markup=False)
@@ -175,7 +202,7 @@ def demo(
 
 @app.command("late-report")
 def late_report_cmd(
-    job: Annotated[str, typer.Option("--job", "-j", help="job name in bundle.yml")],
+    job: JobOpt,
     bundle: BundleOpt = Path("bundle.yml"),
     target: TargetOpt = "local",
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
@@ -209,7 +236,7 @@ def late_report_cmd(
 
 @app.command("run")
 def run_cmd(
-    job: Annotated[str, typer.Option("--job", "-j", help="job name in bundle.yml")],
+    job: JobOpt,
     bundle: BundleOpt = Path("bundle.yml"),
     target: TargetOpt = "local",
     available_now: Annotated[

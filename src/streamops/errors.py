@@ -48,6 +48,30 @@ class KafkaError(StreamopsError):
     """The broker cannot be reached, a topic is missing, or offsets are gone."""
 
 
+class DataLossError(KafkaError):
+    """Records a query had still to read were deleted from Kafka (retention) first.
+
+    Raised once, where Spark reports the loss, with the lost range as fields: nothing downstream
+    reads the message to learn which records they were.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        topic: str,
+        partition: int,
+        first_offset: int,
+        last_offset: int,
+        batch_id: int,
+        query: str,
+    ):
+        super().__init__(message)
+        self.topic, self.partition = topic, partition
+        self.first_offset, self.last_offset = first_offset, last_offset
+        self.batch_id, self.query = batch_id, query
+
+
 class SinkError(StreamopsError):
     """A Delta sink cannot be written or read as expected."""
 
@@ -96,6 +120,11 @@ class CheckpointError(StreamopsError):
 class CheckpointGuardError(CheckpointError):
     """Starting or deploying would silently restart a query from scratch (its checkpoint moved,
     vanished while the sink holds data, was reset, or its query name changed)."""
+
+
+class WorkspaceAccessError(StreamopsError):
+    """No way into the target's Databricks workspace: no Airflow connection and no host / token
+    in bundle.yml, or a login streamops cannot use."""
 
 
 class DeployError(StreamopsError):

@@ -12,6 +12,7 @@ from typing import Any
 
 from streamops.bundle import Bundle, load
 from streamops.bundle.models import KafkaSecurity
+from streamops.localstack import local_broker
 from tests.stack_fixtures import PROJECT
 
 SHIPPED_BUNDLE = PROJECT / "bundle.yml"
@@ -27,7 +28,7 @@ def local_bundle(
     """bundle.yml's local target, with storage under `tmp_path`, the session's broker ('embedded':
     its SASL listener, or PLAINTEXT with sasl=False), the given topic per source, and field
     updates per job (e.g. a smaller max_offsets_per_trigger). Needs the `local_stack` fixture."""
-    bundle = load(SHIPPED_BUNDLE, "local")
+    bundle = load(SHIPPED_BUNDLE, "local", local_broker=local_broker)
     spec = bundle.spec
     local = spec.targets["local"]
     kafka = local.kafka

@@ -33,6 +33,7 @@ from typer.testing import CliRunner
 
 from streamops.bundle import Bundle
 from streamops.checkpoint import backup as bk
+from streamops.checkpoint.checks import check
 from streamops.checkpoint.reader import delta_offset, kafka_offsets, read_checkpoint
 from streamops.checkpoint.reconstruct import (
     Reconstruction,
@@ -47,7 +48,6 @@ from streamops.checkpoint.registry import (
     queries_of,
     registry_path,
 )
-from streamops.checkpoint.rules import check
 from streamops.cli import app
 from streamops.demo.sample import Sample, generate, produce, utc
 from streamops.deploy.guard import check_before_deploy
@@ -56,7 +56,7 @@ from streamops.kafka.groups import group_offsets
 from streamops.kafka.offsets import client_config, topic_partitions, watermarks
 from streamops.localstack import AzuriteEndpoint, LocalStack
 from streamops.monitoring.late_report import late_report
-from streamops.pipeline.transform import ensure_tables
+from streamops.pipeline.bronze import ensure_tables
 from streamops.runner.entry import recovery_offsets
 from streamops.runner.job import run_job
 from tests.integration.helpers import kafka_conf, local_bundle
@@ -402,10 +402,10 @@ def test_guard_refuses_resets_and_drift(copy: Path, made: Made) -> None:
     bundle = _bundle(copy, made.topic)
     cks = _checkpoints(bundle)
     guard(bundle, JOB, event="start")
-    rec = load_registry(registry_path(bundle), {})["jobs"][JOB]
-    assert rec["gold"]["query_id"] == read_checkpoint(str(cks["gold"])).query_id
-    assert kafka_offsets(rec["bronze"]["offsets"][0]) is not None
-    assert delta_offset(rec["gold"]["offsets"][0]) is not None
+    rec = load_registry(registry_path(bundle), {}).jobs[JOB]
+    assert rec["gold"].query_id == read_checkpoint(str(cks["gold"])).query_id
+    assert rec["bronze"].offsets and kafka_offsets(rec["bronze"].offsets[0]) is not None
+    assert rec["gold"].offsets and delta_offset(rec["gold"].offsets[0]) is not None
     assert check_before_deploy(bundle, JOB) == []
 
     moved = _bundle(copy, made.topic, checkpoint=str(copy / "elsewhere"))
@@ -486,9 +486,9 @@ def test_bronze_rebuilt_from_the_delta_commit_holds_every_record_once(
     commits = read_checkpoint(str(cks["bronze"])).listing.commits
     assert commits[:2] == (bronze.batch - 1, bronze.batch) and len(commits) > 2
     assert (cks["gold"] / "metadata").read_text() == gold_id and run.batches
-    resets = load_registry(registry_path(bundle), {})["resets"]
-    assert [r["job"] for r in resets] == [JOB] and BRONZE in resets[0]["starting_offsets"]
-    assert resets[0]["overrode"][BRONZE]  # what the reset went past is recorded
+    resets = load_registry(registry_path(bundle), {}).resets
+    assert [r.job for r in resets] == [JOB] and BRONZE in resets[0].starting_offsets
+    assert resets[0].overrode[BRONZE]  # what the reset went past is recorded
 
 
 def test_bronze_rebuilt_from_the_mirrored_consumer_group_holds_every_record_once(

@@ -19,8 +19,8 @@ import pytest
 from pyspark.sql import SparkSession
 
 from streamops.checkpoint import backup as bk
+from streamops.checkpoint.checks import RESTORE_ONLY_FIX, check
 from streamops.checkpoint.reader import kafka_offsets, read_checkpoint
-from streamops.checkpoint.rules import RESTORE_ONLY_FIX, check
 from streamops.errors import CheckpointError
 
 pytestmark = pytest.mark.slow

@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from streamops.bundle import Bundle, load
+from streamops.clock import FakeClock, RealClock
 from streamops.compaction import compact_table
 from streamops.compaction.databricks import DatabricksSqlRunner
+from streamops.databricks_access import DatabricksAccess, RetryPolicy
 from streamops.errors import CompactionError
 from tests.airflow_env import configure
 from tests.fake_databricks import FakeJobsApi
@@ -146,9 +148,9 @@ def uc_disabled(api: FakeJobsApi) -> None:
 
 
 def runner() -> DatabricksSqlRunner:
-    return DatabricksSqlRunner(
-        conn_id=CONN_ID, warehouse_id="wh-123", poll_s=0, sleep=lambda s: None
-    )
+    """The warehouse runner on the fake's connection; its polls and retries never sleep."""
+    access = DatabricksAccess(conn_id=CONN_ID, policy=RetryPolicy(clock=FakeClock()))
+    return DatabricksSqlRunner(access=access, warehouse_id="wh-123", poll_s=0)
 
 
 def test_the_plan_runs_as_sql_statements_through_the_provider_hook(
@@ -174,9 +176,7 @@ def test_a_delta_conflict_on_databricks_is_retried(
     bundle: Bundle, warehouse: FakeWarehouse, uc_disabled: None
 ) -> None:
     warehouse.script["OPTIMIZE"] = ["ConcurrentAppendException: Files were added to partition"]
-    r = compact_table(
-        bundle, "events", engine="databricks-sql", runner=runner(), sleep=lambda s: None
-    )
+    r = compact_table(bundle, "events", engine="databricks-sql", runner=runner(), clock=FakeClock())
     optimizes = [q for q in warehouse.requests if q["statement"].startswith("OPTIMIZE")]
     assert len(optimizes) == 2 and r.retries == 1
 
@@ -232,14 +232,19 @@ def test_the_bundle_switch_forces_compaction_and_an_unknown_table_is_named(
 # --- the job engine: a one-time run of jobs/compact.py --------------------------------------------
 
 
+class _BriefPolls(RealClock):
+    """Real time, but the run is polled every 0.1 s rather than every 15 s."""
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(min(seconds, 0.1))
+
+
 def test_the_job_engine_tags_the_optimize_commit_on_the_cluster(
     tmp_path: Path, bundle: Bundle, spark: SparkSession, api: FakeJobsApi
 ) -> None:
     """Airflow submits jobs/compact.py; the 'cluster' (the fake runs the real entrypoint on the
     local Spark session) compacts with the marker in the OPTIMIZE commit; the report comes back
     through runs/get-output."""
-    import time
-
     from deltalake import DeltaTable
 
     from streamops.compaction.cluster import cluster_main
@@ -265,8 +270,9 @@ def test_the_job_engine_tags_the_optimize_commit_on_the_cluster(
         return code, "\n".join(lines)
 
     api.on_submit = on_cluster
-    r = compact_table(b, "events", zorder=True, vacuum=True, engine="databricks-job",
-                      sleep=lambda s: time.sleep(0.1))  # fmt: skip
+    r = compact_table(
+        b, "events", zorder=True, vacuum=True, engine="databricks-job", clock=_BriefPolls()
+    )
     assert r.status == "compacted" and r.engine == "databricks-job"
     assert r.partitions_touched == ("day=2026-11-20", "day=2026-11-21") and r.zorder_by
     assert r.vacuum_retention_hours == 216 and "weekly_fraud_scan" in (r.vacuum_reason or "")

@@ -19,6 +19,7 @@ import pytest
 from deltalake import DeltaTable
 
 from streamops.bundle import Bundle, load
+from streamops.clock import FakeClock
 from streamops.compaction import compact_table
 from streamops.compaction.log import MARKER, Marker, read_state
 from streamops.compaction.spark_sql import SparkSqlRunner
@@ -293,7 +294,7 @@ def test_a_real_commit_conflict_between_two_compactions_is_retried(
 
     def run(i: int) -> None:
         try:
-            reports[i] = compact_table(bundle, "events", runner=runners[i], sleep=lambda s: None)
+            reports[i] = compact_table(bundle, "events", runner=runners[i], clock=FakeClock())
         except BaseException as exc:
             errors.append(exc)
 
@@ -422,13 +423,13 @@ def test_a_liquid_clustered_table_is_created_clustered_and_compacted_with_plain_
 ) -> None:
     from delta.tables import DeltaTable as SparkDeltaTable
 
-    from streamops.pipeline.transform import ensure_tables
+    from streamops.pipeline.gold import ensure_sink_table
 
     text = edited(("tables:\n", EVENTS), ("    zorder_by: [region]\n", "    cluster_by: [region]\n"),
                   ("  flat:\n    zorder_by: [device_id]\n", "  flat:\n    cluster_by: [device_id]\n"))  # fmt: skip
     b = load(write(tmp_path, text), "local")
     # The job's sink is created CLUSTER BY the bundle's columns before its first batch.
-    ensure_tables(spark, b, b.job("claims_hourly"))
+    ensure_sink_table(spark, b, b.job("claims_hourly"))
     detail = spark.sql(f"DESCRIBE DETAIL delta.`{b.table_location('claims_hourly')}`").first()
     assert detail is not None and detail["clusteringColumns"] == ["region"]
 
@@ -489,7 +490,7 @@ def test_a_merge_winning_every_race_pages_once_naming_the_table_and_the_merge(
 
     runner = Recording(spark, before=before)
     with pytest.raises(CompactionConflictError) as err:
-        nightly_table(b, "events", attempt=3, attempts=3, runner=runner, sleep=lambda s: None)
+        nightly_table(b, "events", attempt=3, attempts=3, runner=runner, clock=FakeClock())
     assert len(merges) == 2 and all(f.is_conflict for f in runner.failures)
     assert err.value.table == "events" and err.value.operation.startswith("MERGE")
     (page,) = [json.loads(x) for x in pages_log(b).read_text().splitlines()]

@@ -22,9 +22,9 @@ from pyspark.sql import SparkSession
 
 from streamops.bundle import load
 from streamops.checkpoint import backup as bk
-from streamops.checkpoint.rules import check
+from streamops.checkpoint.checks import check
 from streamops.demo.sample import generate, produce, utc
-from streamops.localstack import LocalStack
+from streamops.localstack import LocalStack, local_broker
 from streamops.runner.job import run_job
 from tests.integration.helpers import kafka_conf
 from tests.integration.test_dag_compaction import run_child
@@ -52,7 +52,7 @@ def project(tmp_path: Path, spark: SparkSession, local_stack: LocalStack) -> Pat
     write(tmp_path, edited(("topic: insurance.claims", f"topic: {topic}")))
     (tmp_path / "dags").mkdir()
     shutil.copy(DAG_FILE, tmp_path / "dags" / DAG_FILE.name)
-    bundle = load(tmp_path / "bundle.yml", "local")
+    bundle = load(tmp_path / "bundle.yml", "local", local_broker=local_broker)
     sample = generate(bundle.job(HEALTHY), partitions=2, start=utc("2026-11-24T06:00:00Z"),
                       span=timedelta(hours=1), n=200, malformed=3, seed=11)  # fmt: skip
     produce(kafka_conf(bundle), topic, sample)

@@ -14,6 +14,7 @@ import pytest
 from streamops.bundle import Bundle, load
 from streamops.bundle.models import KafkaSecurity
 from streamops.bundle.secrets import parse_secret
+from streamops.clock import FakeClock
 from streamops.errors import KafkaError
 from streamops.kafka.groups import GroupCommitter, group_offsets
 from streamops.kafka.offsets import earliest_offset
@@ -57,7 +58,7 @@ def test_every_kafka_client_logs_in_with_the_cluster_form_of_the_settings(
     conf = kafka.librdkafka()
     assert conf["security.protocol"] == "SASL_PLAINTEXT" and conf["bootstrap.servers"] == ep.sasl
 
-    assert topic in wait_for_broker(conf, attempts=3, sleep=lambda _s: None)
+    assert topic in wait_for_broker(conf, attempts=3, clock=FakeClock())
     assert earliest_offset(conf, topic, 1) == 0
     committer = GroupCommitter(kafka.bootstrap_servers, conf)
     try:
@@ -72,6 +73,6 @@ def test_every_kafka_client_logs_in_with_the_cluster_form_of_the_settings(
     # The same references with a wrong value are refused by the broker, and the value is not said.
     monkeypatch.setenv(sec.password.env_var, "wrong-password-xyz")
     with pytest.raises(KafkaError) as info:
-        wait_for_broker(kafka.librdkafka(), attempts=2, sleep=lambda _s: None)
+        wait_for_broker(kafka.librdkafka(), attempts=2, clock=FakeClock())
     assert "refused the login" in str(info.value)
     assert "wrong-password-xyz" not in str(info.value)

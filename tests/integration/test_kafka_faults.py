@@ -11,6 +11,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from streamops.bundle import Bundle
+from streamops.clock import FakeClock
 from streamops.demo.sample import Sample, SampleEvent, produce
 from streamops.errors import KafkaError
 from streamops.kafka.preflight import check_source, wait_for_broker
@@ -28,7 +29,7 @@ def _closed_port() -> str:
 
 
 def test_unreachable_broker_retries_with_backoff_then_names_the_servers() -> None:
-    waits: list[float] = []
+    clock = FakeClock()
     said: list[str] = []
     bootstrap = _closed_port()
     with pytest.raises(KafkaError) as info:
@@ -36,10 +37,10 @@ def test_unreachable_broker_retries_with_backoff_then_names_the_servers() -> Non
             {"bootstrap.servers": bootstrap},
             attempts=4,
             first_backoff_s=0.5,
-            sleep=waits.append,
+            clock=clock,
             say=said.append,
         )
-    assert waits == [0.5, 1.0, 2.0]  # exponential backoff between the 4 attempts
+    assert clock.slept == [0.5, 1.0, 2.0]  # exponential backoff between the 4 attempts
     assert len(said) == 3
     msg = str(info.value)
     assert bootstrap in msg and "after 4 attempts" in msg and "Fix:" in msg
@@ -142,12 +143,12 @@ def test_offsets_lost_to_retention_are_skipped_and_counted_when_allowed(
 def test_wrong_sasl_password_is_one_clear_line(
     tmp_path: Path, local_stack: LocalStack, new_topic: Callable[..., str]
 ) -> None:
-    from streamops.bundle.runtime import GeneratedSecret
+    from streamops.bundle.kafka_settings import GeneratedSecret
 
     topic = new_topic(partitions=1)
     bundle = local_bundle(tmp_path, topics={"claims": topic})
     good = bundle.runtime.kafka_for("claims")
     bad = dataclasses.replace(good, password=GeneratedSecret("not-the-password"))
     with pytest.raises(KafkaError) as info:
-        wait_for_broker(bad.librdkafka(), attempts=2, sleep=lambda _s: None)
+        wait_for_broker(bad.librdkafka(), attempts=2, clock=FakeClock())
     assert "refused the login" in str(info.value) and "not-the-password" not in str(info.value)

@@ -30,7 +30,8 @@ from pyspark.sql.types import (
 
 from streamops.bundle import Bundle
 from streamops.localstack import LocalStack
-from streamops.pipeline.transform import kafka_options, read_kafka
+from streamops.pipeline.bronze import kafka_options
+from streamops.pipeline.kafka_source import read_kafka
 from tests.integration.helpers import kafka_conf, local_bundle
 
 # Spark's Kafka source schema (KafkaRecordToRowConverter.kafkaSchema): what bronze() expects.

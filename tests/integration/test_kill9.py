@@ -24,7 +24,7 @@ from deltalake import DeltaTable
 
 from streamops.bundle import load
 from streamops.demo.sample import generate, produce, utc
-from streamops.localstack import LocalStack
+from streamops.localstack import LocalStack, local_broker
 from tests.integration.helpers import SHIPPED_BUNDLE, expected_hourly, kafka_conf, table_rows
 from tests.stack_fixtures import PROJECT
 
@@ -82,7 +82,7 @@ def test_exactly_once_through_repeated_kill_minus_9(
 ) -> None:
     topic = new_topic(partitions=4)
     bundle_path = _bundle_file(tmp_path, topic)
-    bundle = load(bundle_path, "local")
+    bundle = load(bundle_path, "local", local_broker=local_broker)
     job = bundle.job("claims_hourly")
     sample = generate(
         job, partitions=4, start=START, span=timedelta(hours=2), n=4000, malformed=60, seed=99

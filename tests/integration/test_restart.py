@@ -20,7 +20,7 @@ from streamops.demo.sample import Sample, generate, produce, utc
 from streamops.localstack import LocalStack
 from streamops.pipeline.commit_meta import BatchCommit, from_commit_info
 from streamops.pipeline.progress import BatchProgress
-from streamops.pipeline.sinks import BatchWrite, GoldWriter, SinkSpec
+from streamops.pipeline.sinks import BatchWrite, GoldWriter, SinkSpec, ensure_table
 from streamops.runner.job import run_job
 from tests.integration.helpers import expected_hourly, kafka_conf, local_bundle, table_rows
 
@@ -129,6 +129,7 @@ def test_sink_replayed_batch_writes_nothing(spark: SparkSession, tmp_path: Path)
     batch0 = spark.createDataFrame([(i, f"e{i}") for i in range(5)], "id long, name string")
     batch1 = spark.createDataFrame([(i, f"e{i}") for i in range(5, 9)], "id long, name string")
 
+    ensure_table(spark, spec.table_uri, batch0.schema)  # as the gold query's start does
     writer()(batch0, 0)
     dt = DeltaTable(spec.table_uri)
     v0 = dt.version()
@@ -170,6 +171,7 @@ def test_delta_skips_a_batch_it_already_holds_even_unasked(
     spec = SinkSpec(table_uri=str(tmp_path / "t"), app_id="q", mode="append")
     w = GoldWriter(spec, lambda b: [])
     df = spark.createDataFrame([(1,), (2,)], "id long")
+    ensure_table(spark, spec.table_uri, df.schema)
     w(df, 0)
     w._last = -1  # the writer's own replay check now passes batch 0 as new
     w(df, 0)

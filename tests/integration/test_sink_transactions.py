@@ -18,7 +18,7 @@ from pyspark.sql import SparkSession
 
 from streamops.errors import SinkError
 from streamops.pipeline.commit_meta import from_commit_info
-from streamops.pipeline.sinks import BatchWrite, GoldWriter, SinkSpec
+from streamops.pipeline.sinks import BatchWrite, GoldWriter, SinkSpec, ensure_table
 
 APP = "claims_hourly"
 
@@ -29,11 +29,13 @@ def _ends(tag: str) -> Any:
 
 
 class Run:
-    """One run of a query: a new writer (as after a restart), fed batch by batch."""
+    """One run of a query: a new writer (as after a restart), fed batch by batch, into the table
+    its query's start created when missing."""
 
     def __init__(self, spark: SparkSession, table: Path, tag: str, mode: str = "append"):
         self.spark = spark
         self.writes: list[BatchWrite] = []
+        ensure_table(spark, str(table), spark.createDataFrame([], "k string, v long").schema)
         spec = SinkSpec(str(table), APP, mode, ("k",) if mode == "merge" else ())  # type: ignore[arg-type]
         self.writer = GoldWriter(spec, _ends(tag), on_write=self.writes.append)
 

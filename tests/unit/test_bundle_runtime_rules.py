@@ -1,6 +1,6 @@
 """One data path: the runtime's Spark is the one `make test` runs, and every Kafka login is complete.
 
-Like test_bundle_rules.py, each test edits a copy of the shipped bundle.yml so that exactly one
+Like test_bundle_validation.py, each test edits a copy of the shipped bundle.yml so that exactly one
 rule is broken (or deliberately not), and would fail if that rule were removed.
 """
 
@@ -104,3 +104,48 @@ def test_sasl_without_credentials_is_fine_only_for_the_embedded_broker(
     else:
         found = warnings_of(path, "local")
         assert [p.render() for p in found if p.path.startswith("targets.local.kafka")] == []
+
+
+# --- a source's own login (`sources.<s>.security`) ------------------------------------------
+
+TELEMETRY = "  telemetry:\n    topic: plant.telemetry\n"
+
+
+def _telemetry_security(security: str) -> str:
+    return edited((TELEMETRY, f"{TELEMETRY}    security:\n{security}"))
+
+
+def test_a_sources_sasl_login_without_credentials_is_an_error_off_the_embedded_broker(
+    tmp_path: Path,
+) -> None:
+    text = _telemetry_security("      protocol: SASL_SSL\n      sasl_mechanism: PLAIN\n")
+    p = only(problems(write(tmp_path, text), "prod"), "sources.telemetry.security")
+    assert p.message == "protocol SASL_SSL needs a username and a password"
+    assert p.line == line_of(text, "security:", after="  telemetry:")
+    # On the local target the embedded broker generates the login.
+    found = warnings_of(write(tmp_path, text), "local")
+    assert [p.render() for p in found if p.path.startswith("sources.telemetry")] == []
+
+
+def test_a_sources_sasl_login_without_a_mechanism_is_an_error(tmp_path: Path) -> None:
+    text = _telemetry_security("      protocol: SASL_PLAINTEXT\n")
+    p = only(problems(write(tmp_path, text), "local"), "sources.telemetry.security")
+    assert p.message == "protocol SASL_PLAINTEXT needs a SASL mechanism"
+
+
+def test_a_sources_credentials_are_secret_references_only(tmp_path: Path) -> None:
+    text = _telemetry_security(
+        "      protocol: SASL_SSL\n      sasl_mechanism: PLAIN\n"
+        "      username: svc-telemetry\n      password: '{{secrets/tel/kafka-password}}'\n"
+    )
+    p = only(problems(write(tmp_path, text), "prod"), "sources.telemetry.security.username")
+    assert "literal value" in p.message and "svc-telemetry" not in p.render()
+
+
+def test_a_sources_non_databricks_secret_is_a_warning_on_databricks(tmp_path: Path) -> None:
+    text = _telemetry_security(
+        "      protocol: SASL_SSL\n      sasl_mechanism: PLAIN\n"
+        "      username: '{{env/TEL_USER}}'\n      password: '{{secrets/tel/kafka-password}}'\n"
+    )
+    p = only(warnings_of(write(tmp_path, text), "prod"), "sources.telemetry.security.username")
+    assert "{{env/TEL_USER}}" in p.message and "secret scope" in p.fix

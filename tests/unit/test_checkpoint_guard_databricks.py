@@ -86,14 +86,14 @@ def test_on_the_cluster_the_readers_log_in_as_the_cluster_does(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     prod = dataclasses.replace(load(SHIPPED, "prod"), on_cluster=True)
-    assert prod.runtime.storage_options(prod.checkpoint_root) == {
+    assert prod.runtime.storage(prod.checkpoint_root).adlfs() == {
         "account_name": "streamopsprod",
         "anon": False,  # DefaultAzureCredential: the cluster's managed identity
     }
     # dev: the service principal, its secret from the variable the job spec maps to the scope.
     monkeypatch.setenv("STREAMOPS_SECRET_STREAMOPS_DEV_ADLS_CLIENT_SECRET", "sp-secret")
     dev = dataclasses.replace(load(SHIPPED, "dev"), on_cluster=True)
-    assert dev.runtime.storage_options(DEV_CK) == {
+    assert dev.runtime.storage(DEV_CK).adlfs() == {
         "account_name": "streamopsdev",
         "tenant_id": "0f1e2d3c-4b5a-4968-8776-655443322110",
         "client_id": "5a6b7c8d-1e2f-4a3b-8c4d-5e6f7a8b9c0d",

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from streamops.bundle import Bundle, load
+from streamops.clock import FakeClock
 from streamops.compaction.log import Marker
 from streamops.compaction.plan import (
     CompactionPlan,
@@ -211,7 +212,7 @@ def test_only_optimize_carries_the_marker_and_vacuum_the_run_id() -> None:
 
 
 def test_conflicts_are_retried_with_exponential_backoff() -> None:
-    slept: list[float] = []
+    clock = FakeClock()
     calls = iter([_conflict_error(), _conflict_error(), "done"])
 
     def step() -> str:
@@ -220,13 +221,13 @@ def test_conflicts_are_retried_with_exponential_backoff() -> None:
             raise x
         return x
 
-    policy = RetryPolicy(max_retries=5, backoff_s=2, sleep=slept.append)
+    policy = RetryPolicy(max_retries=5, backoff_s=2, clock=clock)
     assert with_retries(step, policy, what="OPTIMIZE t", retryable=_conflict) == ("done", 2)
-    assert slept == [2, 4]
+    assert clock.slept == [2, 4]
 
 
 def test_retries_are_bounded() -> None:
-    slept: list[float] = []
+    clock = FakeClock()
 
     def step() -> None:
         raise _conflict_error()
@@ -234,21 +235,21 @@ def test_retries_are_bounded() -> None:
     with pytest.raises(CompactionError, match="conflicted 4 times"):
         with_retries(
             step,
-            RetryPolicy(max_retries=3, backoff_s=1, sleep=slept.append),
+            RetryPolicy(max_retries=3, backoff_s=1, clock=clock),
             what="x",
             retryable=_conflict,
         )
-    assert slept == [1, 2, 4]
+    assert clock.slept == [1, 2, 4]
 
 
 def test_other_errors_are_not_retried() -> None:
     def step() -> None:
         raise OSError("disk gone")
 
+    clock = FakeClock()
     with pytest.raises(OSError):
-        with_retries(
-            step, RetryPolicy(sleep=lambda s: pytest.fail("slept")), what="x", retryable=_conflict
-        )
+        with_retries(step, RetryPolicy(clock=clock), what="x", retryable=_conflict)
+    assert clock.slept == []
 
 
 def test_databricks_conflicts_are_recognised() -> None:
@@ -374,13 +375,13 @@ def test_conflict_after_the_last_retry_names_the_table_and_the_operation(tmp_pat
 
     s = state({"2026-11-20": [KB] * 3, "2026-11-21": [KB] * 3}, None)
     plan = build_plan(bundle(tmp_path), "events", s)
-    sleeps: list[float] = []
+    clock = FakeClock()
+    policy = RetryPolicy(max_retries=2, backoff_s=1, clock=clock)
     with pytest.raises(CompactionConflictError) as err:
-        run_plan(plan, Losing(), RetryPolicy(max_retries=2, backoff_s=1, sleep=sleeps.append),  # type: ignore[arg-type]
-                 marker_json="{}", run_id="r")  # fmt: skip
+        run_plan(plan, Losing(), policy, marker_json="{}", run_id="r")  # type: ignore[arg-type]
     assert (err.value.table, err.value.operation, err.value.attempts) == (
         "events",
         "MERGE (version 12)",
         3,
     )
-    assert sleeps == [1.0, 2.0]  # backoff doubles
+    assert clock.slept == [1.0, 2.0]  # backoff doubles

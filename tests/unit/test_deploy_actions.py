@@ -1,4 +1,5 @@
-"""Deploy actions against a local Jobs API 2.2 server, through the real provider hook."""
+"""Deploy actions against a local Jobs API 2.2 server, through the real provider hook (the
+Databricks access's)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from tests.airflow_env import configure
 
 configure()
 
-from tenacity import stop_after_attempt, wait_exponential  # noqa: E402
-
 from streamops.bundle import load  # noqa: E402
-from streamops.deploy import actions, client, specs  # noqa: E402
+from streamops.clock import FakeClock  # noqa: E402
+from streamops.databricks_access import DatabricksAccess, RetryPolicy  # noqa: E402
+from streamops.deploy import actions, specs  # noqa: E402
 from streamops.deploy.plan import SPEC_TAG, fingerprint, with_fingerprint  # noqa: E402
 from streamops.errors import DeployError, DriftError  # noqa: E402
 from streamops.shipping import artifacts  # noqa: E402
@@ -95,17 +96,10 @@ def _deployed_settings(bundle: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def hook(api: FakeJobsApi) -> Any:
-    # The provider's own retry loop, with waits short enough for a test.
-    return client.make_hook(
-        "databricks_prod",
-        timeout_seconds=1,
-        retry_limit=4,
-        retry_args={
-            "stop": stop_after_attempt(4),
-            "wait": wait_exponential(multiplier=0.02, max=0.1),
-        },
-    )
+def access(api: FakeJobsApi) -> DatabricksAccess:
+    # The access's own retry policy, its waits on a clock that never sleeps.
+    policy = RetryPolicy(attempts=4, clock=FakeClock())
+    return DatabricksAccess(conn_id="databricks_prod", timeout_s=1, policy=policy)
 
 
 def _expected_body(bundle: Any) -> dict[str, Any]:
@@ -135,8 +129,8 @@ def test_local_target_is_refused() -> None:
         specs.build_job_settings(b, JOB, ARTIFACTS)
 
 
-def test_create_then_noop_redeploy(api: FakeJobsApi, hook: Any, bundle: Any) -> None:
-    res = actions.deploy(hook, bundle, JOB, token="t1")
+def test_create_then_noop_redeploy(api: FakeJobsApi, access: Any, bundle: Any) -> None:
+    res = actions.deploy(access, bundle, JOB, token="t1")
     assert res.plan is not None and res.plan.action == "create"
     writes = api.writes()
     assert writes == [
@@ -145,7 +139,7 @@ def test_create_then_noop_redeploy(api: FakeJobsApi, hook: Any, bundle: Any) -> 
     ]
     assert res.run_url == f"{api.url}/jobs/{res.job_id}/runs/{res.run_id}"
     api.state.calls.clear()
-    again = actions.deploy(hook, bundle, JOB)
+    again = actions.deploy(access, bundle, JOB)
     assert again.plan is not None and again.plan.action == "unchanged"
     assert api.writes() == []  # nothing changed, nothing restarted
     assert [c.path for c in api.calls()] == ["/api/2.2/jobs/list", "/api/2.2/jobs/get",
@@ -154,17 +148,17 @@ def test_create_then_noop_redeploy(api: FakeJobsApi, hook: Any, bundle: Any) -> 
 
 
 def test_changed_bundle_resets_but_restarts_only_after_the_checkpoint_check(
-    api: FakeJobsApi, hook: Any, bundle: Any
+    api: FakeJobsApi, access: Any, bundle: Any
 ) -> None:
     old = {**EXPECTED_SETTINGS, "max_concurrent_runs": 2}
     job_id = api.add_job(with_fingerprint(specs_from(old)).as_dict())
     run = api.start_run(job_id)
-    dry = actions.deploy(hook, bundle, JOB, dry_run=True)
+    dry = actions.deploy(access, bundle, JOB, dry_run=True)
     assert dry.plan is not None and dry.plan.action == "update" and not dry.plan.drift
     assert '-  "max_concurrent_runs": 2,' in dry.plan.diff
     assert '+  "max_concurrent_runs": 1,' in dry.plan.diff
     assert api.writes() == []
-    res = actions.deploy(hook, bundle, JOB, token="t2", poll_s=0.01)
+    res = actions.deploy(access, bundle, JOB, token="t2", poll_s=0.01)
     # prod's checkpoints (abfss) cannot be read from here: the job is updated, the running run
     # is left alone. The restart once the check passes: tests/unit/test_deploy_governance.py.
     assert api.writes() == [
@@ -181,26 +175,26 @@ def specs_from(d: dict[str, Any]) -> Any:
     return jobs.JobSettings.from_dict(d)
 
 
-def test_drift_is_refused_unless_forced(api: FakeJobsApi, hook: Any, bundle: Any) -> None:
+def test_drift_is_refused_unless_forced(api: FakeJobsApi, access: Any, bundle: Any) -> None:
     deployed = with_fingerprint(specs_from(EXPECTED_SETTINGS)).as_dict()
     deployed["tasks"][0]["max_retries"] = 5  # edited in the workspace UI; the tag still says -1
     job_id = api.add_job(deployed)
     with pytest.raises(DriftError, match=r"edited outside bundle\.yml") as exc:
-        actions.deploy(hook, bundle, JOB)
+        actions.deploy(access, bundle, JOB)
     assert '-      "max_retries": 5,' in str(exc.value)
     assert api.writes() == []
-    actions.deploy(hook, bundle, JOB, force=True, start=False)
+    actions.deploy(access, bundle, JOB, force=True, start=False)
     assert api.writes() == [
         ("reset", {"job_id": str(job_id), "new_settings": _expected_body(bundle)}),
         (f"/api/2.0/permissions/jobs/{job_id}", {"access_control_list": ACL}),
     ]
 
 
-def test_restart_cancels_waits_then_starts(api: FakeJobsApi, hook: Any, bundle: Any) -> None:
+def test_restart_cancels_waits_then_starts(api: FakeJobsApi, access: Any, bundle: Any) -> None:
     job_id = api.add_job(with_fingerprint(specs_from(EXPECTED_SETTINGS)).as_dict())
     run = api.start_run(job_id)
     api.state.calls.clear()
-    res = actions.restart(hook, bundle, JOB, token="r1", poll_s=0.01)
+    res = actions.restart(access, bundle, JOB, token="r1", poll_s=0.01)
     seq = [(c.method, c.path.removeprefix("/api/2.2/jobs/"), c.body.get("run_id"))
            for c in api.calls() if "runs" in c.path or "run-now" in c.path]  # fmt: skip
     assert seq == [
@@ -214,20 +208,20 @@ def test_restart_cancels_waits_then_starts(api: FakeJobsApi, hook: Any, bundle: 
     assert api.state.runs[run].state == "TERMINATED"
 
 
-def test_backfill_runs_once_available_now(api: FakeJobsApi, hook: Any, bundle: Any) -> None:
+def test_backfill_runs_once_available_now(api: FakeJobsApi, access: Any, bundle: Any) -> None:
     job_id = api.add_job(with_fingerprint(specs_from(EXPECTED_SETTINGS)).as_dict())
-    res = actions.backfill(hook, bundle, JOB, token="b1")
+    res = actions.backfill(access, bundle, JOB, token="b1")
     assert api.writes() == [("run-now", {"job_id": job_id, "idempotency_token": "b1",
                                          "python_params": [*PARAMS, "--available-now"]})]  # fmt: skip
     assert res.run_url and str(res.run_id) in res.run_url
     with pytest.raises(DeployError, match="active run"):
-        actions.backfill(hook, bundle, JOB)  # the first is still running: same checkpoint
+        actions.backfill(access, bundle, JOB)  # the first is still running: same checkpoint
 
 
-def test_recover_stops_then_starts_a_recovery_run(api: FakeJobsApi, hook: Any, bundle: Any) -> None:
+def test_recover_stops_then_starts_a_recovery_run(api: FakeJobsApi, access: Any, bundle: Any) -> None:
     job_id = api.add_job(with_fingerprint(specs_from(EXPECTED_SETTINGS)).as_dict())
     run = api.start_run(job_id)
-    res = actions.recover(hook, bundle, JOB, token="r1", poll_s=0.01)
+    res = actions.recover(access, bundle, JOB, token="r1", poll_s=0.01)
     # Order matters: the old run must have ended before a run with rebuilt offsets starts.
     assert api.writes() == [
         ("runs/cancel", {"run_id": run}),
@@ -240,10 +234,10 @@ def test_recover_stops_then_starts_a_recovery_run(api: FakeJobsApi, hook: Any, b
     assert res.action == "recover" and res.run_url and str(res.run_id) in res.run_url
 
 
-def test_stop(api: FakeJobsApi, hook: Any, bundle: Any) -> None:
+def test_stop(api: FakeJobsApi, access: Any, bundle: Any) -> None:
     job_id = api.add_job(with_fingerprint(specs_from(EXPECTED_SETTINGS)).as_dict())
     run = api.start_run(job_id)
-    res = actions.stop(hook, bundle, JOB, poll_s=0.01)
+    res = actions.stop(access, bundle, JOB, poll_s=0.01)
     assert api.writes() == [("runs/cancel", {"run_id": run})]
     assert res.run_id == run and api.state.runs[run].state == "TERMINATED"
 
@@ -259,29 +253,29 @@ def test_stop(api: FakeJobsApi, hook: Any, bundle: Any) -> None:
     ids=["500", "429", "500-after-commit", "timeout-after-commit"],
 )
 def test_create_retried_never_duplicated(
-    api: FakeJobsApi, hook: Any, bundle: Any, fault: Fault
+    api: FakeJobsApi, access: Any, bundle: Any, fault: Fault
 ) -> None:
     api.fail("POST", "/api/2.2/jobs/create", fault)
     api.fail("GET", "/api/2.2/jobs/list", Fault(status=500))
-    res = actions.deploy(hook, bundle, JOB, start=False)
+    res = actions.deploy(access, bundle, JOB, start=False)
     assert list(api.state.jobs) == [res.job_id]  # exactly one job, whatever was lost
     creates = [c for c in api.calls() if c.path.endswith("/create")]
     assert len(creates) == (1 if fault.commit else 2)
 
 
-def test_run_now_retry_starts_one_run(api: FakeJobsApi, hook: Any, bundle: Any) -> None:
+def test_run_now_retry_starts_one_run(api: FakeJobsApi, access: Any, bundle: Any) -> None:
     job_id = api.add_job(with_fingerprint(specs_from(EXPECTED_SETTINGS)).as_dict())
     api.fail("POST", "/api/2.2/jobs/run-now", Fault(status=502, commit=True), Fault(status=429))
-    actions.backfill(hook, bundle, JOB, token="once")
+    actions.backfill(access, bundle, JOB, token="once")
     assert len(api.state.runs) == 1
     assert len([c for c in api.calls() if c.path.endswith("run-now")]) == 3
     assert api.state.runs[next(iter(api.state.runs))].job_id == job_id
 
 
-def test_create_gives_up_with_clear_error(api: FakeJobsApi, hook: Any, bundle: Any) -> None:
+def test_create_gives_up_with_clear_error(api: FakeJobsApi, access: Any, bundle: Any) -> None:
     api.fail("POST", "/api/2.2/jobs/create", *[Fault(status=500)] * 4)
     with pytest.raises(DeployError, match=r"failed 4 times.*Nothing was created twice"):
-        actions.deploy(hook, bundle, JOB, start=False)
+        actions.deploy(access, bundle, JOB, start=False)
     assert api.state.jobs == {}
 
 

@@ -18,10 +18,10 @@ from tests.airflow_env import configure
 
 configure()
 
-from tenacity import stop_after_attempt, wait_exponential  # noqa: E402
-
 from streamops.bundle import Bundle, load  # noqa: E402
-from streamops.deploy import actions, client, governance, specs  # noqa: E402
+from streamops.clock import FakeClock  # noqa: E402
+from streamops.databricks_access import DatabricksAccess, RetryPolicy  # noqa: E402
+from streamops.deploy import actions, governance, specs  # noqa: E402
 from streamops.deploy.plan import with_fingerprint  # noqa: E402
 from tests.fake_databricks import FakeJobsApi  # noqa: E402
 from tests.unit.helpers import SHIPPED  # noqa: E402
@@ -31,11 +31,9 @@ PERMS = "/api/2.0/permissions/jobs/"
 
 
 @pytest.fixture
-def hook(api: FakeJobsApi) -> Any:
-    return client.make_hook(
-        "databricks_prod", timeout_seconds=2, retry_limit=2,
-        retry_args={"stop": stop_after_attempt(2), "wait": wait_exponential(multiplier=0.02)},
-    )  # fmt: skip
+def access(api: FakeJobsApi) -> DatabricksAccess:
+    policy = RetryPolicy(attempts=2, clock=FakeClock())
+    return DatabricksAccess(conn_id="databricks_prod", timeout_s=2, policy=policy)
 
 
 def _bundle(**target: Any) -> Bundle:
@@ -51,10 +49,10 @@ def _perm_calls(api: FakeJobsApi) -> list[tuple[str, dict[str, Any]]]:
 
 
 def test_create_sends_the_permissions_and_a_later_change_updates_them(
-    api: FakeJobsApi, hook: Any
+    api: FakeJobsApi, access: Any
 ) -> None:
     bundle = load(SHIPPED, "prod")
-    res = actions.deploy(hook, bundle, JOB, token="t1")
+    res = actions.deploy(access, bundle, JOB, token="t1")
     create = next(c for c in api.state.calls if c.path == "/api/2.2/jobs/create")
     assert res.job_id is not None
     assert api.state.acl[res.job_id] == {"streamops-prod-operators": "CAN_MANAGE_RUN",
@@ -71,7 +69,7 @@ def test_create_sends_the_permissions_and_a_later_change_updates_them(
              for p in db.permissions if p.group != "streamops-prod-operators"]  # fmt: skip
     changed = _bundle(databricks=db.model_copy(update={"permissions": perms}))
     api.state.calls.clear()
-    out = actions.deploy(hook, changed, JOB)
+    out = actions.deploy(access, changed, JOB)
     assert out.plan is not None and out.plan.action == "update" and out.plan.permissions_only
     # Who may see or run the job changed, not what runs: the running run is left alone.
     assert not [c for c in api.state.calls if "/runs/" in c.path or c.path.endswith("run-now")]
@@ -85,7 +83,7 @@ def test_create_sends_the_permissions_and_a_later_change_updates_them(
     # The update cannot revoke: the group the bundle dropped is named, with the fix.
     assert "group 'streamops-prod-operators' still has CAN_MANAGE_RUN" in out.message
     api.state.calls.clear()
-    again = actions.deploy(hook, changed, JOB)
+    again = actions.deploy(access, changed, JOB)
     assert again.plan is not None and again.plan.action == "unchanged"
     assert _perm_calls(api) == [] and api.writes() == []
 
@@ -112,18 +110,18 @@ def specs_from(d: dict[str, Any]) -> Any:
 
 
 def test_a_changed_job_restarts_once_its_checkpoints_check_out(
-    api: FakeJobsApi, hook: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    api: FakeJobsApi, access: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     bundle, _ = _memory_bundle(monkeypatch, tmp_path)
     _, run = _live_job(api, bundle)
-    res = actions.deploy(hook, bundle, JOB, token="t2", poll_s=0.01)
+    res = actions.deploy(access, bundle, JOB, token="t2", poll_s=0.01)
     assert [w[0] for w in api.writes() if not w[0].startswith("/")][-3:] == [
         "reset", "runs/cancel", "run-now"]  # fmt: skip
     assert res.run_id not in (None, run)
 
 
 def test_a_changed_job_with_a_damaged_checkpoint_is_updated_but_not_restarted(
-    api: FakeJobsApi, hook: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    api: FakeJobsApi, access: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     bundle, root = _memory_bundle(monkeypatch, tmp_path)
     ck = f"{root}/{bundle.job(JOB).query_name}"
@@ -134,7 +132,7 @@ def test_a_changed_job_with_a_damaged_checkpoint_is_updated_but_not_restarted(
         fs.pipe(f"{ck}/offsets/{n}", f'v1\n{meta}\n{{"t":{{"0":{n}}}}}'.encode())
         fs.pipe(f"{ck}/commits/{n}", b'v1\n{"nextBatchWatermarkMs":0}')
     job_id, _ = _live_job(api, bundle)
-    res = actions.deploy(hook, bundle, JOB, token="t3", poll_s=0.01)
+    res = actions.deploy(access, bundle, JOB, token="t3", poll_s=0.01)
     ops = [w[0] for w in api.writes() if not w[0].startswith("/")]
     assert "reset" in ops and "runs/cancel" not in ops and "run-now" not in ops
     assert res.run_id is None

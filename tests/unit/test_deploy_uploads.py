@@ -15,9 +15,9 @@ from tests.airflow_env import configure
 
 configure()
 
-from tenacity import stop_after_attempt, wait_exponential  # noqa: E402
-
 from streamops.bundle import load  # noqa: E402
+from streamops.clock import FakeClock  # noqa: E402
+from streamops.databricks_access import DatabricksAccess, RetryPolicy  # noqa: E402
 from streamops.deploy import actions, client, specs  # noqa: E402
 from streamops.deploy.plan import make_plan, with_fingerprint  # noqa: E402
 from streamops.shipping import artifacts  # noqa: E402
@@ -35,10 +35,9 @@ def bundle() -> Any:
 
 
 @pytest.fixture
-def hook(api: FakeJobsApi) -> Any:
-    return client.make_hook("databricks_prod", timeout_seconds=1, retry_limit=3,
-                            retry_args={"stop": stop_after_attempt(3),
-                                        "wait": wait_exponential(multiplier=0.02, max=0.1)})  # fmt: skip
+def access(api: FakeJobsApi) -> DatabricksAccess:
+    policy = RetryPolicy(attempts=3, clock=FakeClock())
+    return DatabricksAccess(conn_id="databricks_prod", timeout_s=1, policy=policy)
 
 
 def _sha(path: Path) -> str:
@@ -64,9 +63,9 @@ def _with_root(bundle: Any, root: str) -> Any:
 
 
 def test_first_deploy_uploads_then_creates_second_sends_nothing(
-    api: FakeJobsApi, hook: Any, bundle: Any
+    api: FakeJobsApi, access: Any, bundle: Any
 ) -> None:
-    res = actions.deploy(hook, bundle, JOB, start=False)
+    res = actions.deploy(access, bundle, JOB, start=False)
     assert res.plan is not None and res.plan.action == "create"
     files = _expected_files(bundle)
     expected: list[tuple[str, str, dict[str, Any]]] = []
@@ -92,16 +91,16 @@ def test_first_deploy_uploads_then_creates_second_sends_nothing(
     assert {k: v for k, v in body.items() if k != "access_control_list"} == desired
 
     api.state.calls.clear()
-    again = actions.deploy(hook, bundle, JOB)
+    again = actions.deploy(access, bundle, JOB)
     assert again.plan is not None and again.plan.action == "unchanged" and not again.plan.drift
     assert again.message == "nothing to do"
     assert api.uploads() == [] and api.writes() == []  # no upload, no reset, no restart
     assert "already there: bundle.yml -> " + bundle_file in again.render()
 
 
-def test_volume_goes_through_the_files_api(api: FakeJobsApi, hook: Any, bundle: Any) -> None:
+def test_volume_goes_through_the_files_api(api: FakeJobsApi, access: Any, bundle: Any) -> None:
     b = _with_root(bundle, VOL)
-    actions.deploy(hook, b, JOB, start=False)
+    actions.deploy(access, b, JOB, start=False)
     files = _expected_files(bundle, VOL)
     heads = [c.path for c in api.calls() if c.method == "HEAD"]
     assert heads == [f"/api/2.0/fs/files{p}" for _, p in files]
@@ -110,14 +109,14 @@ def test_volume_goes_through_the_files_api(api: FakeJobsApi, hook: Any, bundle: 
                                                       "content_size": f.stat().st_size})
                              for f, p in files]  # fmt: skip
     api.state.calls.clear()
-    actions.deploy(hook, b, JOB, start=False)
+    actions.deploy(access, b, JOB, start=False)
     assert api.uploads() == [] and api.writes() == []
 
 
-def test_lost_upload_answer_is_not_sent_twice(api: FakeJobsApi, hook: Any, bundle: Any) -> None:
+def test_lost_upload_answer_is_not_sent_twice(api: FakeJobsApi, access: Any, bundle: Any) -> None:
     """The server stored the wheel but the answer never came (timeout): the retry finds it."""
     api.fail("POST", "/api/2.0/workspace/import", Fault(status=200, sleep=1.5, commit=True))
-    actions.deploy(hook, bundle, JOB, start=False)
+    actions.deploy(access, bundle, JOB, start=False)
     wheel_path = _expected_files(bundle)[0][1]
     imports = [b["path"] for m, ep, b in api.uploads() if ep == "workspace/import"]
     assert imports.count(wheel_path) == 1 and len(imports) == 4
@@ -125,20 +124,20 @@ def test_lost_upload_answer_is_not_sent_twice(api: FakeJobsApi, hook: Any, bundl
 
 
 def test_throttled_volume_upload_waits_and_retries(
-    api: FakeJobsApi, hook: Any, bundle: Any
+    api: FakeJobsApi, access: Any, bundle: Any
 ) -> None:
     b = _with_root(bundle, VOL)
     first = _expected_files(bundle, VOL)[0][1]
     api.fail("PUT", f"/api/2.0/fs/files{first}",
              Fault(status=429, error_code="REQUEST_LIMIT_EXCEEDED", retry_after=1))  # fmt: skip
-    actions.deploy(hook, b, JOB, start=False)
+    actions.deploy(access, b, JOB, start=False)
     puts = [ep for m, ep, _ in api.uploads() if m == "PUT"]
     assert puts.count(f"fs/files{first}") == 2  # refused once, then stored once
     assert first in api.workspace.files
 
 
 def test_changed_file_gets_a_new_path_the_job_then_points_to(
-    tmp_path: Path, api: FakeJobsApi, hook: Any
+    tmp_path: Path, api: FakeJobsApi, access: Any
 ) -> None:
     for name in ("pyproject.toml", "README.md", "bundle.yml"):
         shutil.copy(ROOT / name, tmp_path / name)
@@ -146,7 +145,7 @@ def test_changed_file_gets_a_new_path_the_job_then_points_to(
     shutil.copytree(ROOT / "src", tmp_path / "src",
                     ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))  # fmt: skip
     b = load(tmp_path / "bundle.yml", "prod")
-    actions.deploy(hook, b, JOB, start=False)
+    actions.deploy(access, b, JOB, start=False)
     old = artifacts.collect(b, JOB)
     (tmp_path / "bundle.yml").write_text((tmp_path / "bundle.yml").read_text() + "# edited\n")
     b2 = load(tmp_path / "bundle.yml", "prod")
@@ -154,7 +153,7 @@ def test_changed_file_gets_a_new_path_the_job_then_points_to(
     assert (new.wheel, new.entrypoint) == (old.wheel, old.entrypoint)
     assert new.bundle_file != old.bundle_file
     api.state.calls.clear()
-    p, _ = actions.plan(hook, b2, JOB)
+    p, _ = actions.plan(access, b2, JOB)
     assert p.action == "update" and not p.drift
     assert [s.upload.destination for s in p.uploads if not s.present] == [new.bundle_file]
     assert [d.strip(' -",') for d in p.diff if d.startswith("-") and "artifacts" in d] == [
@@ -167,12 +166,12 @@ def test_changed_file_gets_a_new_path_the_job_then_points_to(
 
 
 def test_untouched_job_as_the_api_returns_it_is_no_drift(
-    api: FakeJobsApi, hook: Any, bundle: Any, monkeypatch: pytest.MonkeyPatch
+    api: FakeJobsApi, access: Any, bundle: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """jobs/get fills in defaults and reorders fields (tests/fake_jobs_shapes.py); a job nobody
     touched is unchanged. Without the server's defaults the same check would call it drift."""
-    actions.deploy(hook, bundle, JOB, start=False)
-    live = client.find_job(hook, specs.job_name(bundle, JOB))
+    actions.deploy(access, bundle, JOB, start=False)
+    live = client.find_job(access.hook(), specs.job_name(bundle, JOB))
     assert live is not None
     assert live.settings["tasks"][0]["run_if"] == "ALL_SUCCESS"  # filled in by the server
     assert live.settings["format"] == "MULTI_TASK"
@@ -184,29 +183,25 @@ def test_untouched_job_as_the_api_returns_it_is_no_drift(
     defaults = {k: v for k, v in plan_module._TASK_DEFAULTS.items() if k != "run_if"}
     monkeypatch.setattr(plan_module, "_TASK_DEFAULTS", defaults)
     api.state.jobs.clear()
-    actions.deploy(hook, bundle, JOB, start=False)
-    p, _ = actions.plan(hook, bundle, JOB)
+    actions.deploy(access, bundle, JOB, start=False)
+    p, _ = actions.plan(access, bundle, JOB)
     assert p.drift and "edited outside bundle.yml" in p.drift_reason
 
 
-def test_edit_in_the_workspace_is_still_drift(api: FakeJobsApi, hook: Any, bundle: Any) -> None:
-    actions.deploy(hook, bundle, JOB, start=False)
+def test_edit_in_the_workspace_is_still_drift(api: FakeJobsApi, access: Any, bundle: Any) -> None:
+    actions.deploy(access, bundle, JOB, start=False)
     job_id = next(iter(api.state.jobs))
     api.state.jobs[job_id]["tasks"][0]["run_if"] = "AT_LEAST_ONE_SUCCESS"
-    p, _ = actions.plan(hook, bundle, JOB)
+    p, _ = actions.plan(access, bundle, JOB)
     assert p.drift and "edited outside bundle.yml" in p.drift_reason
     assert '-      "run_if": "AT_LEAST_ONE_SUCCESS",' in p.diff
 
 
-def test_provider_retries_wait_as_long_as_retry_after(
-    api: FakeJobsApi, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    slept: list[float] = []
-    h = client.make_hook("databricks_prod", timeout_seconds=1, retry_limit=3,
-                         retry_args={"stop": stop_after_attempt(3),
-                                     "wait": wait_exponential(multiplier=0.01, max=0.05),
-                                     "sleep": slept.append})  # fmt: skip
+def test_hook_retries_wait_as_long_as_retry_after(api: FakeJobsApi) -> None:
+    clock = FakeClock()
+    policy = RetryPolicy(attempts=3, clock=clock)
+    access = DatabricksAccess(conn_id="databricks_prod", timeout_s=1, policy=policy)
     api.fail("GET", "/api/2.2/jobs/list",
              Fault(status=429, error_code="REQUEST_LIMIT_EXCEEDED", retry_after=7))  # fmt: skip
-    assert client.find_job(h, "nope") is None
-    assert slept == [7.0]
+    assert client.find_job(access.hook(), "nope") is None
+    assert clock.slept == [7.0]

@@ -119,3 +119,82 @@ def test_without_the_databricks_sdk_job_settings_are_a_warning_naming_the_extra(
     assert "databricks-sdk is not installed" in warning
     assert "Fix: pip install 'streamops[databricks]'" in warning
     assert child.attempted and {a.partition(".")[0] for a in child.attempted} == {"databricks"}
+
+
+RESOLVE_WITHOUT_THE_STACK = """
+import streamops.bundle
+
+for target in ("local", "dev", "prod"):
+    bundle = streamops.bundle.load(sys.argv[1], target)
+    bundle.runtime.storage(bundle.checkpoint_root).adlfs()
+    if target != "local":
+        bundle.runtime.kafka_for("claims")
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("streamops.localstack"))))
+"""
+
+
+def test_the_bundle_resolves_its_settings_without_importing_the_local_stack() -> None:
+    # The local stack's broker lookup is handed in by whoever runs clients (jobs, CLI, DAG
+    # tasks): config never depends on the process manager (also the `stages` contract).
+    child = without_extras(RESOLVE_WITHOUT_THE_STACK, SHIPPED)
+    assert child.code == 0, child.stderr
+    assert json.loads(child.stdout) == []
+    assert child.attempted == []
+
+
+# --- the adapters: dags/, plugins/, jobs/ reach streamops through one entry module --------------
+# import-linter sees only the package; these files live outside it, so their imports are read here.
+
+ADAPTER_DIRS = ("dags", "plugins", "jobs")
+ENTRY = "streamops.entry"
+
+
+def _streamops_imports(path: Path) -> list[tuple[int, str, str | None]]:
+    """(line, module, name) of every import of streamops in `path` (name None for `import m`)."""
+    import ast
+
+    found: list[tuple[int, str, str | None]] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name, None) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found += [(node.lineno, node.module, a.name) for a in node.names]
+    return [(ln, m, n) for ln, m, n in found if m == "streamops" or m.startswith("streamops.")]
+
+
+def test_the_adapters_import_only_the_entry_module() -> None:
+    import streamops.entry
+
+    files = sorted(f for d in ADAPTER_DIRS for f in (PROJECT / d).rglob("*.py"))
+    assert files, "no adapter files found"
+    wrong = [
+        f"{f.relative_to(PROJECT)}:{line}: {module}" + (f".{name}" if name else "")
+        for f in files
+        for line, module, name in _streamops_imports(f)
+        if module != ENTRY or name not in streamops.entry.__all__
+    ]
+    assert not wrong, (
+        f"dags/, plugins/ and jobs/ may import only the names of {ENTRY} (add a name there "
+        "rather than reaching into the package):\n" + "\n".join(wrong)
+    )
+
+
+def test_every_entry_name_resolves() -> None:
+    import streamops.entry
+
+    missing = [n for n in streamops.entry.__all__ if getattr(streamops.entry, n, None) is None]
+    assert not missing
+    assert sorted(streamops.entry._WHERE) == sorted(streamops.entry.__all__)
+
+
+def test_the_entry_module_imports_a_name_s_module_only_when_it_is_taken() -> None:
+    """A DAG file imports `load` at parse time: that must not import compaction, deploy..."""
+    child = without_extras(
+        "from streamops.entry import default_target, load\n"
+        "heavy = sorted(m for m in sys.modules if m.startswith(('streamops.compaction', "
+        "'streamops.deploy', 'streamops.checkpoint', 'streamops.runner', "
+        "'streamops.monitoring')))\n"
+        "print(json.dumps(heavy))\n"
+    )
+    assert child.code == 0, child.stderr
+    assert json.loads(child.stdout.splitlines()[-1]) == []

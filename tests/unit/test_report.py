@@ -16,7 +16,7 @@ from streamops.bundle import Bundle, load
 from streamops.errors import StreamopsError
 from streamops.monitoring import metrics as m
 from streamops.monitoring.exporters import JsonlSink
-from streamops.monitoring.report import render_report
+from streamops.monitoring.metrics_report import render_report
 from streamops.pipeline.progress import BatchProgress
 from tests.unit.helpers import PROJECT
 

@@ -1,22 +1,52 @@
-"""The runtime context: one place resolves Kafka settings (Spark and librdkafka forms) and storage
-options, secrets stay references until a client asks, and no repr shows them."""
+"""The runtime context: one place resolves Kafka settings per source (Spark and librdkafka forms)
+and storage logins per location (a rendering per library), secrets stay references until a
+client asks, no repr shows them, and the local broker is looked up only through what the caller
+hands in."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from streamops.bundle import ENV_BOOTSTRAP, load
-from streamops.bundle.runtime import GeneratedSecret, KafkaClientSettings
+from streamops.bundle.kafka_settings import GeneratedSecret, KafkaClientSettings
+from streamops.bundle.models import NO_DATABRICKS
+from streamops.bundle.storage import StorageLogin, login_from_options
+from streamops.errors import BundleError, LocalStackError
+from tests.unit.helpers import edited, write
 
 PROJECT = Path(__file__).resolve().parents[2]
+ABFSS = "abfss://c@acct.dfs.core.windows.net/x"
 
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in (ENV_BOOTSTRAP, "STREAMOPS_STORAGE_OPTIONS", "STREAMOPS_LOCAL_STACK_DIR"):
         monkeypatch.delenv(var, raising=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class FakeBroker:
+    """What the local stack reports for its broker (streamops.localstack.KafkaEndpoints)."""
+
+    plaintext: str = "127.0.0.1:1001"
+    sasl: str = "127.0.0.1:1002"
+    sasl_mechanism: str = "PLAIN"
+    username: str = "local-user"
+    password: str = "local-pw"
+
+
+class Lookup:
+    """A local-broker lookup that records each call (cache dir, state dir)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Path, Path | None]] = []
+
+    def __call__(self, cache_dir: Path, state_dir: Path | None) -> FakeBroker:
+        self.calls.append((cache_dir, state_dir))
+        return FakeBroker()
 
 
 def test_prod_kafka_settings_in_both_forms_with_the_shaded_login_module(
@@ -64,16 +94,48 @@ def test_local_scram_jaas_is_unshaded_and_escaped() -> None:
 
 
 def test_embedded_without_a_running_broker_names_the_fix(tmp_path: Path) -> None:
-    import dataclasses
+    from streamops.localstack import local_broker
 
     bundle = dataclasses.replace(
-        load(PROJECT / "bundle.yml", "local"), local_stack_dir=tmp_path / "no-stack"
+        load(PROJECT / "bundle.yml", "local", local_broker=local_broker),
+        local_stack_dir=tmp_path / "no-stack",
     )
     ctx = bundle.runtime  # building the context needs no broker
-    assert ctx.storage_options(str(tmp_path)) is None
-    with pytest.raises(Exception, match="embedded") as info:
+    assert ctx.storage(str(tmp_path)).adlfs() == {}
+    with pytest.raises(LocalStackError, match="embedded") as info:
         ctx.kafka_for("claims")
     assert "streamops local up" in str(info.value)
+
+
+def test_embedded_is_looked_up_lazily_once_per_source_through_the_callers_lookup(
+    tmp_path: Path,
+) -> None:
+    lookup = Lookup()
+    bundle = load(PROJECT / "bundle.yml", "local", local_broker=lookup)
+    assert lookup.calls == []  # loading (a DAG parse, validate) never asks
+    kafka = bundle.runtime.kafka_for("claims")
+    bundle.runtime.kafka_for("claims")
+    assert lookup.calls == [(bundle.cache_dir, None)]
+    assert kafka.librdkafka() == {
+        "bootstrap.servers": "127.0.0.1:1002",  # the SASL listener: the target's protocol
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": "PLAIN",
+        "sasl.username": "local-user",
+        "sasl.password": "local-pw",
+    }
+    stack = tmp_path / "stack"
+    dataclasses.replace(bundle, local_stack_dir=stack).runtime.kafka_for("telemetry")
+    assert lookup.calls[-1] == (bundle.cache_dir, stack)
+
+
+def test_embedded_without_a_lookup_says_how_to_hand_one_in() -> None:
+    bundle = load(PROJECT / "bundle.yml", "local")
+    with pytest.raises(LocalStackError, match="embedded") as info:
+        bundle.runtime.kafka_for("claims")
+    assert "local_broker=streamops.localstack.local_broker" in str(info.value)
+    assert (
+        bundle.with_local_broker(Lookup()).runtime.kafka_for("claims").topic == "insurance.claims"
+    )
 
 
 def test_bootstrap_override_on_local_is_a_plaintext_listener(
@@ -84,13 +146,195 @@ def test_bootstrap_override_on_local_is_a_plaintext_listener(
     assert kafka.librdkafka() == {"bootstrap.servers": "localhost:9092"}
 
 
-def test_storage_options_come_from_the_environment_only_for_remote_paths(
+# --- per source: a join's two sources, each with its own brokers and login -----------------
+
+TWO_LISTENERS = (
+    "  telemetry:\n    topic: plant.telemetry\n",
+    "  telemetry:\n    topic: plant.telemetry\n    security: {protocol: PLAINTEXT}\n",
+)
+OTHER_CLUSTER = (
+    "  transactions:\n    topic: payments.transactions\n",
+    "  transactions:\n    topic: payments.transactions\n"
+    "    bootstrap_servers: kafka-payments.internal:9093\n"
+    "    starting_offsets: latest\n"
+    "    fail_on_data_loss: false\n"
+    "    security:\n      protocol: SASL_SSL\n      sasl_mechanism: SCRAM-SHA-512\n"
+    "      username: '{{secrets/payments/kafka-user}}'\n"
+    "      password: '{{secrets/payments/kafka-password}}'\n",
+)
+
+
+def test_each_source_is_read_with_its_own_listener_and_login(tmp_path: Path) -> None:
+    # Two sources on two listeners of the local broker: the target's SASL one, a PLAINTEXT one.
+    bundle = load(write(tmp_path, edited(TWO_LISTENERS)), "local", local_broker=Lookup())
+    claims = bundle.source_options("claims", "claims_hourly_bronze")
+    telemetry = bundle.source_options("telemetry", "claims_hourly", "latest")
+    assert claims["kafka.bootstrap.servers"] == "127.0.0.1:1002"
+    assert claims["kafka.security.protocol"] == "SASL_PLAINTEXT"
+    assert telemetry == {
+        "kafka.bootstrap.servers": "127.0.0.1:1001",
+        "subscribe": "plant.telemetry",
+        "startingOffsets": "latest",
+        "failOnDataLoss": "true",
+        "groupIdPrefix": "spark-claims_hourly",
+    }
+
+
+def test_a_source_on_another_cluster_has_its_brokers_login_and_policy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STREAMOPS_SECRET_PAYMENTS_KAFKA_USER", "pay-user")
+    monkeypatch.setenv("STREAMOPS_SECRET_PAYMENTS_KAFKA_PASSWORD", "pay-pw")
+    bundle = load(write(tmp_path, edited(OTHER_CLUSTER)), "prod")
+    opts = bundle.source_options("transactions", "claims_hourly")
+    assert opts["kafka.bootstrap.servers"] == "kafka-payments.internal:9093"
+    assert opts["kafka.sasl.mechanism"] == "SCRAM-SHA-512"
+    assert opts["kafka.sasl.jaas.config"] == (
+        "kafkashaded.org.apache.kafka.common.security.scram.ScramLoginModule required "
+        'username="pay-user" password="pay-pw";'
+    )
+    assert (opts["subscribe"], opts["startingOffsets"], opts["failOnDataLoss"]) == (
+        "payments.transactions",
+        "latest",
+        "false",
+    )
+    assert opts["groupIdPrefix"] == "spark-claims_hourly"
+    # On the job cluster the source's secrets come from its scope, as the target's do.
+    from streamops.shipping.cluster import secret_env_vars
+
+    assert secret_env_vars(bundle)["STREAMOPS_SECRET_PAYMENTS_KAFKA_USER"] == (
+        "{{secrets/payments/kafka-user}}"
+    )
+    # The other sources keep the target's brokers and login.
+    claims = bundle.runtime.kafka_for("claims")
+    assert claims.bootstrap_servers.startswith("kafka-prod-1.internal:9093")
+    assert claims.mechanism == "PLAIN" and claims.topic == "insurance.claims"
+
+
+# --- storage: one login per location, one rendering per library -----------------------------
+
+
+def test_a_local_folder_needs_no_options_and_a_remote_one_without_login_is_unreachable() -> None:
+    ctx = load(PROJECT / "bundle.yml", "prod").runtime
+    local = ctx.storage("/local/path")
+    assert (local.kind, local.reachable, local.deltalake(), local.adlfs()) == (
+        "local",
+        True,
+        {},
+        {},
+    )
+    remote = ctx.storage(ABFSS)
+    assert (remote.kind, remote.reachable, remote.deltalake(), remote.adlfs()) == (
+        "unknown",
+        False,
+        {},
+        {},
+    )
+    assert ctx.storage(ABFSS) is remote  # resolved once per location
+
+
+def test_the_environment_login_wins_for_remote_paths_in_each_librarys_terms(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("STREAMOPS_STORAGE_OPTIONS", '{"account_name": "acct", "anon": "false"}')
     ctx = load(PROJECT / "bundle.yml", "prod").runtime
-    assert ctx.storage_options("abfss://c@acct.dfs.core.windows.net/x") == {
-        "account_name": "acct",
-        "anon": "false",
+    login = ctx.storage(ABFSS)
+    assert login.kind == "cluster_identity"
+    assert login.adlfs() == {"account_name": "acct", "anon": False}
+    assert login.deltalake() == {"account_name": "acct"}  # delta-rs refuses a bool
+    assert ctx.storage("/local/path").adlfs() == {}
+
+
+def test_an_account_key_with_an_emulator_endpoint_renders_for_both_libraries() -> None:
+    endpoint = "http://127.0.0.1:10000/devstoreaccount1"
+    login = login_from_options(
+        {"account_name": "devstoreaccount1", "account_key": "a2V5", "endpoint": endpoint}
+    )
+    assert login.kind == "account_key"
+    assert login.deltalake() == {
+        "account_name": "devstoreaccount1",
+        "account_key": "a2V5",
+        "endpoint": endpoint,
+        "allow_http": "true",
     }
-    assert ctx.storage_options("/local/path") is None
+    assert login.adlfs() == {
+        "account_name": "devstoreaccount1",
+        "account_key": "a2V5",
+        "connection_string": "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+        f"AccountKey=a2V5;BlobEndpoint={endpoint};",
+    }
+    assert "a2V5" not in repr(login)
+    # adlfs's form (a connection string) gives delta-rs the same account, key and endpoint.
+    same = login_from_options({"connection_string": login.adlfs()["connection_string"]})
+    assert same.deltalake() == login.deltalake()
+
+
+def test_a_sas_token_and_plain_fsspec_options_pass_through() -> None:
+    sas = login_from_options({"account_name": "acct", "sas_token": "sv=2024&sig=abc"})
+    assert sas.kind == "sas"
+    assert (
+        sas.deltalake() == sas.adlfs() == {"account_name": "acct", "sas_token": "sv=2024&sig=abc"}
+    )
+    plain = login_from_options({"skip_instance_cache": "true"})
+    assert (plain.kind, plain.adlfs(), plain.deltalake()) == (
+        "options",
+        {"skip_instance_cache": "true"},
+        {"skip_instance_cache": "true"},
+    )
+
+
+def test_a_malformed_environment_login_names_the_variable_and_the_fix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for raw, what in (("{", "not valid JSON"), ('{"anon": false}', "JSON object of strings")):
+        monkeypatch.setenv("STREAMOPS_STORAGE_OPTIONS", raw)
+        with pytest.raises(BundleError, match=what) as info:
+            load(PROJECT / "bundle.yml", "prod").runtime.storage(ABFSS)
+        assert "$STREAMOPS_STORAGE_OPTIONS" in str(info.value)
+
+
+def test_on_the_cluster_each_library_logs_in_as_the_cluster_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prod = dataclasses.replace(load(PROJECT / "bundle.yml", "prod"), on_cluster=True)
+    identity = prod.runtime.storage(prod.checkpoint_root)
+    assert identity.kind == "cluster_identity"
+    assert identity.deltalake() == {"account_name": "streamopsprod"}  # delta-rs: managed identity
+    monkeypatch.setenv("STREAMOPS_SECRET_STREAMOPS_DEV_ADLS_CLIENT_SECRET", "sp-secret")
+    dev = dataclasses.replace(load(PROJECT / "bundle.yml", "dev"), on_cluster=True)
+    sp = dev.runtime.storage(dev.checkpoint_root)
+    assert sp.kind == "service_principal"
+    assert (
+        sp.deltalake()
+        == sp.adlfs()
+        == {
+            "account_name": "streamopsdev",
+            "tenant_id": "0f1e2d3c-4b5a-4968-8776-655443322110",
+            "client_id": "5a6b7c8d-1e2f-4a3b-8c4d-5e6f7a8b9c0d",
+            "client_secret": "sp-secret",
+        }
+    )
+    assert "sp-secret" not in repr(sp)
+    # A location that is not ADLS gets no guessed login.
+    assert not dev.runtime.storage("s3://bucket/x").reachable
+
+
+def test_a_target_without_databricks_reads_as_the_defaults() -> None:
+    local = load(PROJECT / "bundle.yml", "local").target
+    assert local.databricks is None
+    assert local.databricks_or_default is NO_DATABRICKS
+    assert NO_DATABRICKS.airflow_conn_id == "databricks_default"
+    assert NO_DATABRICKS.storage.via == "unity_catalog" and NO_DATABRICKS.run_as is None
+    prod = load(PROJECT / "bundle.yml", "prod").target
+    assert prod.databricks_or_default is prod.databricks
+
+
+def test_storage_login_reprs_hide_every_secret() -> None:
+    login = StorageLogin(
+        "service_principal",
+        account_name="acct",
+        client_secret=GeneratedSecret("s3cr3t"),
+        connection_string=GeneratedSecret("AccountKey=zzz"),
+    )
+    assert "s3cr3t" not in repr(login) and "zzz" not in repr(login)
+    assert "acct" in repr(login)

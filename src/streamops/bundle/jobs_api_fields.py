@@ -63,23 +63,37 @@ def unknown_fields(value: Any, cls: type, path: Path = ()) -> list[FieldProblem]
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         allowed = [m.value for m in tp]
         if isinstance(value, str) and value not in allowed:
-            out.append(FieldProblem(path, f"'{value}' is not an allowed value",
-                                    f"use one of {', '.join(map(str, allowed))}"))  # fmt: skip
+            out.append(
+                FieldProblem(
+                    path,
+                    f"'{value}' is not an allowed value",
+                    f"use one of {', '.join(map(str, allowed))}",
+                )
+            )
         return out
     if not (isinstance(tp, type) and dataclasses.is_dataclass(tp)):
         return out
     if not isinstance(value, dict):
-        return [FieldProblem(path, f"expected a mapping ({tp.__name__}), got {type(value).__name__}",
-                             "write a mapping of Jobs API 2.2 fields")]  # fmt: skip
+        return [
+            FieldProblem(
+                path,
+                f"expected a mapping ({tp.__name__}), got {type(value).__name__}",
+                "write a mapping of Jobs API 2.2 fields",
+            )
+        ]
     hints = _hints(tp)
     for key, v in value.items():
         if key not in hints:
             close = difflib.get_close_matches(str(key), list(hints), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            out.append(FieldProblem((*path, str(key)),
-                                    f"'{key}' is not a field of the Databricks Jobs API 2.2 "
-                                    f"({tp.__name__}); it would be dropped silently",
-                                    f"remove it or correct the spelling{hint}"))  # fmt: skip
+            out.append(
+                FieldProblem(
+                    (*path, str(key)),
+                    f"'{key}' is not a field of the Databricks Jobs API 2.2 "
+                    f"({tp.__name__}); it would be dropped silently",
+                    f"remove it or correct the spelling{hint}",
+                )
+            )
             continue
         out += unknown_fields(v, hints[key], (*path, str(key)))
     return out

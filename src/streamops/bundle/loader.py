@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from streamops.bundle.kafka_settings import LocalBrokerLookup
 from streamops.bundle.models import STEP_KINDS, BundleSpec
 from streamops.bundle.resolved import (
     ENV_BOOTSTRAP,
@@ -20,63 +21,29 @@ from streamops.bundle.resolved import (
     Bundle,
     did_you_mean,
 )
-from streamops.bundle.rules import check
 from streamops.bundle.secrets import MASK, looks_like_secret
+from streamops.bundle.validation import check
 from streamops.bundle.yamlsource import YamlDocument, YamlPath, YamlTooLarge, dotted, read_yaml
 from streamops.errors import BundleError, Problem, UsageError
 
 
-def load(path: str | os.PathLike[str], target: str, *, strict: bool = True) -> Bundle:
+def load(
+    path: str | os.PathLike[str],
+    target: str,
+    *,
+    strict: bool = True,
+    local_broker: LocalBrokerLookup | None = None,
+) -> Bundle:
     """Read, validate and freeze bundle.yml for `target`.
 
     Raises BundleError listing every problem (file:line, YAML path, what, fix) when the bundle
     has errors; warnings are kept on the Bundle. `strict=False` returns warnings only when valid.
+    `local_broker` finds the broker 'embedded' means (`streamops.localstack.local_broker`),
+    called only when a client asks: whoever runs jobs passes it; validating needs none.
     """
     p = Path(path)
     display = str(path)
-    if not p.is_file():
-        raise UsageError(
-            f"bundle file '{display}' does not exist. Fix: pass --bundle PATH/bundle.yml"
-        )
-    try:
-        doc, dup_problems = read_yaml(p, display)
-    except UnicodeDecodeError as exc:
-        raise BundleError(
-            [Problem(display, None, "(file)", f"not UTF-8 text ({exc.reason})", "save it as UTF-8")]
-        ) from None
-    except YamlTooLarge as exc:
-        raise BundleError([Problem(display, exc.line, "(yaml)", exc.message, exc.fix)]) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        what = getattr(exc, "problem", None) or str(exc)
-        raise BundleError(
-            [
-                Problem(
-                    display,
-                    line,
-                    "(yaml)",
-                    f"not valid YAML: {what}",
-                    "fix the syntax at that line",
-                )
-            ]
-        ) from None
-    problems = [
-        Problem(display, line, dotted(ypath), msg, "keep one of them")
-        for ypath, line, msg in dup_problems
-    ]
-    if not isinstance(doc.data, dict):
-        raise BundleError(
-            [
-                Problem(
-                    display,
-                    1,
-                    "(top level)",
-                    "the bundle must be a mapping",
-                    "see README: bundle.yml",
-                )
-            ]
-        )
+    doc, problems = _read(p, display)
     try:
         spec = BundleSpec.model_validate(doc.data)
     except ValidationError as exc:
@@ -89,10 +56,8 @@ def load(path: str | os.PathLike[str], target: str, *, strict: bool = True) -> B
         )
     # Only the local target may be pointed elsewhere from the environment: a stray variable must
     # never redirect a production job to another cluster.
-    override = (
-        (os.environ.get(ENV_BOOTSTRAP) or None) if spec.targets[target].mode == "local" else None
-    )
     is_local = spec.targets[target].mode == "local"
+    override = (os.environ.get(ENV_BOOTSTRAP) or None) if is_local else None
     stack_dir = os.environ.get(ENV_LOCAL_STACK) if is_local else None
     jvm_dir = os.environ.get(ENV_JVM_DIR) if is_local else None
     bundle = Bundle(spec=spec, target_name=target, path=p.resolve(), bootstrap_override=override)
@@ -110,7 +75,42 @@ def load(path: str | os.PathLike[str], target: str, *, strict: bool = True) -> B
         jvm_dir_override=Path(jvm_dir) if jvm_dir else None,
         # Databricks sets this on every cluster: the job runs there, with the cluster's logins.
         on_cluster=not is_local and ENV_DATABRICKS_RUNTIME in os.environ,
+        local_broker=local_broker,
     )
+
+
+def _read(p: Path, display: str) -> tuple[YamlDocument, list[Problem]]:
+    """The parsed YAML and its duplicate keys as problems; BundleError when it is no mapping."""
+    if not p.is_file():
+        raise UsageError(
+            f"bundle file '{display}' does not exist. Fix: pass --bundle PATH/bundle.yml"
+        )
+    try:
+        doc, dup_problems = read_yaml(p, display)
+    except UnicodeDecodeError as exc:
+        raise BundleError(
+            [Problem(display, None, "(file)", f"not UTF-8 text ({exc.reason})", "save it as UTF-8")]
+        ) from None
+    except YamlTooLarge as exc:
+        raise BundleError([Problem(display, exc.line, "(yaml)", exc.message, exc.fix)]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        what = getattr(exc, "problem", None) or str(exc)
+        problem = Problem(
+            display, line, "(yaml)", f"not valid YAML: {what}", "fix the syntax at that line"
+        )
+        raise BundleError([problem]) from None
+    problems = [
+        Problem(display, line, dotted(ypath), msg, "keep one of them")
+        for ypath, line, msg in dup_problems
+    ]
+    if not isinstance(doc.data, dict):
+        problem = Problem(
+            display, 1, "(top level)", "the bundle must be a mapping", "see docs/bundle.md"
+        )
+        raise BundleError([problem])
+    return doc, problems
 
 
 # --- turning pydantic's errors into problems that name the place and the fix ---------------

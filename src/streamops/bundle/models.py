@@ -1,4 +1,4 @@
-"""Frozen models of bundle.yml. Shapes and single-field rules live here; cross-field rules in rules.py."""
+"""Frozen models of bundle.yml. Shapes and single-field rules live here; cross-field rules in validation.py."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ class KafkaSettings(Frozen):
 
 
 class CheckpointSettings(Frozen):
-    """Checkpoint backups and the integrity DAG (docs/checkpoint.md)."""
+    """Checkpoint backups and the integrity DAG (docs/checkpoints.md)."""
 
     backup_root: str | None = None  # default: <checkpoint_root>/_backups
     backup_retention: int = Field(7, ge=1)
@@ -122,8 +122,10 @@ class StorageAccess(Frozen):
         if self.via == "unity_catalog":
             extra = [k for k in ("client_id", "tenant_id", "client_secret") if getattr(self, k)]
             if extra:
-                raise ValueError(f"{', '.join(extra)} only mean something with "
-                                 "`via: service_principal`; remove them or set that")  # fmt: skip
+                raise ValueError(
+                    f"{', '.join(extra)} only mean something with "
+                    "`via: service_principal`; remove them or set that"
+                )
             return self
         missing = [k for k in ("client_id", "tenant_id", "client_secret") if not getattr(self, k)]
         if missing:
@@ -133,8 +135,10 @@ class StorageAccess(Frozen):
             )
         for k in ("client_id", "tenant_id"):
             if not _UUID.match(getattr(self, k)):
-                raise ValueError(f"{k} '{getattr(self, k)}' is not a UUID; copy it from the "
-                                 "service principal's overview in Entra ID")  # fmt: skip
+                raise ValueError(
+                    f"{k} '{getattr(self, k)}' is not a UUID; copy it from the "
+                    "service principal's overview in Entra ID"
+                )
         if self.client_secret is not None and self.client_secret.kind != "secrets":
             raise ValueError(
                 "client_secret must be a Databricks secret reference "
@@ -146,7 +150,7 @@ class StorageAccess(Frozen):
 class DatabricksSettings(Frozen):
     host: str | None = None
     token: SecretField | None = None
-    airflow_conn_id: str = "databricks_default"
+    airflow_conn_id: str = Field("databricks_default", min_length=1)
     # --- deploy (streamops.deploy): how each job becomes a Databricks job ---------------------
     # Where bundle.yml and jobs/ are synced in the workspace; default /Workspace/Shared/<project>.
     workspace_root: str | None = None
@@ -202,6 +206,11 @@ class DatabricksSettings(Frozen):
                 "never as a person"
             )
         return v
+
+
+# A target without a `databricks:` section reads as one with every default: the fallbacks of
+# code that asks (connection id, access mode, tags, libraries...) live here, in the model.
+NO_DATABRICKS = DatabricksSettings()
 
 
 class Monitoring(Frozen):
@@ -263,6 +272,11 @@ class Target(Frozen):
     checkpoints: CheckpointSettings = Field(default_factory=lambda: CheckpointSettings())
     monitoring: Monitoring = Monitoring()
 
+    @property
+    def databricks_or_default(self) -> DatabricksSettings:
+        """The target's Databricks settings, or the defaults when it has none (NO_DATABRICKS)."""
+        return self.databricks if self.databricks is not None else NO_DATABRICKS
+
     @model_validator(mode="before")
     @classmethod
     def _metrics_default(cls, data: Any) -> Any:
@@ -295,6 +309,9 @@ class Source(Frozen):
     bytes_per_event: int = Field(gt=0)
     key_cardinality: int = Field(gt=0)
     bootstrap_servers: str | None = None
+    # How this source's clients log in; default: the target's `kafka.security`. Lets two sources
+    # of one job (a join) sit on two clusters or listeners with different logins.
+    security: KafkaSecurity | None = None
     starting_offsets: Literal["earliest", "latest"] = "earliest"
     fail_on_data_loss: bool = True
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 import typing
@@ -9,15 +10,16 @@ from dataclasses import dataclass, field
 from functools import cached_property, partial
 from pathlib import Path
 
-from streamops.bundle.models import BundleSpec, Job, Source, Table, Target
-from streamops.bundle.runtime import (
+from streamops.bundle.kafka_settings import (
     GeneratedSecret,
     KafkaClientSettings,
-    RuntimeContext,
+    LocalBroker,
+    LocalBrokerLookup,
     Secret,
-    storage_options_env,
 )
-from streamops.bundle.storage_access import adlfs_options
+from streamops.bundle.models import BundleSpec, Job, KafkaSecurity, Source, Table, Target
+from streamops.bundle.runtime import RuntimeContext
+from streamops.bundle.storage import environment_login, login_for
 from streamops.bundle.tables import TableRef, sibling_name
 from streamops.errors import LocalStackError, Problem, UsageError
 
@@ -52,6 +54,12 @@ class Bundle:
     env: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
     # Loaded on a Databricks cluster (the job itself), not on Airflow or a laptop.
     on_cluster: bool = False
+    # Finds the broker 'embedded' means; handed in by whoever runs clients (with_local_broker).
+    local_broker: LocalBrokerLookup | None = field(default=None, repr=False, compare=False)
+
+    def with_local_broker(self, lookup: LocalBrokerLookup) -> Bundle:
+        """This bundle, able to resolve 'embedded' through `lookup` (the local stack's)."""
+        return dataclasses.replace(self, local_broker=lookup)
 
     @property
     def target(self) -> Target:
@@ -152,19 +160,26 @@ class Bundle:
 
     @cached_property
     def runtime(self) -> RuntimeContext:
-        """Kafka client settings and storage options for this target, resolved on first use.
+        """Kafka settings per source and storage logins per location, resolved on first use.
 
         Lazy so that loading a bundle (DAG parsing, `validate`) never needs the local broker up;
         each source's Kafka settings are resolved once, when a client first asks for them (so
         storage-only work such as compaction never needs the broker either).
         """
-        db = self.target.databricks
-        # On the job cluster the driver's readers log in as the cluster does (storage_access);
-        # $STREAMOPS_STORAGE_OPTIONS, where set, wins everywhere.
-        cluster = partial(adlfs_options, db.storage) if self.on_cluster and db else None
-        return RuntimeContext(
-            self.target_name, partial(_kafka_settings, self), storage_options_env(), cluster
-        )
+        # $STREAMOPS_STORAGE_OPTIONS, where set, wins everywhere; on the job cluster the driver's
+        # readers otherwise log in as the cluster does (bundle/storage.py).
+        cluster = self.target.databricks_or_default.storage if self.on_cluster else None
+        storage = partial(login_for, environment=environment_login(), cluster=cluster)
+        return RuntimeContext(self.target_name, partial(_kafka_settings, self), storage)
+
+    def source_options(
+        self, source_name: str, query_name: str, starting_offsets: str | None = None
+    ) -> dict[str, str]:
+        """Options of Spark's Kafka source for query `query_name` reading source `source_name`,
+        with that source's brokers, login, topic and starting offsets (`starting_offsets`
+        overrides them); secrets resolved now, never log them."""
+        kafka = self.runtime.kafka_for(source_name)
+        return kafka.source_options(query_name, starting_offsets=starting_offsets)
 
     def bootstrap_servers(self, source: Source) -> str:
         """Bootstrap servers for a source; 'embedded' until the local stack resolves it."""
@@ -172,36 +187,58 @@ class Bundle:
             return self.bootstrap_override
         return source.bootstrap_servers or self.target.kafka.bootstrap_servers
 
+    def kafka_security(self, source: Source) -> KafkaSecurity:
+        """How a source's clients log in: its own `security`, else the target's."""
+        return source.security if source.security is not None else self.target.kafka.security
+
 
 def _kafka_settings(bundle: Bundle, source_name: str) -> KafkaClientSettings:
     src = bundle.spec.sources[source_name]
-    sec = bundle.target.kafka.security
+    return dataclasses.replace(
+        _kafka_login(bundle, src),
+        topic=src.topic,
+        starting_offsets=src.starting_offsets,
+        fail_on_data_loss=src.fail_on_data_loss,
+    )
+
+
+def _kafka_login(bundle: Bundle, src: Source) -> KafkaClientSettings:
+    """Where and how the clients of `src` connect: its brokers with its login (else the target's)."""
+    sec = bundle.kafka_security(src)
     bootstrap = bundle.bootstrap_servers(src)
-    shaded = bundle.target.mode == "databricks"
     if bootstrap != EMBEDDED:
         if bundle.bootstrap_override and sec.protocol.startswith("SASL_") and not sec.username:
             # $STREAMOPS_KAFKA_BOOTSTRAP_SERVERS on a local target whose login is the local
             # broker's generated one: that login means nothing to another broker, so the
             # override is a PLAINTEXT listener (name credentials in bundle.yml for a SASL one).
             return KafkaClientSettings(bootstrap)
+        shaded = bundle.target.mode == "databricks"
         return KafkaClientSettings(
             bootstrap, sec.protocol, sec.sasl_mechanism, sec.username, sec.password, shaded
         )
     # The local broker started by `streamops local up`: its listeners and generated credentials.
-    from streamops.localstack import LocalStack
-
-    try:
-        ep = LocalStack(bundle.cache_dir, state_dir=bundle.local_stack_dir).broker_endpoints()
-    except LocalStackError as exc:
-        raise LocalStackError(
-            f"{bundle.path.name}: targets.{bundle.target_name}.kafka.bootstrap_servers is "
-            f"'embedded' but {exc}"
-        ) from None
+    ep = _local_broker(bundle)
     if not sec.protocol.startswith("SASL_"):
         return KafkaClientSettings(ep.plaintext)
     user: Secret = sec.username if sec.username else GeneratedSecret(ep.username)
     pwd: Secret = sec.password if sec.password else GeneratedSecret(ep.password)
     return KafkaClientSettings(ep.sasl, sec.protocol, ep.sasl_mechanism, user, pwd)
+
+
+def _local_broker(bundle: Bundle) -> LocalBroker:
+    where = (
+        f"{bundle.path.name}: targets.{bundle.target_name}.kafka.bootstrap_servers is 'embedded'"
+    )
+    if bundle.local_broker is None:
+        raise LocalStackError(
+            f"{where} (the local broker), but this bundle was loaded without a way to find it. "
+            "Fix: load it with `load(path, target, local_broker=streamops.localstack."
+            "local_broker)` (or `bundle.with_local_broker(...)`) where a run needs Kafka."
+        )
+    try:
+        return bundle.local_broker(bundle.cache_dir, bundle.local_stack_dir)
+    except LocalStackError as exc:
+        raise LocalStackError(f"{where} but {exc}") from None
 
 
 def did_you_mean(word: str, choices: typing.Iterable[str]) -> str:

@@ -1,16 +1,16 @@
-"""How a Databricks target's job cluster reaches ADLS, in the two forms its clients take.
+"""How a Databricks target's job cluster reaches ADLS: Spark's side of the login.
 
 Spark (the streams, Delta) reads `abfss://` through the cluster's Hadoop settings: nothing with a
 Unity Catalog external location, or the service principal's OAuth settings in `spark_conf` (its
 secret as a `{{secrets/scope/key}}` reference, which Databricks resolves at cluster start). The
-driver's Python readers (checkpoint registry and reader, through adlfs) get the same login as
-adlfs options: the service principal's, or the cluster's own identity (DefaultAzureCredential).
+driver's Python readers (delta-rs, adlfs) get the same login from bundle/storage.py
+(`cluster_login`): the service principal's, or the cluster's own identity.
 """
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from streamops.bundle.models import StorageAccess
@@ -49,25 +49,3 @@ def spark_conf(access: StorageAccess, locations: list[str]) -> dict[str, str]:
             ),
         }
     return conf
-
-
-def adlfs_options(access: StorageAccess, location: str) -> dict[str, Any] | None:
-    """adlfs options for `location` on the job cluster; None for a location that is not ADLS.
-
-    The service principal's secret is resolved here, when a reader asks (on the cluster it comes
-    from the environment variable the job spec maps to the secret scope); never log the result.
-    """
-    account = account_of(location)
-    if account is None:
-        return None
-    if access.via == "service_principal":
-        assert access.client_secret is not None
-        return {
-            "account_name": account,
-            "tenant_id": access.tenant_id,
-            "client_id": access.client_id,
-            "client_secret": access.client_secret.resolve(),
-        }
-    # Unity Catalog grants Spark, not Python: the driver's readers log in as the cluster's own
-    # identity (managed identity), which needs read/write on the checkpoint container.
-    return {"account_name": account, "anon": False}

@@ -56,9 +56,11 @@ def _walk(
     if id(node) in active:
         # An alias inside its own anchor: walking (or validating) it would never end.
         raise ComposerError(
-            None, None, "an alias refers to a node that contains it (recursive anchor)",
+            None,
+            None,
+            "an alias refers to a node that contains it (recursive anchor)",
             node.start_mark,
-        )  # fmt: skip
+        )
     active = active | {id(node)}
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}

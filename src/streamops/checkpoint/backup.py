@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import fsspec
 
+from streamops.checkpoint.checks import check
 from streamops.checkpoint.reader import list_checkpoint
-from streamops.checkpoint.rules import check
 from streamops.errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -79,8 +79,14 @@ def backup(
     for rel in files:
         fs.makedirs(f"{dest_root}/{rel}".rsplit("/", 1)[0], exist_ok=True)
         fs.copy(f"{src_root.rstrip('/')}/{rel}", f"{dest_root}/{rel}")
-    manifest = {"source": location, "query_name": query_name, "batch": last,
-                "query_id": report.query_id, "files": len(files), "at": time.time()}  # fmt: skip
+    manifest = {
+        "source": location,
+        "query_name": query_name,
+        "batch": last,
+        "query_id": report.query_id,
+        "files": len(files),
+        "at": time.time(),
+    }
     with fs.open(f"{dest_root}/{MANIFEST}", "wt", encoding="utf-8") as fh:
         json.dump(manifest, fh, indent=1)
     after = check(dest, storage_options)

@@ -19,7 +19,7 @@ from streamops.errors import CheckpointError
 
 if TYPE_CHECKING:
     from streamops.bundle import Bundle
-    from streamops.checkpoint.registry import QueryNow
+    from streamops.checkpoint.registry import QueryNow, QueryRecord
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +62,14 @@ class IntegrityResult:
         return not self.problems
 
     def as_dict(self) -> dict[str, Any]:
-        return {"job": self.job, "target": self.target, "healthy": self.healthy,
-                "broker": self.broker, "dedup_key": self.dedup_key,
-                "queries": [asdict(q) for q in self.queries]}  # fmt: skip
+        return {
+            "job": self.job,
+            "target": self.target,
+            "healthy": self.healthy,
+            "broker": self.broker,
+            "dedup_key": self.dedup_key,
+            "queries": [asdict(q) for q in self.queries],
+        }
 
     def render(self) -> str:
         lines = [f"checkpoint integrity of job '{self.job}' (target {self.target})"]
@@ -106,18 +111,18 @@ class _Checks:
 
     bootstrap: str | None
     kafka_config: dict[str, str]
-    recorded: dict[str, Any]  # the registry's records of the job, by query kind
+    recorded: dict[str, QueryRecord]  # the registry's records of the job, by query kind
     job_name: str
 
 
-def _registry_records(bundle: Bundle, job_name: str) -> dict[str, Any]:
-    from streamops.checkpoint.registry import load_registry, registry_path, storage_options_for
+def _registry_records(bundle: Bundle, job_name: str) -> dict[str, QueryRecord]:
+    from streamops.checkpoint.registry import recorded, storage_options_for
 
     root_so = storage_options_for(bundle.checkpoint_root, bundle)
     if root_so is None:
         return {}
     try:
-        return dict(load_registry(registry_path(bundle), root_so)["jobs"].get(job_name, {}))
+        return recorded(bundle, job_name, root_so)
     except Exception as exc:  # the registry is a cross-check; its absence is no problem
         log.warning("registry of %s not read: %s", bundle.checkpoint_root, exc)
         return {}
@@ -127,8 +132,8 @@ def _check_query(bundle: Bundle, q: QueryNow, checks: _Checks, backup: bool) -> 
     import fsspec
 
     from streamops.checkpoint import backup as bk
+    from streamops.checkpoint.checks import check
     from streamops.checkpoint.registry import storage_options_for
-    from streamops.checkpoint.rules import check
 
     res = QueryIntegrity(q.kind, q.query_name, q.checkpoint)
     so = storage_options_for(q.checkpoint, bundle)
@@ -149,12 +154,16 @@ def _check_query(bundle: Bundle, q: QueryNow, checks: _Checks, backup: bool) -> 
     if not there:
         res.status = "missing"
         return res
+    rec = checks.recorded.get(q.kind)
     report = check(
-        q.checkpoint, so, bootstrap_servers=checks.bootstrap, kafka_config=checks.kafka_config,
+        q.checkpoint,
+        so,
+        bootstrap_servers=checks.bootstrap,
+        kafka_config=checks.kafka_config,
         source_tables=q.source_tables,
-        expected_query_id=(checks.recorded.get(q.kind) or {}).get("query_id"),
+        expected_query_id=rec.query_id if rec else None,
         registry_note=f"job '{checks.job_name}' has no query id recorded yet",
-    )  # fmt: skip
+    )
     res.report = report.as_dict()
     if report.unreadable is not None:
         res.status = "unreadable"
@@ -164,9 +173,13 @@ def _check_query(bundle: Bundle, q: QueryNow, checks: _Checks, backup: bool) -> 
         res.problems += [f.render() for f in report.errors]
     elif backup:
         try:
-            made = bk.backup(q.checkpoint, q.query_name, bk.backup_root(bundle),
-                             retention=bundle.target.checkpoints.backup_retention,
-                             storage_options=so)  # fmt: skip
+            made = bk.backup(
+                q.checkpoint,
+                q.query_name,
+                bk.backup_root(bundle),
+                retention=bundle.target.checkpoints.backup_retention,
+                storage_options=so,
+            )
         except Exception as exc:
             res.problems.append(f"backup failed: {exc}")
         else:
@@ -192,14 +205,23 @@ def check_and_page(bundle: Bundle, job_name: str) -> dict[str, Any]:
     print(result.render())
     for q in result.queries:
         if q.status == "missing":
-            log.warning("%s: no checkpoint at %s (the job never ran here)", q.query_name,
-                        q.location)  # fmt: skip
+            log.warning(
+                "%s: no checkpoint at %s (the job never ran here)", q.query_name, q.location
+            )
     if not result.healthy:
         problems = result.problems
-        summary = (f"checkpoint problems in job '{job_name}' ({bundle.target_name}): "
-                   f"{len(problems)} problem(s), first: {problems[0]}")  # fmt: skip
-        page(bundle, summary=summary, severity="error", dedup_key=result.dedup_key,
-             details=json.loads(json.dumps(result.as_dict(), default=str)),
-             component=job_name, event_class="checkpoint_integrity")  # fmt: skip
+        summary = (
+            f"checkpoint problems in job '{job_name}' ({bundle.target_name}): "
+            f"{len(problems)} problem(s), first: {problems[0]}"
+        )
+        page(
+            bundle,
+            summary=summary,
+            severity="error",
+            dedup_key=result.dedup_key,
+            details=json.loads(json.dumps(result.as_dict(), default=str)),
+            component=job_name,
+            event_class="checkpoint_integrity",
+        )
         raise CheckpointError(summary + "\n" + result.render())
     return result.as_dict()

@@ -52,9 +52,11 @@ def delta_offset(value: Any) -> DeltaSourceOffset | None:
         return None
     try:
         return DeltaSourceOffset(
-            str(value["reservoirId"]), int(value["reservoirVersion"]), int(value.get("index", -1)),
+            str(value["reservoirId"]),
+            int(value["reservoirVersion"]),
+            int(value.get("index", -1)),
             bool(value.get("isStartingVersion", False)),
-        )  # fmt: skip
+        )
     except (KeyError, TypeError, ValueError):
         return None
 
@@ -396,9 +398,15 @@ def listing_from(location: str, root: str, found: dict[str, Any]) -> Listing:
         for op, p in sorted(ops.items())
     )
     return Listing(
-        location, sizes, tuple(sorted(offsets)), tuple(sorted(commits)), tuple(sorted(sources)),
-        tuple(state), operators, tuple(sorted(odd)),
-    )  # fmt: skip
+        location,
+        sizes,
+        tuple(sorted(offsets)),
+        tuple(sorted(commits)),
+        tuple(sorted(sources)),
+        tuple(state),
+        operators,
+        tuple(sorted(odd)),
+    )
 
 
 def read_checkpoint(

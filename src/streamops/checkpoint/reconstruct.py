@@ -95,7 +95,7 @@ def _table(bundle: Bundle, uri: str) -> DeltaTable | None:
     from deltalake.exceptions import TableNotFoundError
 
     try:
-        return DeltaTable(uri, storage_options=bundle.runtime.storage_options(uri))
+        return DeltaTable(uri, storage_options=bundle.runtime.storage(uri).deltalake())
     except TableNotFoundError:
         return None
 
@@ -118,8 +118,11 @@ def _last_batch(bundle: Bundle, q: QueryNow) -> int | None:
         if dt is None:
             continue
         for limit in (RECENT_COMMITS, None):
-            ids = [c.batch_id for info in dt.history(limit)
-                   if (c := from_commit_info(info)) is not None and c.query == q.query_name]  # fmt: skip
+            ids = [
+                c.batch_id
+                for info in dt.history(limit)
+                if (c := from_commit_info(info)) is not None and c.query == q.query_name
+            ]
             if ids:
                 found.append(max(ids))
                 break
@@ -177,11 +180,15 @@ def from_delta_commits(bundle: Bundle, q: QueryNow) -> Reconstructed | None:
         version, commit = found
         if best is None or (best.batch if best.batch is not None else -1) < commit.batch_id:
             best = Reconstructed(
-                q.query_name, commit.kafka_offsets(), "delta-commit",
+                q.query_name,
+                commit.kafka_offsets(),
+                "delta-commit",
                 f"end offsets of batch {commit.batch_id}, recorded in version {version} of {uri} "
                 "in the same commit as the batch's data (exact)",
-                uri, version, commit.batch_id,
-            )  # fmt: skip
+                uri,
+                version,
+                commit.batch_id,
+            )
     return best
 
 
@@ -214,22 +221,30 @@ def from_consumer_group(bundle: Bundle, job_name: str, q: QueryNow) -> Reconstru
         {str(tp.partition): tp.offset for tp in committed}, _held_next_offsets(bundle, q, topic)
     )
     return Reconstructed(
-        q.query_name, {topic: offsets}, "consumer-group",
+        q.query_name,
+        {topic: offsets},
+        "consumer-group",
         f"no Delta commit of '{q.query_name}' records end offsets; the consumer group "
         f"'{q.query_name}' holds the end offsets the job committed after its last batch"
-        + (f", {moved} record(s) behind what the sink holds (the job died before mirroring its "
-           "last batch): moved up to the sink's newest Kafka coordinates" if moved else "")
+        + (
+            f", {moved} record(s) behind what the sink holds (the job died before mirroring its "
+            "last batch): moved up to the sink's newest Kafka coordinates"
+            if moved
+            else ""
+        )
         + "; no record is read twice or skipped",
         batch=_last_batch(bundle, q),
-    )  # fmt: skip
+    )
 
 
 def _newest_record_times(bundle: Bundle, q: QueryNow, topic: str) -> dict[int, int]:
     """{partition: newest Kafka record timestamp (ms)} over the rows the sink holds of `topic`."""
     newest = _newest_per_partition(bundle, q, topic, "kafka_timestamp")
     # Integer arithmetic: a float timestamp could round to a later millisecond.
-    return {p: (ts.replace(tzinfo=ts.tzinfo or UTC) - EPOCH) // timedelta(milliseconds=1)
-            for p, ts in newest.items()}  # fmt: skip
+    return {
+        p: (ts.replace(tzinfo=ts.tzinfo or UTC) - EPOCH) // timedelta(milliseconds=1)
+        for p, ts in newest.items()
+    }
 
 
 def from_kafka_timestamps(bundle: Bundle, job_name: str, q: QueryNow) -> Reconstructed | None:
@@ -255,13 +270,15 @@ def from_kafka_timestamps(bundle: Bundle, job_name: str, q: QueryNow) -> Reconst
     by_time = {str(p): found[p] if found.get(p, -1) >= 0 else earliest[p] for p in parts}
     offsets, moved = _not_before_held(by_time, _held_next_offsets(bundle, q, topic))
     return Reconstructed(
-        q.query_name, {topic: offsets}, "kafka-timestamps",
+        q.query_name,
+        {topic: offsets},
+        "kafka-timestamps",
         f"no Delta commit of '{q.query_name}' records end offsets and the consumer group "
         f"'{q.query_name}' has none; per partition, the first record at the newest Kafka "
         f"timestamp the sink holds, moved past the {moved} record(s) sharing that timestamp "
         "that the sink already holds (by their Kafka coordinates): none is read twice or skipped",
         batch=_last_batch(bundle, q),
-    )  # fmt: skip
+    )
 
 
 def not_rebuildable(bundle: Bundle, job_name: str, q: QueryNow) -> str:

@@ -3,32 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
 from streamops.commands.console import out
+from streamops.commands.options import BundleOpt, JobOpt, TargetOpt
+
+
+def report(
+    job: JobOpt,
+    bundle: BundleOpt = Path("bundle.yml"),
+    target: TargetOpt = "local",
+) -> None:
+    """Render JOB's exported metrics (lag per partition, batch duration against the trigger,
+    state size) to <cache>/reports/JOB/report.png and report.html; print where."""
+    from streamops.bundle import load
+    from streamops.monitoring.metrics_report import render_report
+
+    r = render_report(load(bundle, target), job)
+    out.print(f"{job}: {r.points} metric points", markup=False)
+    out.print(f"  png  {r.png}", markup=False)
+    out.print(f"  html {r.html}", markup=False)
 
 
 def register(app: typer.Typer) -> None:
     """Add the `report` command to the main app."""
-
-    @app.command("report")
-    def report(
-        job: Annotated[str, typer.Option("--job", "-j", help="job name in bundle.yml")],
-        bundle: Annotated[Path, typer.Option("--bundle", "-b", help="path to bundle.yml")] = Path(
-            "bundle.yml"
-        ),
-        target: Annotated[str, typer.Option("--target", "-t", help="target in bundle.yml")] = (
-            "local"
-        ),
-    ) -> None:
-        """Render JOB's exported metrics (lag per partition, batch duration against the trigger,
-        state size) to <cache>/reports/JOB/report.png and report.html; print where."""
-        from streamops.bundle import load
-        from streamops.monitoring.report import render_report
-
-        r = render_report(load(bundle, target), job)
-        out.print(f"{job}: {r.points} metric points", markup=False)
-        out.print(f"  png  {r.png}", markup=False)
-        out.print(f"  html {r.html}", markup=False)
+    app.command("report")(report)

@@ -8,8 +8,8 @@ imports no engine (deltalake, pyspark, the Databricks provider are imported when
 """
 
 from streamops.compaction.plan import CompactionPlan, build_plan, vacuum_plan
-from streamops.compaction.report import CompactionReport
 from streamops.compaction.run import compact_table, plan_table
+from streamops.compaction.run_report import CompactionReport
 
 __all__ = [
     "CompactionPlan",

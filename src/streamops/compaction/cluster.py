@@ -32,12 +32,26 @@ def cluster_main(
 
             spark = SparkSession.getActiveSession() or SparkSession.builder.getOrCreate()
         report = compact_table(
-            bundle, request.table, zorder=request.zorder, vacuum=request.vacuum,
-            retain_hours=request.retain_hours, engine="spark-sql", spark=spark,
-        )  # fmt: skip
+            bundle,
+            request.table,
+            zorder=request.zorder,
+            vacuum=request.vacuum,
+            retain_hours=request.retain_hours,
+            engine="spark-sql",
+            spark=spark,
+        )
     except CompactionConflictError as exc:
-        out(ERROR_LINE + json.dumps({"kind": "conflict", "message": str(exc),
-                                     "operation": exc.operation, "attempts": exc.attempts}))  # fmt: skip
+        out(
+            ERROR_LINE
+            + json.dumps(
+                {
+                    "kind": "conflict",
+                    "message": str(exc),
+                    "operation": exc.operation,
+                    "attempts": exc.attempts,
+                }
+            )
+        )
         return 1
     except Exception as exc:
         out(ERROR_LINE + json.dumps({"kind": type(exc).__name__, "message": str(exc)}))

@@ -7,7 +7,8 @@ session across Statement Execution API calls. A job cluster's Spark session take
 cluster runs the very code the local target runs (`compact_table` with the spark-sql engine, in
 `jobs/compact.py`): the same plan, marker, file-size settings and conflict retries.
 
-Airflow submits the run (`POST /api/2.2/jobs/runs/submit`) through the provider's hook, waits,
+Airflow submits the run (`POST /api/2.2/jobs/runs/submit`) through the target's provider hook
+(`streamops.databricks_access`), waits on the injected clock,
 and reads the task's output (`runs/get-output` `logs`): the cluster prints one result line, the
 report as JSON or the failure (a lost commit race names the conflicting operation).
 """
@@ -16,13 +17,13 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from streamops.compaction.report import CompactionReport
-from streamops.errors import CompactionConflictError, CompactionError, MissingDependencyError
+from streamops.clock import Clock, WaitTimeout, poll
+from streamops.compaction.run_report import CompactionReport
+from streamops.databricks_access import DatabricksAccess, access_for
+from streamops.errors import CompactionConflictError, CompactionError
 from streamops.shipping import artifacts, uploads
 from streamops.shipping.cluster import cluster_spec
 
@@ -82,8 +83,7 @@ def submit_payload(bundle: Bundle, request: JobRequest, arts: Artifacts) -> dict
             "Fix: keep jobs/compact.py in the project (as in the streamops project), or "
             "`compaction.databricks_engine: databricks-sql`"
         )
-    db = bundle.target.databricks
-    libs = arts.libraries() + (db.libraries if db else [])
+    libs = arts.libraries() + bundle.target.databricks_or_default.libraries
     task = jobs.SubmitTask(
         task_key=f"compact_{request.table}",
         spark_python_task=jobs.SparkPythonTask(
@@ -105,38 +105,41 @@ def run_on_databricks(
     *,
     poll_s: float = 15.0,
     timeout_s: float = 6 * 3600,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Clock | None = None,
+    access: DatabricksAccess | None = None,
 ) -> CompactionReport:
     """Submit the table's compaction as a one-time run, wait for it, and return its report.
 
+    `access` defaults to the bundle's (`access_for`), `clock` (the polls) to the access's.
     Raises CompactionConflictError when the cluster lost every commit race, CompactionError
     (naming the run's page) when the run failed otherwise or printed no result.
     """
-    try:
-        from airflow.providers.databricks.hooks.databricks import DatabricksHook
-    except ImportError:
-        raise MissingDependencyError("apache-airflow-providers-databricks", "airflow") from None
-    db = bundle.target.databricks
-    conn = (db.airflow_conn_id if db else None) or "databricks_default"
-    hook = DatabricksHook(databricks_conn_id=conn, retry_limit=3, retry_delay=1)
+    access = access or access_for(bundle)
+    hook = access.hook()
     # The code the cluster runs is this project's, uploaded (only what is not there yet) before
     # the run is submitted: the wheel build is cached, so a night with no change uploads nothing.
     arts = artifacts.collect(bundle)
-    sent = uploads.ensure(hook, list(arts.uploads))
+    sent = uploads.ensure(access, list(arts.uploads))
     if sent:
         _log.info("uploaded %s", ", ".join(up.destination for up in sent))
     run_id = hook.submit_run(submit_payload(bundle, request, arts))
-    deadline = clock() + timeout_s
-    while not (state := hook.get_run_state(run_id)).is_terminal:
-        if clock() > deadline:
-            hook.cancel_run(run_id)
-            raise CompactionError(
-                f"compaction run {run_id} of table '{request.table}' still running after "
-                f"{timeout_s:g} s and was cancelled ({hook.get_run_page_url(run_id)}). Fix: a "
-                "bigger cluster (targets.<t>.cluster) or fewer partitions per night"
-            )
-        sleep(poll_s)
+
+    def ended() -> Any:
+        state = hook.get_run_state(run_id)
+        return state if state.is_terminal else None
+
+    what = f"compaction run {run_id} of table '{request.table}'"
+    try:
+        state = poll(
+            ended, timeout_s=timeout_s, interval_s=poll_s, what=what, clock=clock or access.clock
+        )
+    except WaitTimeout:
+        hook.cancel_run(run_id)
+        raise CompactionError(
+            f"{what} still running after {timeout_s:g} s and was cancelled "
+            f"({hook.get_run_page_url(run_id)}). Fix: a bigger cluster (targets.<t>.cluster) or "
+            "fewer partitions per night"
+        ) from None
     run = hook.get_run(run_id)
     tasks = run.get("tasks") or [{"run_id": run_id}]
     output = hook.get_run_output(int(tasks[0]["run_id"]))
@@ -154,9 +157,11 @@ def _result(
             err = json.loads(line.removeprefix(ERROR_LINE))
             if err.get("kind") == "conflict":
                 raise CompactionConflictError(
-                    f"{err['message']} (Databricks run {run_id}: {url})", table=table,
-                    operation=err["operation"], attempts=int(err["attempts"]),
-                )  # fmt: skip
+                    f"{err['message']} (Databricks run {run_id}: {url})",
+                    table=table,
+                    operation=err["operation"],
+                    attempts=int(err["attempts"]),
+                )
             raise CompactionError(f"{err['message']} (Databricks run {run_id}: {url})")
     why = output.get("error") or getattr(state, "state_message", "") or "no result line"
     raise CompactionError(

@@ -14,10 +14,13 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamops.compaction.plan import FileInfo, Partition, TableState, partitions_from_values
 from streamops.errors import CompactionError
+
+if TYPE_CHECKING:
+    from streamops.bundle import StorageLogin
 
 MARKER = "streamops.compaction"
 # Commit metadata key of a VACUUM's commits (START/END): the run they belong to.
@@ -68,13 +71,13 @@ class Marker:
             return None  # someone else's metadata under our key: not a boundary
 
 
-def open_table(location: str, storage_options: dict[str, str] | None = None) -> Any:
+def open_table(location: str, login: StorageLogin | None = None) -> Any:
     """The DeltaTable at `location`, or None when no table exists there yet."""
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
     try:
-        return DeltaTable(location, storage_options=storage_options)
+        return DeltaTable(location, storage_options=login.deltalake() if login else None)
     except TableNotFoundError:
         return None
 
@@ -90,20 +93,22 @@ def live_files(dt: Any) -> tuple[FileInfo, ...]:
     parts = [t.column(f"partition.{c}").to_pylist() for c in columns]
     out = []
     for i, (path, size) in enumerate(zip(paths, sizes, strict=True)):
-        values = tuple((c, None if parts[j][i] is None else str(parts[j][i]))
-                       for j, c in enumerate(columns))  # fmt: skip
+        values = tuple(
+            (c, None if parts[j][i] is None else str(parts[j][i])) for j, c in enumerate(columns)
+        )
         out.append(FileInfo(path, int(size), values))
     return tuple(out)
 
 
 def _commit_lines(
-    location: str, version: int, storage_options: dict[str, str] | None
+    location: str, version: int, login: StorageLogin | None
 ) -> Iterator[dict[str, Any]]:
     name = f"_delta_log/{version:020d}.json"
     if _SCHEME.match(location):
         import fsspec
 
-        with fsspec.open(f"{location.rstrip('/')}/{name}", "rt", **(storage_options or {})) as fh:
+        url = f"{location.rstrip('/')}/{name}"
+        with fsspec.open(url, "rt", **(login.adlfs() if login else {})) as fh:
             text = fh.read()
     else:
         text = (Path(location) / name).read_text(encoding="utf-8")
@@ -112,9 +117,9 @@ def _commit_lines(
             yield json.loads(line)
 
 
-def read_state(location: str, storage_options: dict[str, str] | None = None) -> TableState | None:
+def read_state(location: str, login: StorageLogin | None = None) -> TableState | None:
     """The table's state for planning, or None when there is no table at `location` yet."""
-    dt = open_table(location, storage_options)
+    dt = open_table(location, login)
     if dt is None:
         return None
     version = dt.version()
@@ -124,7 +129,7 @@ def read_state(location: str, storage_options: dict[str, str] | None = None) -> 
     complete = False
     try:
         for v in range(version, max(-1, version - MAX_WALK), -1):
-            actions = list(_commit_lines(location, v, storage_options))
+            actions = list(_commit_lines(location, v, login))
             info: dict[str, Any] = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
             marker = Marker.from_commit_info(info, columns)
             if marker is not None:
@@ -133,7 +138,7 @@ def read_state(location: str, storage_options: dict[str, str] | None = None) -> 
                 # Commits between what the compaction read and its own commit were written
                 # concurrently and were not compacted: walk on down to its read version.
                 for w in range(v - 1, marker.read_version, -1):
-                    changed.update(_changed_in(location, w, storage_options, columns))
+                    changed.update(_changed_in(location, w, login, columns))
                 complete = True
                 break
             changed.update(_adds(actions, columns))
@@ -152,7 +157,7 @@ def read_state(location: str, storage_options: dict[str, str] | None = None) -> 
         since_version=since,
         changed=frozenset(changed) if complete else None,
         properties=dict(dt.metadata().configuration),
-        clustering=clustering_columns(location, dt, storage_options),
+        clustering=clustering_columns(location, dt, login),
     )
 
 
@@ -160,7 +165,7 @@ CLUSTERING_DOMAIN = "delta.clustering"
 
 
 def clustering_columns(
-    location: str, dt: Any, storage_options: dict[str, str] | None = None
+    location: str, dt: Any, login: StorageLogin | None = None
 ) -> tuple[str, ...] | None:
     """The table's liquid clustering columns, or None when it is not clustered.
 
@@ -172,13 +177,13 @@ def clustering_columns(
     version = dt.version()
     try:
         for v in range(version, max(-1, version - MAX_WALK), -1):
-            for a in _commit_lines(location, v, storage_options):
+            for a in _commit_lines(location, v, login):
                 dm = a.get("domainMetadata")
                 if dm and dm.get("domain") == CLUSTERING_DOMAIN:
                     return () if dm.get("removed") else _clustering_of(dm.get("configuration"))
     except FileNotFoundError:
         pass  # older commits cleaned up: the checkpoint holds the domain
-    return _checkpoint_clustering(location, storage_options)
+    return _checkpoint_clustering(location, login)
 
 
 def _clustering_of(configuration: str | None) -> tuple[str, ...]:
@@ -187,14 +192,12 @@ def _clustering_of(configuration: str | None) -> tuple[str, ...]:
     return tuple(".".join(c) if isinstance(c, list) else str(c) for c in cols)
 
 
-def _checkpoint_clustering(
-    location: str, storage_options: dict[str, str] | None
-) -> tuple[str, ...]:
+def _checkpoint_clustering(location: str, login: StorageLogin | None) -> tuple[str, ...]:
     import fsspec
     import pyarrow.parquet as pq
 
     root = location.rstrip("/") if _SCHEME.match(location) else Path(location).as_posix()
-    fs, base = fsspec.core.url_to_fs(root, **(storage_options or {}))
+    fs, base = fsspec.core.url_to_fs(root, **(login.adlfs() if login else {}))
     try:
         with fs.open(f"{base}/_delta_log/_last_checkpoint", "rt") as fh:
             last = json.loads(fh.read())
@@ -210,9 +213,9 @@ def _checkpoint_clustering(
 
 
 def _changed_in(
-    location: str, version: int, storage_options: dict[str, str] | None, columns: tuple[str, ...]
+    location: str, version: int, login: StorageLogin | None, columns: tuple[str, ...]
 ) -> set[Partition]:
-    return _adds(list(_commit_lines(location, version, storage_options)), columns)
+    return _adds(list(_commit_lines(location, version, login)), columns)
 
 
 def _adds(actions: list[dict[str, Any]], columns: tuple[str, ...]) -> set[Partition]:
@@ -239,7 +242,7 @@ def run_metrics(
     read_version: int,
     version: int,
     run_id: str,
-    storage_options: dict[str, str] | None,
+    login: StorageLogin | None,
 ) -> RunMetrics:
     """Files removed/added by the run's OPTIMIZE and deleted by its VACUUM, from the commits
     after `read_version` up to `version` (their commitInfo `operationMetrics`).
@@ -250,7 +253,7 @@ def run_metrics(
     removed = added = 0
     deleted: int | None = None
     for v in range(version, read_version, -1):
-        actions = _commit_lines(location, v, storage_options)
+        actions = _commit_lines(location, v, login)
         info: dict[str, Any] = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
         if _run_of(info) not in (None, run_id):
             continue

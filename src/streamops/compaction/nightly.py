@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from streamops.compaction.report import CompactionReport, emit_metrics, save
 from streamops.compaction.run import compact_table
+from streamops.compaction.run_report import CompactionReport, emit_metrics, save
 from streamops.errors import CompactionConflictError, CompactionError
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ def nightly_table(
     """Compact one table (Z-order when it has zorder_by, then VACUUM); the report as a dict.
 
     On the last attempt a failure pages before it is raised again, so Airflow marks it failed.
-    `engine`: what compact_table takes to run elsewhere (runner, spark, uc_client, sleep).
+    `engine`: what compact_table takes to run elsewhere (runner, spark, access, clock).
     """
     table = bundle.table(key)
     try:
@@ -49,18 +49,29 @@ def _page_failure(bundle: Bundle, key: str, attempts: int, exc: Exception) -> No
     """One page for the table's last failed attempt; a lost commit race names the operation."""
     from streamops.monitoring.paging import page
 
-    details: dict[str, Any] = {"table": key, "target": bundle.target_name, "attempts": attempts,
-                               "error": f"{type(exc).__name__}: {exc}",
-                               "runbook": bundle.spec.alerts.runbook_url}  # fmt: skip
+    details: dict[str, Any] = {
+        "table": key,
+        "target": bundle.target_name,
+        "attempts": attempts,
+        "error": f"{type(exc).__name__}: {exc}",
+        "runbook": bundle.spec.alerts.runbook_url,
+    }
     if isinstance(exc, CompactionConflictError):
-        summary = (f"streamops: nightly compaction of table '{key}' lost every commit race to a "
-                   f"concurrent {exc.operation} ({exc.attempts} tries per attempt, {attempts} "
-                   "attempts)")  # fmt: skip
+        summary = (
+            f"streamops: nightly compaction of table '{key}' lost every commit race to a "
+            f"concurrent {exc.operation} ({exc.attempts} tries per attempt, {attempts} "
+            "attempts)"
+        )
         details |= {"conflicting_operation": exc.operation, "tries_per_attempt": exc.attempts}
     else:
         summary = f"streamops: nightly compaction of table '{key}' failed {attempts} times"
-    page(bundle, summary=summary, severity="error",
-         dedup_key=f"streamops/{bundle.target_name}/compaction/{key}", details=details)  # fmt: skip
+    page(
+        bundle,
+        summary=summary,
+        severity="error",
+        dedup_key=f"streamops/{bundle.target_name}/compaction/{key}",
+        details=details,
+    )
 
 
 def summarize(bundle: Bundle, reports: Iterable[dict[str, Any] | None]) -> dict[str, Any]:
@@ -70,9 +81,16 @@ def summarize(bundle: Bundle, reports: Iterable[dict[str, Any] | None]) -> dict[
     for r in done:
         log.info(
             "%-24s %-13s files %d -> %d, bytes %d -> %d, small %.0f%% -> %.0f%%, %.1f s",
-            r.table, r.status, r.before.files, r.after.files, r.before.bytes, r.after.bytes,
-            100 * r.before.small_file_ratio, 100 * r.after.small_file_ratio, r.duration_s,
-        )  # fmt: skip
+            r.table,
+            r.status,
+            r.before.files,
+            r.after.files,
+            r.before.bytes,
+            r.after.bytes,
+            100 * r.before.small_file_ratio,
+            100 * r.after.small_file_ratio,
+            r.duration_s,
+        )
     missing = [k for k in bundle.spec.tables if k not in by_table]
     summary = {
         "tables": len(bundle.spec.tables),

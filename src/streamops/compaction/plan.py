@@ -222,43 +222,11 @@ def build_plan(
     small = int(target * bundle.spec.compaction.small_file_fraction)
     zcols = tuple(table.zorder_by) if zorder else ()
     notes: list[str] = list(layout_notes(bundle, key, state))
-    clustered = state.clustering is not None
-    if clustered and zcols:
+    if state.clustering is not None and zcols:
         zcols = ()  # Delta refuses ZORDER BY on a clustered table; OPTIMIZE clusters it instead
-    by_part: dict[Partition, list[FileInfo]] = {}
-    for f in state.files:
-        by_part.setdefault(f.partition, []).append(f)
-
-    # The newest time partition is still being written (several, when other columns differ).
-    active_parts: set[Partition] = set()
-    tcol = table.time_partition
-    if tcol and tcol in state.partition_columns and by_part:
-        newest = max((dict(p).get(tcol) for p in by_part), key=_sort_key)
-        active_parts = {p for p in by_part if dict(p).get(tcol) == newest}
-
-    changed = state.changed
-    if changed is None:
+    if state.changed is None:
         notes.append("no earlier compaction found in the log: every partition is a candidate")
-    parts: list[PartitionPlan] = []
-    skipped: list[SkippedPartition] = []
-    for p in sorted(by_part, key=lambda p: [_sort_key(v) for _, v in p]):
-        files = by_part[p]
-        if changed is not None and p not in changed:
-            continue
-        if p in active_parts:
-            skipped.append(
-                SkippedPartition(p, len(files), f"newest '{tcol}' partition: still being written")
-            )
-            continue
-        n_small = sum(f.size < small for f in files)
-        # One file is already compact; Z-order still sorts it when asked to.
-        if len(files) < 2 and not zcols:
-            continue
-        # New files of a clustered table are not clustered yet, whatever their size.
-        if not zcols and not clustered and n_small < 2:
-            continue  # nothing to bin-pack: at most one file below the small-file size
-        parts.append(PartitionPlan(p, len(files), sum(f.size for f in files), n_small))
-
+    parts, skipped = _partitions(state, table.time_partition, small, zorder=bool(zcols))
     return CompactionPlan(
         table=key,
         location=bundle.table_location(key),
@@ -280,6 +248,44 @@ def build_plan(
     )
 
 
+def _partitions(
+    state: TableState, tcol: str | None, small: int, *, zorder: bool
+) -> tuple[list[PartitionPlan], list[SkippedPartition]]:
+    """The changed partitions worth compacting, and those skipped (the newest, being written)."""
+    clustered = state.clustering is not None
+    by_part: dict[Partition, list[FileInfo]] = {}
+    for f in state.files:
+        by_part.setdefault(f.partition, []).append(f)
+
+    # The newest time partition is still being written (several, when other columns differ).
+    active_parts: set[Partition] = set()
+    if tcol and tcol in state.partition_columns and by_part:
+        newest = max((dict(p).get(tcol) for p in by_part), key=_sort_key)
+        active_parts = {p for p in by_part if dict(p).get(tcol) == newest}
+
+    changed = state.changed
+    parts: list[PartitionPlan] = []
+    skipped: list[SkippedPartition] = []
+    for p in sorted(by_part, key=lambda p: [_sort_key(v) for _, v in p]):
+        files = by_part[p]
+        if changed is not None and p not in changed:
+            continue
+        if p in active_parts:
+            skipped.append(
+                SkippedPartition(p, len(files), f"newest '{tcol}' partition: still being written")
+            )
+            continue
+        n_small = sum(f.size < small for f in files)
+        # One file is already compact; Z-order still sorts it when asked to.
+        if len(files) < 2 and not zorder:
+            continue
+        # New files of a clustered table are not clustered yet, whatever their size.
+        if not zorder and not clustered and n_small < 2:
+            continue  # nothing to bin-pack: at most one file below the small-file size
+        parts.append(PartitionPlan(p, len(files), sum(f.size for f in files), n_small))
+    return parts, skipped
+
+
 def layout_notes(bundle: Bundle, key: str, state: TableState) -> tuple[str, ...]:
     """Warnings when the table's layout (clustering, partitioning) is not the bundle's."""
     table = bundle.table(key)
@@ -287,13 +293,19 @@ def layout_notes(bundle: Bundle, key: str, state: TableState) -> tuple[str, ...]
     have = state.clustering
     ref = quote_ident(table.name) if table.name else f"delta.`{bundle.table_location(key)}`"
     if want and have != want:
-        now = (f"clustered by {', '.join(have)}" if have
-               else f"partitioned by {', '.join(state.partition_columns)}"
-               if state.partition_columns else "not clustered")  # fmt: skip
-        fix = (f"ALTER TABLE {ref} CLUSTER BY ({', '.join(quote_ident(c) for c in want)})"
-               if not state.partition_columns
-               else f"recreate the table clustered (CREATE TABLE ... CLUSTER BY ({', '.join(want)}) "
-               "AS SELECT ...): a partitioned table cannot be altered to clustering")  # fmt: skip
+        if have:
+            now = f"clustered by {', '.join(have)}"
+        elif state.partition_columns:
+            now = f"partitioned by {', '.join(state.partition_columns)}"
+        else:
+            now = "not clustered"
+        if state.partition_columns:
+            fix = (
+                f"recreate the table clustered (CREATE TABLE ... CLUSTER BY ({', '.join(want)}) "
+                "AS SELECT ...): a partitioned table cannot be altered to clustering"
+            )
+        else:
+            fix = f"ALTER TABLE {ref} CLUSTER BY ({', '.join(quote_ident(c) for c in want)})"
         return (
             f"warning: tables.{key}.cluster_by is [{', '.join(want)}] but the table is {now}; "
             f"OPTIMIZE follows the table. Fix: {fix}",

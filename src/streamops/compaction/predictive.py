@@ -4,67 +4,39 @@ Predictive optimization runs OPTIMIZE and VACUUM on the tables it manages; a sec
 OPTIMIZE there costs money and competes for the same files. Unity Catalog says whether it is in
 effect for a table (`GET /api/2.1/unity-catalog/tables/{full_name}`,
 `effective_predictive_optimization_flag`: ENABLE / DISABLE, possibly inherited from the schema or
-catalog), read here with databricks-sdk's `WorkspaceClient.tables.get` using the target's
-Airflow Databricks connection.
+catalog), read here with databricks-sdk's `WorkspaceClient.tables.get` through the target's
+access (`streamops.databricks_access`: its login and retry policy).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from streamops.errors import CompactionError, MissingDependencyError
+from streamops.databricks_access import DatabricksAccess, access_for
+from streamops.errors import CompactionError
 
 if TYPE_CHECKING:
-    from databricks.sdk import WorkspaceClient
-
     from streamops.bundle import Bundle
 
 MANAGED = "managed by predictive optimization"
 
 
-def workspace_client(conn_id: str) -> WorkspaceClient:
-    """A WorkspaceClient for the Airflow Databricks connection `conn_id` (token or Azure SP).
-
-    The connection is the one place credentials live (a secret backend in production); a local
-    server is reached with `schema: http` and `port`, as the Airflow provider does.
-    """
-    try:
-        from airflow.sdk import BaseHook
-        from databricks.sdk import WorkspaceClient
-    except ImportError:
-        raise MissingDependencyError("apache-airflow-providers-databricks", "airflow") from None
-
-    conn = BaseHook.get_connection(conn_id)
-    host = conn.host or ""
-    if "://" not in host:
-        host = f"{conn.schema or 'https'}://{host}" + (f":{conn.port}" if conn.port else "")
-    extra: dict[str, Any] = conn.extra_dejson
-    if extra.get("azure_tenant_id"):
-        return WorkspaceClient(
-            host=host, azure_client_id=conn.login, azure_client_secret=conn.password,
-            azure_tenant_id=extra["azure_tenant_id"], auth_type="azure-client-secret",
-        )  # fmt: skip
-    return WorkspaceClient(host=host, token=conn.password or extra.get("token"), auth_type="pat")
-
-
-def conn_id(bundle: Bundle) -> str:
-    db = bundle.target.databricks
-    return (db.airflow_conn_id if db else None) or "databricks_default"
-
-
-def managed_reason(bundle: Bundle, key: str, client: WorkspaceClient | None = None) -> str | None:
+def managed_reason(bundle: Bundle, key: str, access: DatabricksAccess | None = None) -> str | None:
     """'managed by predictive optimization (...)' when it is in effect for table `key`, else None.
 
     Only Unity Catalog tables (`tables.<key>.name`) can have it; `predictive_optimization:
-    compact` in bundle.yml skips the question.
+    compact` in bundle.yml skips the question. `access` defaults to the bundle's.
     """
     table = bundle.table(key)
     if not table.name or table.predictive_optimization == "compact":
         return None
+    name = table.name
     from databricks.sdk.errors import DatabricksError, NotFound
 
+    access = access or access_for(bundle)
     try:
-        info = (client or workspace_client(conn_id(bundle))).tables.get(table.name)
+        ws = access.workspace()
+        info = access.retrying(lambda: ws.tables.get(name))
     except NotFound:
         raise CompactionError(
             f"tables.{key}.name: Unity Catalog has no table '{table.name}' (GET "
@@ -74,7 +46,7 @@ def managed_reason(bundle: Bundle, key: str, client: WorkspaceClient | None = No
     except DatabricksError as exc:
         raise CompactionError(
             f"cannot ask Unity Catalog about '{table.name}' (tables.{key}.name): {exc}. Fix: check "
-            f"the Airflow connection '{conn_id(bundle)}' and its access to the table, or set "
+            f"{access.where} and its access to the table, or set "
             f"`predictive_optimization: compact` on tables.{key} to compact without asking"
         ) from exc
     flag = info.effective_predictive_optimization_flag

@@ -8,11 +8,11 @@ exponential backoff, a bounded number of times.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
+from streamops.clock import REAL, Backoff, Clock, retried
 from streamops.errors import CompactionError
 
 T = TypeVar("T")
@@ -20,21 +20,16 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Bounded retries with exponential backoff; `sleep` is injected so tests do not wait."""
+    """Bounded retries with exponential backoff on `clock` (a FakeClock in tests: no waiting)."""
 
     max_retries: int = 5
     backoff_s: float = 2.0
     max_backoff_s: float = 60.0
-    sleep: Callable[[float], None] = time.sleep
+    clock: Clock = REAL
 
-    def delay(self, attempt: int) -> float:
-        return float(min(self.max_backoff_s, self.backoff_s * (2**attempt)))
-
-
-@dataclass(frozen=True)
-class StepResult:
-    metrics: dict[str, Any]
-    retries: int
+    @property
+    def backoff(self) -> Backoff:
+        return Backoff(first_s=self.backoff_s, max_s=self.max_backoff_s)
 
 
 def with_retries(
@@ -45,17 +40,25 @@ def with_retries(
     retryable: Callable[[BaseException], bool],
 ) -> tuple[T, int]:
     """Run `step`; on a commit conflict retry up to policy.max_retries times; (result, retries)."""
-    attempt = 0
-    while True:
-        try:
-            return step(), attempt
-        except Exception as exc:
-            if not retryable(exc):
-                raise
-            if attempt >= policy.max_retries:
-                raise CompactionError(
-                    f"{what}: a concurrent commit conflicted {attempt + 1} times in a row "
-                    f"({exc}). Fix: run again later, or raise compaction.max_retries in bundle.yml"
-                ) from exc
-            policy.sleep(policy.delay(attempt))
-            attempt += 1
+    retries = 0
+
+    def count(attempt: int, _exc: BaseException, _delay: float) -> None:
+        nonlocal retries
+        retries = attempt
+
+    def give_up(tries: int, exc: BaseException) -> CompactionError:
+        return CompactionError(
+            f"{what}: a concurrent commit conflicted {tries} times in a row "
+            f"({exc}). Fix: run again later, or raise compaction.max_retries in bundle.yml"
+        )
+
+    result = retried(
+        step,
+        attempts=policy.max_retries + 1,
+        retryable=retryable,
+        backoff=policy.backoff,
+        clock=policy.clock,
+        on_retry=count,
+        give_up=give_up,
+    )
+    return result, retries

@@ -10,27 +10,27 @@ optimization is left to it. Planning and the report read the Delta log with delt
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from streamops.clock import REAL, Clock
 from streamops.compaction import log, predictive
 from streamops.compaction.plan import CompactionPlan, FileInfo, TableState, build_plan
-from streamops.compaction.report import CompactionReport, Snapshot
 from streamops.compaction.retry import RetryPolicy
+from streamops.compaction.run_report import CompactionReport, Snapshot
 from streamops.compaction.sql import run_plan
 from streamops.errors import CompactionError, UsageError
 
 if TYPE_CHECKING:
-    from databricks.sdk import WorkspaceClient
     from pyspark.sql import SparkSession
 
-    from streamops.bundle import Bundle
+    from streamops.bundle import Bundle, StorageLogin
     from streamops.compaction.databricks import DatabricksSqlRunner
     from streamops.compaction.sql import StatementRunner
+    from streamops.databricks_access import DatabricksAccess
 
 _log = logging.getLogger("streamops.compaction")
 
@@ -43,9 +43,10 @@ def _snapshot(files: tuple[FileInfo, ...], small: int) -> Snapshot:
     return Snapshot(len(files), sum(f.size for f in files), sum(f.size < small for f in files))
 
 
-def retry_policy(bundle: Bundle, sleep: Callable[[float], None] = time.sleep) -> RetryPolicy:
+def retry_policy(bundle: Bundle, clock: Clock = REAL) -> RetryPolicy:
+    """The bundle's retries of a statement that lost a commit race (`compaction:` settings)."""
     c = bundle.spec.compaction
-    return RetryPolicy(max_retries=c.max_retries, backoff_s=c.backoff.seconds, sleep=sleep)
+    return RetryPolicy(max_retries=c.max_retries, backoff_s=c.backoff.seconds, clock=clock)
 
 
 def default_engine(bundle: Bundle) -> str:
@@ -56,9 +57,10 @@ def default_engine(bundle: Bundle) -> str:
     return bundle.spec.compaction.databricks_engine
 
 
-def sql_runner(bundle: Bundle) -> DatabricksSqlRunner:
-    """The SQL warehouse runner for a Databricks target, from the bundle."""
+def sql_runner(bundle: Bundle, access: DatabricksAccess | None = None) -> DatabricksSqlRunner:
+    """The SQL warehouse runner for a Databricks target, from the bundle (and its access)."""
     from streamops.compaction.databricks import DatabricksSqlRunner
+    from streamops.databricks_access import access_for
 
     wid = bundle.spec.compaction.warehouse_ids.get(bundle.target_name)
     if not wid:
@@ -66,8 +68,7 @@ def sql_runner(bundle: Bundle) -> DatabricksSqlRunner:
             f"target '{bundle.target_name}' compacts with databricks-sql but bundle.yml names no "
             f"warehouse for it. Fix: add `compaction.warehouse_ids.{bundle.target_name}: <id>`"
         )
-    conn = bundle.target.databricks.airflow_conn_id if bundle.target.databricks else None
-    return DatabricksSqlRunner(conn_id=conn or "databricks_default", warehouse_id=wid)
+    return DatabricksSqlRunner(access=access or access_for(bundle), warehouse_id=wid)
 
 
 def spark_runner(bundle: Bundle, spark: SparkSession | None) -> StatementRunner:
@@ -81,17 +82,6 @@ def spark_runner(bundle: Bundle, spark: SparkSession | None) -> StatementRunner:
     return SparkSqlRunner(spark)
 
 
-def storage_options(bundle: Bundle, location: str) -> dict[str, str] | None:
-    """The target's storage options for `location` (none for a local path).
-
-    A local path is answered here: `bundle.runtime` also resolves Kafka (the local broker),
-    which compaction never needs and which need not be running at night.
-    """
-    if "://" not in location or location.startswith("file:"):
-        return None
-    return bundle.runtime.storage_options(location)
-
-
 def plan_table(
     bundle: Bundle,
     key: str,
@@ -103,7 +93,7 @@ def plan_table(
     """The plan for table `key` from its Delta log; None when the table does not exist yet."""
     _check_table(bundle, key)
     location = bundle.table_location(key)
-    state = log.read_state(location, storage_options(bundle, location))
+    state = log.read_state(location, bundle.runtime.storage(location))
     if state is None:
         return None
     return build_plan(bundle, key, state, zorder=zorder, vacuum=vacuum, retain_hours=retain_hours)
@@ -127,82 +117,127 @@ def compact_table(
     engine: str | None = None,
     runner: StatementRunner | None = None,
     spark: SparkSession | None = None,
-    uc_client: WorkspaceClient | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    access: DatabricksAccess | None = None,
+    clock: Clock = REAL,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
-    monotonic: Callable[[], float] = time.monotonic,
 ) -> CompactionReport:
     """OPTIMIZE (Z-ORDER) the changed partitions of one table and VACUUM it safely; the report.
 
     `runner` runs the SQL (default: the engine's, on `spark` for spark-sql); a Spark session is
-    only started when there is something to run. Raises UnsafeVacuumError before touching
-    anything when the retention would break a reader, CompactionError when conflicts keep
-    winning or a statement fails.
+    only started when there is something to run. `clock` times the run and paces the retries
+    (and a Databricks run's polls); `access` reaches the workspace (default: the bundle's).
+    Raises UnsafeVacuumError before touching anything when the retention would break a reader,
+    CompactionError when conflicts keep winning or a statement fails.
     """
     _check_table(bundle, key)
     engine = engine or default_engine(bundle)
     if engine not in ENGINES:
         raise CompactionError(f"unknown compaction engine '{engine}'; use one of {ENGINES}")
-    started, t0 = now(), monotonic()
+    started, t0 = now().isoformat(), clock.time()
     location = bundle.table_location(key)
-    options = storage_options(bundle, location)
-    head: dict[str, Any] = {"table": key, "target": bundle.target_name, "engine": engine, "dry_run": dry_run,
-            "started_at": started.isoformat()}  # fmt: skip
-    state = log.read_state(location, options)
+    login = bundle.runtime.storage(location)
+    head: dict[str, Any] = dict(
+        table=key, target=bundle.target_name, engine=engine, dry_run=dry_run, started_at=started
+    )
+    state = log.read_state(location, login)
     if state is None:
         empty = Snapshot(0, 0, 0)
-        return CompactionReport(
-            **head, status="no_table", duration_s=monotonic() - t0, before=empty, after=empty,
-            message=f"no Delta table at {location} yet",
-        )  # fmt: skip
+        missing: dict[str, Any] = {"status": "no_table", "before": empty, "after": empty}
+        message = f"no Delta table at {location} yet"
+        return CompactionReport(**head, **missing, message=message, duration_s=clock.time() - t0)
+    plan = _plan(
+        bundle, key, state, engine, zorder=zorder, vacuum=vacuum, retain_hours=retain_hours
+    )
+    head |= _plan_fields(plan, state)
+    done = _not_run(bundle, key, engine, plan, state, head, dry_run=dry_run, access=access)
+    if done is None and engine == "databricks-job" and runner is None:
+        from streamops.compaction.databricks_job import JobRequest, run_on_databricks
+
+        request = JobRequest(key, zorder=zorder, vacuum=vacuum, retain_hours=retain_hours)
+        remote = run_on_databricks(bundle, request, clock=clock, access=access)
+        # The cluster planned and ran it; the figures are its own, the time is the whole trip.
+        return replace(remote, engine=engine, duration_s=clock.time() - t0)
+    if done is None:
+        if runner is None:
+            runner = (
+                spark_runner(bundle, spark) if engine == "spark-sql" else sql_runner(bundle, access)
+            )
+        done = _run(bundle, plan, state, runner, location, login, clock)
+    return CompactionReport(**(head | done), duration_s=clock.time() - t0)
+
+
+def _plan(
+    bundle: Bundle,
+    key: str,
+    state: TableState,
+    engine: str,
+    *,
+    zorder: bool,
+    vacuum: bool,
+    retain_hours: float | None,
+) -> CompactionPlan:
+    """The plan, addressing the table as the engine's session does; its warnings logged."""
     plan = build_plan(bundle, key, state, zorder=zorder, vacuum=vacuum, retain_hours=retain_hours)
     if engine == "spark-sql":
         # A Spark session addresses the table as the streams do: by its Unity Catalog name on a
         # Databricks target (the job engine's cluster), by its path where there is no catalog.
         plan = replace(plan, uc_name=bundle.table_ref(key).name)
-    head |= _plan_fields(plan, state)
     for note in plan.notes:
         if note.startswith("warning:"):
             _log.warning("table %s: %s", key, note.removeprefix("warning: "))
-    managed = (
-        predictive.managed_reason(bundle, key, uc_client) if engine in DATABRICKS_ENGINES else None
-    )
-    if managed is not None:
-        head["message"] = "; ".join(filter(None, [managed, head["message"]]))
-        return CompactionReport(
-            **head, status="managed", duration_s=monotonic() - t0, after=head["before"],
-            version_after=state.version,
-        )  # fmt: skip
+    return plan
+
+
+def _not_run(
+    bundle: Bundle,
+    key: str,
+    engine: str,
+    plan: CompactionPlan,
+    state: TableState,
+    head: dict[str, Any],
+    *,
+    dry_run: bool,
+    access: DatabricksAccess | None,
+) -> dict[str, Any] | None:
+    """The report's fields when nothing runs (managed by Databricks, a dry run, nothing to do)."""
+    unchanged = {"after": head["before"], "version_after": state.version}
+    if engine in DATABRICKS_ENGINES:
+        managed = predictive.managed_reason(bundle, key, access)
+        if managed is not None:
+            message = "; ".join(filter(None, [managed, head["message"]]))
+            return {**unchanged, "status": "managed", "message": message}
     if dry_run or (not plan.optimizes and plan.vacuum is None):
-        return CompactionReport(
-            **head, status="planned" if dry_run else "nothing_to_do",
-            duration_s=monotonic() - t0, after=head["before"], version_after=state.version,
-        )  # fmt: skip
+        return {**unchanged, "status": "planned" if dry_run else "nothing_to_do"}
+    return None
 
-    if engine == "databricks-job" and runner is None:
-        from streamops.compaction.databricks_job import JobRequest, run_on_databricks
 
-        request = JobRequest(key, zorder=zorder, vacuum=vacuum, retain_hours=retain_hours)
-        remote = run_on_databricks(bundle, request, sleep=sleep)
-        # The cluster planned and ran it; the figures are its own, the time is the whole trip.
-        return replace(remote, engine=engine, duration_s=monotonic() - t0)
-    if runner is None:
-        runner = spark_runner(bundle, spark) if engine == "spark-sql" else sql_runner(bundle)
+def _run(
+    bundle: Bundle,
+    plan: CompactionPlan,
+    state: TableState,
+    runner: StatementRunner,
+    location: str,
+    login: StorageLogin,
+    clock: Clock,
+) -> dict[str, Any]:
+    """Run the plan's statements (conflicts retried); the report's fields from the new log."""
     run_id = uuid.uuid4().hex
     marker = log.Marker(run_id=run_id, read_version=plan.read_version, deferred=plan.deferred)
-    policy = retry_policy(bundle, sleep)
+    policy = retry_policy(bundle, clock)
     retries = run_plan(plan, runner, policy, marker_json=marker.to_json(), run_id=run_id)
-
-    dt = log.open_table(location, options)
+    dt = log.open_table(location, login)
     if dt is None:
         raise CompactionError(f"the Delta table at {location} disappeared while compacting it")
-    done = log.run_metrics(location, state.version, dt.version(), run_id, options)
-    return CompactionReport(
-        **head, status="compacted", duration_s=monotonic() - t0,
-        after=_snapshot(log.live_files(dt), plan.small_file_size), version_after=dt.version(),
-        files_removed=done.files_removed, files_added=done.files_added,
-        vacuum_files_deleted=done.vacuum_files_deleted, retries=retries,
-    )  # fmt: skip
+    done = log.run_metrics(location, state.version, dt.version(), run_id, login)
+    return {
+        "status": "compacted",
+        "after": _snapshot(log.live_files(dt), plan.small_file_size),
+        "version_after": dt.version(),
+        "files_removed": done.files_removed,
+        "files_added": done.files_added,
+        "vacuum_files_deleted": done.vacuum_files_deleted,
+        "retries": retries,
+    }
 
 
 def _plan_fields(plan: CompactionPlan, state: TableState) -> dict[str, Any]:

@@ -65,9 +65,13 @@ def statement_failed(statement: str, exc: Exception) -> StatementFailed:
     first = message.strip().splitlines()[0] if message.strip() else ""
     condition = _condition(exc, first)
     return StatementFailed(
-        statement, "FAILED", condition or kind, f"{kind}: {first}", engine="Spark",
+        statement,
+        "FAILED",
+        condition or kind,
+        f"{kind}: {first}",
+        engine="Spark",
         conflicting=conflicting_operation(message),
-    )  # fmt: skip
+    )
 
 
 def _condition(exc: Exception, first_line: str) -> str:

@@ -100,7 +100,7 @@ def run_demo(
     batch_rows: int = 1500,
 ) -> list[JobSummary]:
     """Run every job on the local target against a fresh broker; return one summary per job."""
-    from streamops.localstack import LocalStack
+    from streamops.localstack import LocalStack, local_broker
     from streamops.pipeline.session import jars_dir, local_session
 
     if bundle.target.mode != "local":
@@ -120,11 +120,16 @@ def run_demo(
         if own_broker:
             # Azurite is started too: it is part of the local stack that dev/prod storage tests use.
             stack.up(services=("broker", "azurite"), progress=say)
-            bundle = dataclasses.replace(bundle, local_stack_dir=stack_dir)
+            bundle = dataclasses.replace(
+                bundle.with_local_broker(local_broker), local_stack_dir=stack_dir
+            )
         say("starting Spark (local) ...")
         t0 = time.monotonic()
-        spark = local_session(jars=jars_dir(bundle.jvm_dir),
-                              cores=bundle.target.cluster.total_cores, app_name="streamops-demo")  # fmt: skip
+        spark = local_session(
+            jars=jars_dir(bundle.jvm_dir),
+            cores=bundle.target.cluster.total_cores,
+            app_name="streamops-demo",
+        )
         say(f"Spark ready in {time.monotonic() - t0:.1f} s")
         summaries = []
         for name in bundle.jobs:
@@ -134,6 +139,45 @@ def run_demo(
         if own_broker:
             stack.down()
             say("local stack stopped")
+
+
+def _with_small_batches(bundle: Bundle, name: str, batch_rows: int) -> Bundle:
+    """The bundle with job `name` reading at most `batch_rows` records per batch."""
+    job = bundle.job(name)
+    jobs = {
+        **bundle.spec.jobs,
+        name: job.model_copy(update={"max_offsets_per_trigger": batch_rows}),
+    }
+    return dataclasses.replace(bundle, spec=bundle.spec.model_copy(update={"jobs": jobs}))
+
+
+def _phases(bundle: Bundle, name: str, scale: int) -> tuple[Sample, Sample]:
+    """The two samples: three hours of events, then three more with late and too-late ones."""
+    job = bundle.job(name)
+    partitions = bundle.source(job).partitions
+    span = timedelta(hours=3)
+    phase1 = generate(
+        job,
+        partitions=partitions,
+        start=DEMO_START,
+        span=span,
+        n=2000 * scale,
+        malformed=25,
+        seed=11,
+    )
+    phase2 = generate(
+        job,
+        partitions=partitions,
+        start=DEMO_START + span,
+        span=span,
+        n=1000 * scale,
+        malformed=10,
+        late=20,
+        too_late=12,
+        seed=12,
+        first_index=2000 * scale,
+    )
+    return phase1, phase2
 
 
 def _demo_job(
@@ -148,35 +192,26 @@ def _demo_job(
     job = bundle.job(name)
     src = bundle.source(job)
     # Small batches so progress and lag are visible; the bundle's own limit applies in production.
-    job_b = dataclasses.replace(
-        bundle,
-        spec=bundle.spec.model_copy(
-            update={
-                "jobs": {
-                    **bundle.spec.jobs,
-                    name: job.model_copy(update={"max_offsets_per_trigger": batch_rows}),
-                }
-            }
-        ),
-    )
+    job_b = _with_small_batches(bundle, name, batch_rows)
     kafka = bundle.runtime.kafka_for(job.source).librdkafka()
     ensure_topic(kafka, src.topic, src.partitions)
-    span = timedelta(hours=3)
-    phase1 = generate(job, partitions=src.partitions, start=DEMO_START, span=span, n=2000 * scale,
-                      malformed=25, seed=11)  # fmt: skip
-    phase2 = generate(job, partitions=src.partitions, start=DEMO_START + span, span=span,
-                      n=1000 * scale, malformed=10, late=20, too_late=12, seed=12,
-                      first_index=2000 * scale)  # fmt: skip
+    phase1, phase2 = _phases(bundle, name, scale)
     runs: list[JobRun] = []
     for label, sample in (("phase 1", phase1), ("phase 2 (restart from checkpoint)", phase2)):
         produce(kafka, src.topic, sample)
-        say(f"[{name}] {label}: produced {len(sample.events)} events to {src.topic} "
+        say(
+            f"[{name}] {label}: produced {len(sample.events)} events to {src.topic} "
             f"({sample.count('malformed')} malformed, {sample.count('late')} late, "
-            f"{sample.count('too_late')} too late)")  # fmt: skip
+            f"{sample.count('too_late')} too late)"
+        )
         runs.append(
             run_job(job_b, name, spark, available_now=True, on_batch=lambda b: on_batch(name, b))
         )
-    both = Sample(phase1.events + phase2.events)
+    return _summary(bundle, name, runs, Sample(phase1.events + phase2.events))
+
+
+def _summary(bundle: Bundle, name: str, runs: list[JobRun], both: Sample) -> JobSummary:
+    """What the runs report and the tables hold, beside what the produced sample implies."""
     rows, events, version = table_figures(bundle, name)
     last = runs[-1]
     return JobSummary(

@@ -108,6 +108,45 @@ def _malformed(job: Job, good: dict[str, Any], rng: random.Random, n: int) -> by
     return b'["an", "array", "not", "an", "event"]'
 
 
+@dataclass
+class _Builder:
+    """Appends events to a sample round-robin over the partitions, keyed by their `*_id` field."""
+
+    job: Job
+    rng: random.Random
+    partitions: int
+    first_index: int
+    sample: Sample = field(default_factory=Sample)
+
+    def event(self, i: int, t: datetime) -> dict[str, Any]:
+        """Event number `i` (from `first_index`) at time `t`, its other fields drawn at random."""
+        job = self.job
+        return {
+            name: t
+            if name == job.event_time
+            else _value(name, f.type, self.rng, self.first_index + i)
+            for name, f in job.schema_.items()
+        }
+
+    def add(
+        self,
+        kind: Kind,
+        ev: dict[str, Any] | None,
+        value: bytes | None = None,
+        key_from: dict[str, Any] | None = None,
+    ) -> None:
+        """Append `ev` (or `value`, bytes of a malformed one keyed like `key_from`)."""
+        seq = len(self.sample.events)
+        keyed = key_from if key_from is not None else ev
+        assert keyed is not None
+        key = next(
+            (str(keyed[name]).encode() for name in self.job.schema_ if name.endswith("_id")),
+            str(seq).encode(),
+        )
+        payload = value if value is not None else _json(keyed)
+        self.sample.events.append(SampleEvent(key, payload, seq % self.partitions, kind, ev))
+
+
 def generate(
     job: Job,
     *,
@@ -135,50 +174,25 @@ def generate(
     )
     late_at = set(rng.sample(range(n // 4, n), min(late, max(0, n - n // 4)))) if late else set()
     bad_at = set(rng.sample(range(n), min(malformed, n))) if malformed else set()
-    sample = Sample()
-    seq = 0
-
-    def make(i: int, t: datetime) -> dict[str, Any]:
-        return {
-            name: t if name == job.event_time else _value(name, f.type, rng, first_index + i)
-            for name, f in job.schema_.items()
-        }
-
-    def key_of(ev: dict[str, Any]) -> bytes:
-        for name in job.schema_:
-            if name.endswith("_id"):
-                return str(ev[name]).encode()
-        return str(seq).encode()
-
-    def add(kind: Kind, ev: dict[str, Any] | None, value: bytes, key: bytes) -> None:
-        nonlocal seq
-        sample.events.append(SampleEvent(key, value, seq % partitions, kind, ev))
-        seq += 1
-
+    b = _Builder(job, rng, partitions, first_index)
     step = span / max(1, n)
     malformed_n = 0
     for i in range(n):
-        t = (
-            start
-            + step * i
-            + timedelta(milliseconds=rng.randrange(0, max(1, int(step.total_seconds() * 500))))
-        )
-        ev = make(i, t)
+        jitter_ms = rng.randrange(0, max(1, int(step.total_seconds() * 500)))
+        t = start + step * i + timedelta(milliseconds=jitter_ms)
+        ev = b.event(i, t)
         if i in late_at:
-            late_ev = make(i, t - delay / 2)
-            add("late", late_ev, _json(late_ev), key_of(late_ev))
+            b.add("late", b.event(i, t - delay / 2))
         if i in bad_at:
-            add("malformed", None, _malformed(job, ev, rng, malformed_n), key_of(ev))
+            b.add("malformed", None, _malformed(job, ev, rng, malformed_n), key_from=ev)
             malformed_n += 1
             continue
-        add("on_time", ev, _json(ev), key_of(ev))
+        b.add("on_time", ev)
     for j in range(too_late):
         # One window apart: Spark counts drops after partial aggregation, so two late events in
         # the same window and group would count once. Apart, each is one dropped row.
-        t = start - delay - window * (j + 2)
-        ev = make(n + j, t)
-        add("too_late", ev, _json(ev), key_of(ev))
-    return sample
+        b.add("too_late", b.event(n + j, start - delay - window * (j + 2)))
+    return b.sample
 
 
 def _conf(kafka: str | dict[str, str]) -> dict[str, str]:

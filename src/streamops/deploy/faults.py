@@ -59,9 +59,12 @@ def _status(e: BaseException) -> int | None:
     except ImportError:  # pragma: no cover - depends on install
         return None
     table: tuple[tuple[type[BaseException], int], ...] = (
-        (sdk.Unauthenticated, 401), (sdk.PermissionDenied, 403), (sdk.TooManyRequests, 429),
-        (sdk.TemporarilyUnavailable, 503), (sdk.InternalError, 500),
-    )  # fmt: skip
+        (sdk.Unauthenticated, 401),
+        (sdk.PermissionDenied, 403),
+        (sdk.TooManyRequests, 429),
+        (sdk.TemporarilyUnavailable, 503),
+        (sdk.InternalError, 500),
+    )
     return next((code for cls, code in table if isinstance(e, cls)), None)
 
 

@@ -14,10 +14,10 @@ import json
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from airflow.providers.databricks.hooks.databricks import DatabricksHook
     from databricks.sdk.service import jobs
 
     from streamops.bundle import Bundle, Job
+    from streamops.databricks_access.hook import StreamopsDatabricksHook
 
 ACL_TAG = "streamops_acl"
 
@@ -26,18 +26,14 @@ def run_as(bundle: Bundle) -> jobs.JobRunAs | None:
     """The service principal the job runs as, or None (the job's owner, Databricks' default)."""
     from databricks.sdk.service import jobs
 
-    db = bundle.target.databricks
-    if db is None or db.run_as is None:
-        return None
-    return jobs.JobRunAs(service_principal_name=db.run_as)
+    name = bundle.target.databricks_or_default.run_as
+    return None if name is None else jobs.JobRunAs(service_principal_name=name)
 
 
 def access_control_list(bundle: Bundle) -> list[dict[str, str]]:
     """The declared group permissions in the Jobs API's `access_control_list` form."""
-    db = bundle.target.databricks
-    if db is None:
-        return []
-    return [{"group_name": p.group, "permission_level": p.level} for p in db.permissions]
+    perms = bundle.target.databricks_or_default.permissions
+    return [{"group_name": p.group, "permission_level": p.level} for p in perms]
 
 
 def acl_tag(bundle: Bundle) -> dict[str, str]:
@@ -61,8 +57,7 @@ def notifications(
     """Failure notifications (and backlog ones for streaming jobs), by email and destination."""
     from databricks.sdk.service import jobs
 
-    db = bundle.target.databricks
-    n = db.notifications if db else None
+    n = bundle.target.databricks_or_default.notifications
     if n is None or not (n.emails or n.destinations):
         return None, None
     backlog = not job.trigger.available_now  # a catch-up run has a backlog by design
@@ -102,19 +97,19 @@ def health(bundle: Bundle, job: Job) -> jobs.JobsHealthRules | None:
         return None
     records, seconds = backlog_thresholds(bundle, job)
     gt = jobs.JobsHealthOperator.GREATER_THAN
-    return jobs.JobsHealthRules(rules=[
-        jobs.JobsHealthRule(metric=jobs.JobsHealthMetric.STREAMING_BACKLOG_RECORDS, op=gt,
-                            value=records),
-        jobs.JobsHealthRule(metric=jobs.JobsHealthMetric.STREAMING_BACKLOG_SECONDS, op=gt,
-                            value=seconds),
-    ])  # fmt: skip
+    return jobs.JobsHealthRules(
+        rules=[
+            jobs.JobsHealthRule(
+                metric=jobs.JobsHealthMetric.STREAMING_BACKLOG_RECORDS, op=gt, value=records
+            ),
+            jobs.JobsHealthRule(
+                metric=jobs.JobsHealthMetric.STREAMING_BACKLOG_SECONDS, op=gt, value=seconds
+            ),
+        ]
+    )
 
 
-def permissions_path(job_id: int) -> str:
-    return f"2.0/permissions/jobs/{job_id}"
-
-
-def apply_permissions(hook: DatabricksHook, bundle: Bundle, job_id: int) -> list[str]:
+def apply_permissions(hook: StreamopsDatabricksHook, bundle: Bundle, job_id: int) -> list[str]:
     """Give each declared group its level on an existing job (Permissions API update, only when
     something differs); returns notes on groups that hold access the bundle no longer grants:
     the update cannot revoke, and revoking silently by replacing the whole list could remove
@@ -122,17 +117,20 @@ def apply_permissions(hook: DatabricksHook, bundle: Bundle, job_id: int) -> list
     acl = access_control_list(bundle)
     if not acl:
         return []
-    got = hook._do_api_call(("GET", permissions_path(job_id)), {})
+    got = hook.get_job_permissions(job_id)
     have: dict[str, str] = {}
     for entry in got.get("access_control_list", []):
         group = entry.get("group_name")
-        direct = [p["permission_level"] for p in entry.get("all_permissions", [])
-                  if not p.get("inherited")]  # fmt: skip
+        direct = [
+            p["permission_level"]
+            for p in entry.get("all_permissions", [])
+            if not p.get("inherited")
+        ]
         if group and direct:
             have[group] = direct[0]
     want = {e["group_name"]: e["permission_level"] for e in acl}
     if any(have.get(g) != level for g, level in want.items()):
-        hook._do_api_call(("PATCH", permissions_path(job_id)), {"access_control_list": acl})
+        hook.update_job_permission(job_id, {"access_control_list": acl})
     return [
         f"group '{g}' still has {level} on job {job_id} but bundle.yml no longer grants it. "
         "Fix: remove it in the job's permissions in the workspace"

@@ -26,19 +26,29 @@ def check_before_deploy(bundle: Bundle, job_name: str) -> list[Problem]:
     if not bundle.target.checkpoints.guard:
         from streamops.checkpoint.registry import guard_off_message
 
-        return [Problem(bundle.path.name, None, f"targets.{bundle.target_name}.checkpoints.guard",
-                        guard_off_message(bundle, job_name).removeprefix("warning: "),
-                        "set it to true (the default) to have deploys and starts checked",
-                        severity="warning")]  # fmt: skip
+        return [
+            Problem(
+                bundle.path.name,
+                None,
+                f"targets.{bundle.target_name}.checkpoints.guard",
+                guard_off_message(bundle, job_name).removeprefix("warning: "),
+                "set it to true (the default) to have deploys and starts checked",
+                severity="warning",
+            )
+        ]
     try:
         so = storage_options_for(bundle.checkpoint_root, bundle)
         if so is None:
-            return [Problem(
-                bundle.path.name, None, where,
-                f"checkpoint guard skipped: {bundle.checkpoint_root} is not reachable from here",
-                f"set ${STORAGE_OPTIONS_ENV} to the adlfs options of the checkpoint storage",
-                severity="warning",
-            )]  # fmt: skip
+            return [
+                Problem(
+                    bundle.path.name,
+                    None,
+                    where,
+                    f"checkpoint guard skipped: {bundle.checkpoint_root} is not reachable from here",
+                    f"set ${STORAGE_OPTIONS_ENV} to the adlfs options of the checkpoint storage",
+                    severity="warning",
+                )
+            ]
         guard(bundle, job_name, event="deploy", storage_options=so)
     except CheckpointError as exc:
         msg, _, fix = str(exc).partition(" Fix: ")
@@ -55,21 +65,24 @@ def restart_blockers(bundle: Bundle, job_name: str) -> list[str]:
     """
     if not bundle.target.checkpoints.guard:
         return []  # turned off in bundle.yml; check_before_deploy says so
+    from streamops.checkpoint.checks import check
     from streamops.checkpoint.registry import STORAGE_OPTIONS_ENV, queries_of, storage_options_for
-    from streamops.checkpoint.rules import check
 
     so = storage_options_for(bundle.checkpoint_root, bundle)
     if so is None:
-        return [f"its checkpoints under {bundle.checkpoint_root} cannot be read from here, so "
-                f"they were not checked. Fix: set ${STORAGE_OPTIONS_ENV} to the adlfs options of "
-                "that storage and deploy again, or restart it (action=restart) once "
-                f"`streamops checkpoint check {bundle.checkpoint_root}/<query name> --target "
-                f"{bundle.target_name}` passes for each of its queries"]  # fmt: skip
+        return [
+            f"its checkpoints under {bundle.checkpoint_root} cannot be read from here, so "
+            f"they were not checked. Fix: set ${STORAGE_OPTIONS_ENV} to the adlfs options of "
+            "that storage and deploy again, or restart it (action=restart) once "
+            f"`streamops checkpoint check {bundle.checkpoint_root}/<query name> --target "
+            f"{bundle.target_name}` passes for each of its queries"
+        ]
     out: list[str] = []
     for q in queries_of(bundle, job_name):
         report = check(q.checkpoint, so)
         if report.unreadable and "no such checkpoint folder" not in report.unreadable:
             out.append(f"{q.query_name}: {report.unreadable}")  # a never-run query has none
-        out += [f"{q.query_name}: {f.code} {f.file}: {f.message}. Fix: {f.fix}"
-                for f in report.errors]  # fmt: skip
+        out += [
+            f"{q.query_name}: {f.code} {f.file}: {f.message}. Fix: {f.fix}" for f in report.errors
+        ]
     return out

@@ -158,8 +158,10 @@ class Plan:
         for step in self.uploads:
             u = step.upload
             what = "already there:" if step.present else "upload"
-            lines.append(f"{what} {u.source.name} -> {u.destination} (sha256 {u.sha256[:16]}, "
-                         f"{u.size} bytes)")  # fmt: skip
+            lines.append(
+                f"{what} {u.source.name} -> {u.destination} (sha256 {u.sha256[:16]}, "
+                f"{u.size} bytes)"
+            )
         lines += self.diff
         return "\n".join(lines)
 
@@ -196,8 +198,15 @@ def make_plan(
     if have == want:
         return Plan(name, "unchanged", job_id, drift, reason)
     only_acl = _without_tag(have, ACL_TAG) == _without_tag(want, ACL_TAG)
-    return Plan(name, "update", job_id, drift, reason, _diff(have, want, f"live job {job_id}"),
-                permissions_only=only_acl)  # fmt: skip
+    return Plan(
+        name,
+        "update",
+        job_id,
+        drift,
+        reason,
+        _diff(have, want, f"live job {job_id}"),
+        permissions_only=only_acl,
+    )
 
 
 def _without_tag(settings: dict[str, Any], tag: str) -> dict[str, Any]:

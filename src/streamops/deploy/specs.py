@@ -24,9 +24,10 @@ from streamops.shipping.artifacts import workspace_root
 from streamops.shipping.cluster import cluster_spec
 
 if TYPE_CHECKING:
-    from databricks.sdk.service import jobs
+    from databricks.sdk.service import compute, jobs
 
     from streamops.bundle import Bundle
+    from streamops.bundle.models import Job
     from streamops.shipping.artifacts import Artifacts
 
 CLUSTER_KEY = "streamops"
@@ -70,8 +71,10 @@ def _databricks_target(bundle: Bundle) -> None:
 
 def _raise(bundle: Bundle, base: tuple[str | int, ...], problems: list[FieldProblem]) -> None:
     if problems:
-        lines = [f"{bundle.path.name}: {dotted((*base, *p.path))}: {p.message}. Fix: {p.fix}"
-                 for p in problems]  # fmt: skip
+        lines = [
+            f"{bundle.path.name}: {dotted((*base, *p.path))}: {p.message}. Fix: {p.fix}"
+            for p in problems
+        ]
         raise DeployError("\n".join(lines))
 
 
@@ -87,7 +90,6 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 def tags(bundle: Bundle, job_key: str) -> dict[str, str]:
     job = bundle.job(job_key)
-    db = bundle.target.databricks
     base = {
         "managed_by": "streamops",
         "streamops_project": bundle.spec.project,
@@ -95,7 +97,7 @@ def tags(bundle: Bundle, job_key: str) -> dict[str, str]:
         "streamops_job": job_key,
         "streamops_query": job.query_name,
     }
-    return {**base, **(db.tags if db else {}), **job.tags}
+    return {**base, **bundle.target.databricks_or_default.tags, **job.tags}
 
 
 def build_job_settings(
@@ -106,13 +108,11 @@ def build_job_settings(
     `artifacts` names the uploaded entrypoint, bundle.yml and wheel(s); default: those of the
     project as it is now (`artifacts.collect`: builds the wheel, no network).
     """
-    from databricks.sdk.service import compute, jobs
+    from databricks.sdk.service import jobs
 
     _databricks_target(bundle)
     job = bundle.job(job_key)
-    db = bundle.target.databricks
     cl = bundle.target.cluster
-    tbase = ("targets", bundle.target_name, "databricks")
     if not cl.spark_version or not cl.node_type_id:
         raise DeployError(
             f"{bundle.path.name}: targets.{bundle.target_name}.cluster: spark_version and "
@@ -123,33 +123,6 @@ def build_job_settings(
         from streamops.shipping.artifacts import collect
 
         artifacts = collect(bundle, job_key)
-
-    cluster_extra = db.cluster_settings if db else {}
-    _raise(bundle, (*tbase, "cluster_settings"), cluster_problems(cluster_extra))
-    cluster = cluster_spec(bundle, job)
-    if cluster_extra:
-        cluster = compute.ClusterSpec.from_dict(_merge(cluster.as_dict(), cluster_extra))
-
-    lib_specs = artifacts.libraries() + (db.libraries if db else [])
-    _raise(bundle, (*tbase, "libraries"), library_problems(lib_specs))
-    libraries = [compute.Library.from_dict(x) for x in lib_specs]
-
-    available_now = job.trigger.available_now
-    task = jobs.Task(
-        task_key=job_key,
-        description=job.description or None,
-        job_cluster_key=CLUSTER_KEY,
-        spark_python_task=jobs.SparkPythonTask(
-            python_file=artifacts.entrypoint,
-            parameters=task_parameters(bundle, job_key, bundle_file=artifacts.bundle_file),
-        ),
-        libraries=libraries,
-        timeout_seconds=0,
-    )
-    if not job.continuous:  # continuous jobs retry on their own (exponential backoff)
-        task.max_retries = AVAILABLE_NOW_RETRIES if available_now else -1
-        task.min_retry_interval_millis = int((db.retry_interval if db else 60.0) * 1000)
-        task.retry_on_timeout = False
     email, webhooks = governance.notifications(bundle, job)
     settings = jobs.JobSettings(
         name=job_name(bundle, job_key),
@@ -157,8 +130,10 @@ def build_job_settings(
         tags={**tags(bundle, job_key), **governance.acl_tag(bundle)},
         max_concurrent_runs=1,
         timeout_seconds=0,
-        job_clusters=[jobs.JobCluster(job_cluster_key=CLUSTER_KEY, new_cluster=cluster)],
-        tasks=[task],
+        job_clusters=[
+            jobs.JobCluster(job_cluster_key=CLUSTER_KEY, new_cluster=_cluster(bundle, job))
+        ],
+        tasks=[_task(bundle, job_key, artifacts)],
         queue=jobs.QueueSettings(enabled=False),
         run_as=governance.run_as(bundle),
         email_notifications=email,
@@ -170,12 +145,54 @@ def build_job_settings(
             pause_status=jobs.PauseStatus.UNPAUSED,
             task_retry_mode=jobs.TaskRetryMode.ON_FAILURE,
         )
-    job_extra = db.job_settings if db else {}
-    _raise(bundle, (*tbase, "job_settings"), job_settings_problems(job_extra))
+    job_extra = bundle.target.databricks_or_default.job_settings
+    _raise(bundle, (*_db_path(bundle), "job_settings"), job_settings_problems(job_extra))
     if job_extra:
         settings = jobs.JobSettings.from_dict(_merge(settings.as_dict(), job_extra))
     check_settings(settings.as_dict())
     return settings
+
+
+def _db_path(bundle: Bundle) -> tuple[str, ...]:
+    return ("targets", bundle.target_name, "databricks")
+
+
+def _cluster(bundle: Bundle, job: Job) -> compute.ClusterSpec:
+    """The job cluster: streamops' spec with `databricks.cluster_settings` merged over it."""
+    from databricks.sdk.service import compute
+
+    cluster_extra = bundle.target.databricks_or_default.cluster_settings
+    _raise(bundle, (*_db_path(bundle), "cluster_settings"), cluster_problems(cluster_extra))
+    cluster = cluster_spec(bundle, job)
+    if cluster_extra:
+        cluster = compute.ClusterSpec.from_dict(_merge(cluster.as_dict(), cluster_extra))
+    return cluster
+
+
+def _task(bundle: Bundle, job_key: str, artifacts: Artifacts) -> jobs.Task:
+    """The job's one task: the uploaded entrypoint with its parameters and libraries."""
+    from databricks.sdk.service import compute, jobs
+
+    db = bundle.target.databricks_or_default
+    job = bundle.job(job_key)
+    lib_specs = artifacts.libraries() + db.libraries
+    _raise(bundle, (*_db_path(bundle), "libraries"), library_problems(lib_specs))
+    task = jobs.Task(
+        task_key=job_key,
+        description=job.description or None,
+        job_cluster_key=CLUSTER_KEY,
+        spark_python_task=jobs.SparkPythonTask(
+            python_file=artifacts.entrypoint,
+            parameters=task_parameters(bundle, job_key, bundle_file=artifacts.bundle_file),
+        ),
+        libraries=[compute.Library.from_dict(x) for x in lib_specs],
+        timeout_seconds=0,
+    )
+    if not job.continuous:  # continuous jobs retry on their own (exponential backoff)
+        task.max_retries = AVAILABLE_NOW_RETRIES if job.trigger.available_now else -1
+        task.min_retry_interval_millis = int(db.retry_interval * 1000)
+        task.retry_on_timeout = False
+    return task
 
 
 def check_settings(payload: dict[str, Any]) -> None:

@@ -49,8 +49,12 @@ class GroupCommitter:
     def commit(self, group: str, end_offsets: dict[str, dict[str, int]]) -> bool:
         from confluent_kafka import TopicPartition
 
-        tps = [TopicPartition(t, int(p), int(o)) for t, parts in end_offsets.items()
-               for p, o in parts.items() if int(o) >= 0]  # fmt: skip
+        tps = [
+            TopicPartition(t, int(p), int(o))
+            for t, parts in end_offsets.items()
+            for p, o in parts.items()
+            if int(o) >= 0
+        ]
         if not tps:
             return False
         with self._lock:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -72,24 +71,6 @@ def earliest_offset(conf: dict[str, str], topic: str, partition: int) -> int:
         return watermarks(consumer, topic, [partition])[partition][0]
     finally:
         consumer.close()
-
-
-def parse_offsets_json(text: str, *, where: str) -> Offsets:
-    """Parse {"topic":{"0":n}} (-2 = earliest, -1 = latest), naming `where` on errors."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise KafkaError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-        raise KafkaError(f'{where}: expected {{"topic": {{"0": offset, ...}}}}')
-    out: Offsets = {}
-    for topic, parts in data.items():
-        out[topic] = {}
-        for p, off in parts.items():
-            if not str(p).isdigit() or not isinstance(off, int):
-                raise KafkaError(f"{where}: partition '{p}' of '{topic}' needs an integer offset")
-            out[topic][str(int(p))] = off
-    return out
 
 
 def lag(latest: Offsets | None, end: Offsets | None) -> dict[str, dict[str, int]]:

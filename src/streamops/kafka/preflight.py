@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from streamops.bundle.validation import PARTITIONS_PER_CORE_MAX
+from streamops.clock import REAL, Backoff, Clock, retried
 from streamops.errors import KafkaError
 
 if TYPE_CHECKING:
     from streamops.bundle import Bundle
-
-# Partitions beyond this many per core mean many scheduling waves per batch.
-PARTITIONS_PER_CORE_MAX = 4
 
 
 def wait_for_broker(
@@ -20,18 +18,60 @@ def wait_for_broker(
     *,
     attempts: int = 5,
     first_backoff_s: float = 1.0,
-    sleep: Callable[[float], None] = time.sleep,
+    clock: Clock = REAL,
     say: Callable[[str], None] | None = None,
 ) -> dict[str, int]:
     """Topic -> partition count, once the broker answers; KafkaError after `attempts` tries.
 
     `conf`: librdkafka settings (`KafkaClientSettings.librdkafka()`), security included.
     """
-    from confluent_kafka import KafkaError as KafkaErrorCode
-    from confluent_kafka.admin import AdminClient
-
     bootstrap = conf.get("bootstrap.servers", "?")
     auth_errors: list[str] = []
+    admin = _admin(conf, auth_errors)
+
+    def topics() -> dict[str, int]:
+        try:
+            md = admin.list_topics(timeout=5)
+        except Exception:  # the client raises KafkaException with a transport error
+            admin.poll(0.5)  # serves error_cb, which carries the reason for the failure
+            if auth_errors:
+                raise KafkaError(
+                    f"Kafka at {bootstrap} refused the login ({auth_errors[-1]}). Fix: check "
+                    "the username and password references under targets.<target>.kafka.security"
+                ) from None
+            raise
+        return {t: len(m.partitions) for t, m in md.topics.items() if m.error is None}
+
+    def retrying(attempt: int, _exc: BaseException, delay: float) -> None:
+        if say:
+            say(
+                f"Kafka at {bootstrap} not reachable (attempt {attempt}/{attempts}); "
+                f"retrying in {delay:g} s"
+            )
+
+    def give_up(tries: int, exc: BaseException) -> KafkaError:
+        return KafkaError(
+            f"cannot reach Kafka at {bootstrap} after {tries} attempts ({exc}). Fix: check the "
+            "brokers are up and reachable from here, and the bootstrap servers in bundle.yml "
+            "(targets.<target>.kafka.bootstrap_servers); locally run `streamops local up`"
+        )
+
+    return retried(
+        topics,
+        attempts=attempts,
+        # A refused login is final; anything else from the client may be a broker still starting.
+        retryable=lambda exc: not isinstance(exc, KafkaError),
+        backoff=Backoff(first_s=first_backoff_s),
+        clock=clock,
+        on_retry=retrying,
+        give_up=give_up,
+    )
+
+
+def _admin(conf: dict[str, str], auth_errors: list[str]) -> Any:
+    """An AdminClient that appends each refused login's reason to `auth_errors`."""
+    from confluent_kafka import KafkaError as KafkaErrorCode
+    from confluent_kafka.admin import AdminClient
 
     def on_error(err: Any) -> None:
         # librdkafka reports a refused login here; list_topics then only says "timed out".
@@ -41,34 +81,7 @@ def wait_for_broker(
     # Typed Any: confluent-kafka's stub allows only scalars, but librdkafka takes callbacks too.
     admin_conf: dict[str, Any] = {**conf, "log_level": 0, "socket.timeout.ms": 5000}
     admin_conf["error_cb"] = on_error
-    admin = AdminClient(admin_conf)
-    backoff = first_backoff_s
-    last = ""
-    for attempt in range(1, attempts + 1):
-        try:
-            md = admin.list_topics(timeout=5)
-            return {t: len(m.partitions) for t, m in md.topics.items() if m.error is None}
-        except Exception as exc:  # the client raises KafkaException with a transport error
-            last = str(exc)
-            admin.poll(0.5)  # serves error_cb, which carries the reason for the failure
-            if auth_errors:
-                raise KafkaError(
-                    f"Kafka at {bootstrap} refused the login ({auth_errors[-1]}). Fix: check "
-                    "the username and password references under targets.<target>.kafka.security"
-                ) from None
-            if attempt == attempts:
-                break
-            if say:
-                say(
-                    f"Kafka at {bootstrap} not reachable (attempt {attempt}/{attempts}); retrying in {backoff:g} s"
-                )
-            sleep(backoff)
-            backoff *= 2
-    raise KafkaError(
-        f"cannot reach Kafka at {bootstrap} after {attempts} attempts ({last}). Fix: check the "
-        "brokers are up and reachable from here, and the bootstrap servers in bundle.yml "
-        "(targets.<target>.kafka.bootstrap_servers); locally run `streamops local up`"
-    )
+    return AdminClient(admin_conf)
 
 
 def check_source(
@@ -77,7 +90,7 @@ def check_source(
     *,
     cores: int,
     say: Callable[[str], None],
-    sleep: Callable[[float], None] = time.sleep,
+    clock: Clock = REAL,
 ) -> list[str]:
     """Fail on an unreachable broker or a missing topic; return warnings; log the sizing."""
     job = bundle.job(job_name)
@@ -85,7 +98,7 @@ def check_source(
     src = bundle.spec.sources[src_name]
     kafka = bundle.runtime.kafka_for(src_name)
     bootstrap = kafka.bootstrap_servers
-    topics = wait_for_broker(kafka.librdkafka(), sleep=sleep, say=say)
+    topics = wait_for_broker(kafka.librdkafka(), clock=clock, say=say)
     if src.topic not in topics:
         raise KafkaError(
             f"topic '{src.topic}' (sources.{src_name}.topic in {bundle.path.name}) does not exist "

@@ -14,14 +14,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from streamops.clock import WaitTimeout, poll
 from streamops.errors import LocalStackError
 from streamops.localstack import azurite as _azurite
 from streamops.localstack import broker as _broker
 from streamops.localstack import process
 from streamops.localstack.azurite import AzuriteEndpoint
 from streamops.localstack.broker import KafkaEndpoints
+
+if TYPE_CHECKING:
+    import subprocess
 
 __all__ = [
     "SERVICES",
@@ -30,6 +34,7 @@ __all__ = [
     "LocalStack",
     "Service",
     "ServiceStatus",
+    "local_broker",
 ]
 
 SERVICES: tuple[str, ...] = ("broker", "azurite")
@@ -295,6 +300,33 @@ class LocalStack:
             bind_failed=lambda: f"{HOST}:{port}" if _port_taken(HOST, port) else None,
         )
 
+    def _await_ready(
+        self, name: str, proc: subprocess.Popen[bytes], launch: _Launch, log: Path, t0: float
+    ) -> bool:
+        """True once the started service answers, False if it exits first; a service still
+        silent `launch.timeout_s` after `t0` is stopped and reported."""
+
+        def answered() -> bool | None:
+            if proc.poll() is not None:
+                return False
+            return True if launch.ready() else None
+
+        try:
+            return poll(
+                answered,
+                timeout_s=launch.timeout_s - (time.monotonic() - t0),
+                interval_s=0.1,
+                what=f"{name} on {launch.where}",
+            )
+        except WaitTimeout:
+            self._stop(name, {"pid": proc.pid, "log": str(log)})
+            raise LocalStackError(
+                f"{name} did not answer on {launch.where} within "
+                f"{launch.timeout_s:.0f} s and was stopped (log: {log}). Last lines:\n"
+                f"{process.tail(log)}\n"
+                "Fix: read the log; on a busy machine run `streamops local up` again."
+            ) from None
+
     def _start(self, name: str, say: Callable[[str], None]) -> dict[str, Any]:
         unset = _broker.UNSET_ENV if name == _broker.NAME else _azurite.UNSET_ENV
         env = {k: v for k, v in os.environ.items() if k not in unset}
@@ -310,27 +342,17 @@ class LocalStack:
                     f"{name} could not be started ({launch.argv[0]}: {exc}; log: {log}). "
                     "Fix: run `make setup`."
                 ) from None
-            while proc.poll() is None:
-                if launch.ready():
-                    say(f"{name} ready in {time.monotonic() - t0:.1f} s")
-                    return {
-                        "name": name,
-                        "pid": proc.pid,
-                        "host": HOST,
-                        "port": launch.port,
-                        "log": str(log),
-                        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                        **launch.record,
-                    }
-                if time.monotonic() - t0 > launch.timeout_s:
-                    self._stop(name, {"pid": proc.pid, "log": str(log)})
-                    raise LocalStackError(
-                        f"{name} did not answer on {launch.where} within "
-                        f"{launch.timeout_s:.0f} s and was stopped (log: {log}). Last lines:\n"
-                        f"{process.tail(log)}\n"
-                        "Fix: read the log; on a busy machine run `streamops local up` again."
-                    )
-                time.sleep(0.1)
+            if self._await_ready(name, proc, launch, log, t0):
+                say(f"{name} ready in {time.monotonic() - t0:.1f} s")
+                return {
+                    "name": name,
+                    "pid": proc.pid,
+                    "host": HOST,
+                    "port": launch.port,
+                    "log": str(log),
+                    "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    **launch.record,
+                }
             process.pid_alive(proc.pid)  # reaps the exited child
             taken = launch.bind_failed()
             if taken is not None and attempt < _START_ATTEMPTS:
@@ -350,3 +372,12 @@ class LocalStack:
                 "then `streamops local up`."
             )
         raise AssertionError("unreachable: the loop returns or raises")
+
+
+def local_broker(cache_dir: Path, state_dir: Path | None = None) -> KafkaEndpoints:
+    """The running local broker of the stack under `cache_dir` (`state_dir`: another stack's).
+
+    The lookup a bundle resolves 'embedded' with, handed in by whoever runs Kafka clients:
+    `streamops.bundle.load(path, target, local_broker=local_broker)`.
+    """
+    return LocalStack(cache_dir, state_dir=state_dir).broker_endpoints()

@@ -10,11 +10,11 @@ import re
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from streamops.clock import WaitTimeout, poll
 from streamops.errors import LocalStackError
 
 # Children this Python process started, so stop() can reap them: a killed child stays a zombie
@@ -103,12 +103,16 @@ def owned(pid: int, marker: str, port: int | None = None) -> bool:
 
 
 def _wait_gone(pid: int, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            return True
-        time.sleep(0.05)
-    return not pid_alive(pid)
+    """Whether `pid` exits within `seconds`."""
+    try:
+        return poll(
+            lambda: True if not pid_alive(pid) else None,
+            timeout_s=seconds,
+            interval_s=0.05,
+            what=f"process {pid} to exit",
+        )
+    except WaitTimeout:
+        return not pid_alive(pid)
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:

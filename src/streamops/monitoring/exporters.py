@@ -135,8 +135,11 @@ class BufferedExporter:
         except queue.Full:
             self.dropped += len(points)
             if self.dropped == len(points) or self.dropped % 10_000 < len(points):
-                log.warning("metrics exporter %s: buffer full, %d points dropped so far",
-                            self.name, self.dropped)  # fmt: skip
+                log.warning(
+                    "metrics exporter %s: buffer full, %d points dropped so far",
+                    self.name,
+                    self.dropped,
+                )
 
     def _drain(self) -> None:
         while True:
@@ -149,8 +152,12 @@ class BufferedExporter:
             except Exception as exc:
                 self.failures += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("metrics exporter %s failed (%d so far): %s",
-                            self.name, self.failures, self.last_error)  # fmt: skip
+                log.warning(
+                    "metrics exporter %s failed (%d so far): %s",
+                    self.name,
+                    self.failures,
+                    self.last_error,
+                )
             finally:
                 self._q.task_done()
 
@@ -174,8 +181,12 @@ class BufferedExporter:
         self._thread.join(timeout)
 
     def stats(self) -> dict[str, Any]:
-        return {"exported": self.exported, "dropped": self.dropped, "failures": self.failures,
-                "last_error": self.last_error}  # fmt: skip
+        return {
+            "exported": self.exported,
+            "dropped": self.dropped,
+            "failures": self.failures,
+            "last_error": self.last_error,
+        }
 
 
 class FanOut:

@@ -38,7 +38,7 @@ def _read(bundle: Bundle, uri: str, columns: list[str]) -> pd.DataFrame | None:
     from deltalake.exceptions import TableNotFoundError
 
     try:
-        dt = DeltaTable(uri, storage_options=bundle.runtime.storage_options(uri))
+        dt = DeltaTable(uri, storage_options=bundle.runtime.storage(uri).deltalake())
     except TableNotFoundError:
         return None
     return dt.to_pandas(columns=columns)

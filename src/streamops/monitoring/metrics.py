@@ -55,31 +55,71 @@ WATERMARK_LEAD = "streamops_watermark_lead_seconds"
 METRICS: dict[str, MetricDef] = {
     m.name: m
     for m in (
-        MetricDef(LAG, "records", (*BASE_DIMS, "topic", "partition"),
-                  "records behind the end of the partition after the batch (latest - end offset)"),
-        MetricDef(LAG_TOPIC, "records", (*BASE_DIMS, "topic"), "lag summed over the topic's partitions"),
+        MetricDef(
+            LAG,
+            "records",
+            (*BASE_DIMS, "topic", "partition"),
+            "records behind the end of the partition after the batch (latest - end offset)",
+        ),
+        MetricDef(
+            LAG_TOPIC, "records", (*BASE_DIMS, "topic"), "lag summed over the topic's partitions"
+        ),
         MetricDef(BATCH_DURATION, "milliseconds", BASE_DIMS, "triggerExecution time of the batch"),
-        MetricDef(BATCH_RATIO, "ratio", BASE_DIMS,
-                  "batch duration / trigger interval (absent for availableNow triggers)"),
-        MetricDef(STATE_ROWS, "rows", (*BASE_DIMS, "operator"),
-                  "rows in the state store, summed over stateful operators (operator=all)"),
-        MetricDef(STATE_MEMORY, "bytes", (*BASE_DIMS, "operator"),
-                  "memory used by the state store, summed over operators (operator=all)"),
-        MetricDef(STATE_OP_ROWS, "rows", (*BASE_DIMS, "operator"),
-                  "rows in the state store of one operator ('<plan index>:<operator name>')"),
-        MetricDef(STATE_OP_MEMORY, "bytes", (*BASE_DIMS, "operator"),
-                  "memory used by the state store of one operator"),
-        MetricDef(DROPPED, "rows", BASE_DIMS, "rows dropped as later than the watermark in the batch"),
+        MetricDef(
+            BATCH_RATIO,
+            "ratio",
+            BASE_DIMS,
+            "batch duration / trigger interval (absent for availableNow triggers)",
+        ),
+        MetricDef(
+            STATE_ROWS,
+            "rows",
+            (*BASE_DIMS, "operator"),
+            "rows in the state store, summed over stateful operators (operator=all)",
+        ),
+        MetricDef(
+            STATE_MEMORY,
+            "bytes",
+            (*BASE_DIMS, "operator"),
+            "memory used by the state store, summed over operators (operator=all)",
+        ),
+        MetricDef(
+            STATE_OP_ROWS,
+            "rows",
+            (*BASE_DIMS, "operator"),
+            "rows in the state store of one operator ('<plan index>:<operator name>')",
+        ),
+        MetricDef(
+            STATE_OP_MEMORY,
+            "bytes",
+            (*BASE_DIMS, "operator"),
+            "memory used by the state store of one operator",
+        ),
+        MetricDef(
+            DROPPED, "rows", BASE_DIMS, "rows dropped as later than the watermark in the batch"
+        ),
         MetricDef(INPUT_ROWS, "rows", BASE_DIMS, "rows read in the batch"),
-        MetricDef(INPUT_RATE, "rows/second", BASE_DIMS,
-                  "rows read / seconds since the previous batch started"),
+        MetricDef(
+            INPUT_RATE,
+            "rows/second",
+            BASE_DIMS,
+            "rows read / seconds since the previous batch started",
+        ),
         MetricDef(PROCESSED_RATE, "rows/second", BASE_DIMS, "rows read / batch duration"),
-        MetricDef(QUARANTINED, "rows", BASE_DIMS,
-                  "rows sent to quarantine (malformed, missing fields, ...) in the batch"),
-        MetricDef(WATERMARK_LEAD, "seconds", BASE_DIMS,
-                  "event-time watermark minus the batch's time (stateful queries; > 0: poisoned)"),
+        MetricDef(
+            QUARANTINED,
+            "rows",
+            BASE_DIMS,
+            "rows sent to quarantine (malformed, missing fields, ...) in the batch",
+        ),
+        MetricDef(
+            WATERMARK_LEAD,
+            "seconds",
+            BASE_DIMS,
+            "event-time watermark minus the batch's time (stateful queries; > 0: poisoned)",
+        ),
     )
-}  # fmt: skip
+}
 
 
 def _ts(text: str) -> datetime | None:
@@ -98,8 +138,13 @@ def batch_points(
     previous_ts: str | None = None,
 ) -> list[dict[str, Any]]:
     """The metric points of one batch (see the module docstring for the shape)."""
-    base = {"ts": bp.timestamp, "job": job, "query": bp.query_name, "target": target,
-            "batch_id": bp.batch_id}  # fmt: skip
+    base = {
+        "ts": bp.timestamp,
+        "job": job,
+        "query": bp.query_name,
+        "target": target,
+        "batch_id": bp.batch_id,
+    }
 
     def pt(name: str, value: float, **dims: Any) -> dict[str, Any]:
         return {**base, "name": name, "value": value, "unit": METRICS[name].unit, **dims}
@@ -175,9 +220,12 @@ class BatchMetrics:
     def __call__(self, bp: BatchProgress) -> list[dict[str, Any]]:
         try:
             points = batch_points(
-                bp, job=self.job, target=self.target, trigger_seconds=self.trigger_seconds,
+                bp,
+                job=self.job,
+                target=self.target,
+                trigger_seconds=self.trigger_seconds,
                 previous_ts=self._prev.get(bp.query_name),
-            )  # fmt: skip
+            )
             self._prev[bp.query_name] = bp.timestamp
             self.export(points)
             self.say(console_line(bp, self.trigger_seconds))

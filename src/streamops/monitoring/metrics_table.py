@@ -8,21 +8,32 @@ from __future__ import annotations
 
 from typing import Any
 
-COLUMNS = ("TimeGenerated", "Name", "Value", "Unit", "Job", "Query", "Target", "Topic",
-           "Partition", "BatchId", "Operator")  # fmt: skip
-_POINT_KEYS = ("ts", "name", "value", "unit", "job", "query", "target", "topic", "partition",
-               "batch_id", "operator")  # fmt: skip
+# Column of the custom table -> key of the metric point, in the table's column order.
+_POINT_KEYS = {
+    "TimeGenerated": "ts",
+    "Name": "name",
+    "Value": "value",
+    "Unit": "unit",
+    "Job": "job",
+    "Query": "query",
+    "Target": "target",
+    "Topic": "topic",
+    "Partition": "partition",
+    "BatchId": "batch_id",
+    "Operator": "operator",
+}
+COLUMNS = tuple(_POINT_KEYS)
 
 
 def to_row(point: dict[str, Any]) -> dict[str, Any]:
     """A metric point as a row of the custom table."""
-    return {c: point.get(k) for c, k in zip(COLUMNS, _POINT_KEYS, strict=True) if k in point}
+    return {c: point.get(k) for c, k in _POINT_KEYS.items() if k in point}
 
 
 def from_row(row: dict[str, Any]) -> dict[str, Any]:
     """A row of the custom table as a metric point."""
     out: dict[str, Any] = {}
-    for c, k in zip(COLUMNS, _POINT_KEYS, strict=True):
+    for c, k in _POINT_KEYS.items():
         v = row.get(c)
         if v is None or v == "":
             continue

@@ -50,21 +50,30 @@ class JobMonitor:
         # driver's disk is gone with the cluster and read by no alert: Azure Monitor only there.
         exporter: Any = None
         if mon.metrics == "jsonl" or bundle.target.mode != "databricks":
-            exporter = BufferedExporter(JsonlSink(metrics_dir(bundle.cache_dir)),
-                                        max_batches=mon.buffer_batches, name="jsonl")  # fmt: skip
+            exporter = BufferedExporter(
+                JsonlSink(metrics_dir(bundle.cache_dir)),
+                max_batches=mon.buffer_batches,
+                name="jsonl",
+            )
         if mon.metrics == "azure-monitor" and mon.ingestion_endpoint and mon.dcr_immutable_id:
             from streamops.monitoring.exporters import AzureMonitorSink, FanOut
 
             azure = BufferedExporter(
                 AzureMonitorSink(mon.ingestion_endpoint, mon.dcr_immutable_id, mon.dcr_stream),
-                max_batches=mon.buffer_batches, name="azure-monitor",
-            )  # fmt: skip
+                max_batches=mon.buffer_batches,
+                name="azure-monitor",
+            )
             exporter = azure if exporter is None else FanOut(exporter, azure)
         assert exporter is not None  # azure-monitor without its endpoint fails validation
         fast = FastPath(bundle, say=say) if alerting else None
-        metrics = BatchMetrics(job=job_name, target=bundle.target_name,
-                               trigger_seconds=trigger_seconds, export=exporter, say=say,
-                               listeners=(fast,) if fast else ())  # fmt: skip
+        metrics = BatchMetrics(
+            job=job_name,
+            target=bundle.target_name,
+            trigger_seconds=trigger_seconds,
+            export=exporter,
+            say=say,
+            listeners=(fast,) if fast else (),
+        )
         committer = None
         if mon.commit_offsets and kafka is not None:
             from streamops.kafka.groups import GroupCommitter

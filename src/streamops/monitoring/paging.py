@@ -65,8 +65,12 @@ def pagerduty_event(
         if v:
             payload[k] = v
     payload["custom_details"] = details or {}
-    body: dict[str, Any] = {"routing_key": routing_key, "event_action": action,
-                            "dedup_key": dedup_key, "payload": payload}  # fmt: skip
+    body: dict[str, Any] = {
+        "routing_key": routing_key,
+        "event_action": action,
+        "dedup_key": dedup_key,
+        "payload": payload,
+    }
     if runbook_url:
         body["links"] = [{"href": runbook_url, "text": "Runbook"}]
     return body
@@ -98,12 +102,19 @@ def _send(
     if mon.paging == "pagerduty":
         assert mon.pagerduty_routing_key is not None  # validated in the bundle
         body = pagerduty_event(
-            mon.pagerduty_routing_key.resolve(), action, dedup_key, summary=summary,
-            severity=severity, source=f"streamops/{bundle.target_name}", component=component,
-            group=bundle.spec.project, event_class=event_class, details=details,
+            mon.pagerduty_routing_key.resolve(),
+            action,
+            dedup_key,
+            summary=summary,
+            severity=severity,
+            source=f"streamops/{bundle.target_name}",
+            component=component,
+            group=bundle.spec.project,
+            event_class=event_class,
+            details=details,
             runbook_url=bundle.spec.alerts.runbook_url,
             timestamp=datetime.now(UTC).isoformat(timespec="seconds"),
-        )  # fmt: skip
+        )
         _post(mon.pagerduty_url, body, f"PagerDuty {action}")
     elif mon.paging == "webhook":
         assert mon.webhook_url is not None
@@ -111,8 +122,11 @@ def _send(
         text = f"[{verb}] {summary}"
         if bundle.spec.alerts.runbook_url and action != "resolve":
             text += f"\nRunbook: {bundle.spec.alerts.runbook_url}"
-        _post(mon.webhook_url.resolve(), {"text": text, "dedup_key": dedup_key,
-                                          "action": action, "details": details}, "webhook")  # fmt: skip
+        _post(
+            mon.webhook_url.resolve(),
+            {"text": text, "dedup_key": dedup_key, "action": action, "details": details},
+            "webhook",
+        )
 
 
 def page(
@@ -128,29 +142,49 @@ def page(
     """Page a human about `summary`; pages with the same dedup_key are one incident."""
     if severity not in SEVERITIES:
         raise UsageError(f"page severity '{severity}' is not one of {', '.join(SEVERITIES)}")
-    _log(bundle, {
-        "ts": datetime.now(UTC).isoformat(),
-        "target": bundle.target_name,
-        "summary": summary,
-        "severity": severity,
-        "dedup_key": dedup_key,
-        "details": details,
-    })  # fmt: skip
-    _send(bundle, "trigger", summary=summary, severity=severity, dedup_key=dedup_key,
-          details=details, component=component, event_class=event_class)  # fmt: skip
+    _log(
+        bundle,
+        {
+            "ts": datetime.now(UTC).isoformat(),
+            "target": bundle.target_name,
+            "summary": summary,
+            "severity": severity,
+            "dedup_key": dedup_key,
+            "details": details,
+        },
+    )
+    _send(
+        bundle,
+        "trigger",
+        summary=summary,
+        severity=severity,
+        dedup_key=dedup_key,
+        details=details,
+        component=component,
+        event_class=event_class,
+    )
 
 
 def resolve(
     bundle: Bundle, *, dedup_key: str, summary: str = "", details: dict[str, Any] | None = None
 ) -> None:
     """Close the incident opened with `dedup_key`."""
-    _log(bundle, {
-        "ts": datetime.now(UTC).isoformat(),
-        "target": bundle.target_name,
-        "action": "resolve",
-        "summary": summary,
-        "dedup_key": dedup_key,
-        "details": details or {},
-    })  # fmt: skip
-    _send(bundle, "resolve", summary=summary, severity="info", dedup_key=dedup_key,
-          details=details or {})  # fmt: skip
+    _log(
+        bundle,
+        {
+            "ts": datetime.now(UTC).isoformat(),
+            "target": bundle.target_name,
+            "action": "resolve",
+            "summary": summary,
+            "dedup_key": dedup_key,
+            "details": details or {},
+        },
+    )
+    _send(
+        bundle,
+        "resolve",
+        summary=summary,
+        severity="info",
+        dedup_key=dedup_key,
+        details=details or {},
+    )

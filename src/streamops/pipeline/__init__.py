@@ -1,2 +1,4 @@
-"""The data path, the same on every target: Spark session, Kafka read, parse/quarantine,
-watermark, aggregate, Delta writers (executors write; nothing is collected to the driver)."""
+"""The data path, the same on every target, in two queries per job: `bronze` (Kafka -> parse and
+reason -> bronze and quarantine tables) and `gold` (bronze as a Delta stream -> steps -> MERGE or
+append), each started with its sink, checkpoint and trigger. Executors write; nothing is
+collected to the driver."""

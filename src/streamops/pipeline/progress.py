@@ -10,7 +10,7 @@ from typing import Any
 
 from streamops.kafka.offsets import lag as offsets_lag
 from streamops.pipeline.commit_meta import is_kafka_offsets
-from streamops.pipeline.transform import QUALITY
+from streamops.pipeline.quality import QUALITY
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ Variant parser see anything after the first value: `{..} trailing` and `{..}{..}
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from streamops.bundle.models import Job
 
@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
     from pyspark.sql.types import StructType
 
+# Name of the observed metrics in each bronze progress event (input vs malformed rows per batch).
+QUALITY = "streamops_quality"
 # Event times before this are not plausible for any streaming source (epoch-zero bugs).
 EARLIEST_EVENT_TIME = "2000-01-01 00:00:00"
 # One JSON string literal; possessive quantifiers keep Java's regex from recursing per char.
@@ -169,3 +171,13 @@ def reason_column(job: Job, parsed: Column, doc: Column, root: Column) -> Column
         expr = F.when(c, reason) if expr is None else expr.when(c, reason)
     assert expr is not None
     return expr.otherwise(F.lit(None).cast("string"))
+
+
+def malformed(fields: dict[str, Any], parsed: Column) -> Column:
+    """True for a parsed struct that is null or misses a required field (a join's other side,
+    read without a quarantine of its own, drops such events)."""
+    cond = parsed.isNull()
+    for name, f in fields.items():
+        if f.required:
+            cond = cond | parsed[name].isNull()
+    return cond

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from streamops.bundle.tables import TableRef, as_ref
-from streamops.errors import KafkaError, SinkError
+from streamops.errors import DataLossError, KafkaError, SinkError, StreamopsError
 from streamops.pipeline.commit_meta import BatchCommit, encode, from_commit_info
-from streamops.pipeline.delta_tables import delta_table, table_exists
+from streamops.pipeline.delta_tables import delta_table
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -44,6 +44,8 @@ USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
 HISTORY_WINDOW = 10
 
 EndOffsets = Callable[[int], Sequence[Any]]
+# Turns the bare facts of a data loss into the error a person reads (the source's fix named).
+ExplainLoss = Callable[[DataLossError], DataLossError]
 
 
 @dataclass(frozen=True)
@@ -168,14 +170,21 @@ def _sizes(c: _Committed | None) -> tuple[int, ...]:
 
 
 def ensure_table(
-    spark: SparkSession, uri: str | TableRef, schema: StructType, partition_by: Sequence[str] = ()
+    spark: SparkSession,
+    uri: str | TableRef,
+    schema: StructType,
+    partition_by: Sequence[str] = (),
+    cluster_by: Sequence[str] = (),
 ) -> None:
-    """Create the Delta table `uri` with `schema` when it does not exist (a stream reads it)."""
+    """Create the Delta table `uri` with `schema` when it does not exist, partitioned or
+    clustered as asked (both are chosen at CREATE)."""
     from delta.tables import DeltaTable
 
     builder = as_ref(uri).create_builder(DeltaTable.createIfNotExists(spark)).addColumns(schema)
     if partition_by:
         builder = builder.partitionedBy(*partition_by)
+    if cluster_by:
+        builder = builder.clusterBy(*cluster_by)
     builder.execute()
 
 
@@ -233,10 +242,12 @@ class QueryStopping(Exception):
 def _fail(spec: SinkSpec, batch_id: int, exc: BaseException) -> Exception:
     """A short error for Spark to report; the long py4j text would bury it.
 
-    Spark matches the Python error text against a pattern that recurses once per character to
-    tell a stop from a failure; a Java stack trace with the query plan in it overflows the stream
-    thread's stack there. So the text stays short, and an interruption keeps the exact words
-    Spark looks for, so that stopping a query mid-batch ends it quietly instead of failing it.
+    This is where Spark's own text is read, once: a data loss leaves here as a DataLossError
+    with the lost range as fields. Spark matches the Python error text against a pattern that
+    recurses once per character to tell a stop from a failure; a Java stack trace with the query
+    plan in it overflows the stream thread's stack there. So the text stays short, and an
+    interruption keeps the exact words Spark looks for, so that stopping a query mid-batch ends
+    it quietly instead of failing it.
     """
     text = str(exc)
     stop = next((name for name in _INTERRUPTIONS if name in text), None)
@@ -249,9 +260,15 @@ def _fail(spec: SinkSpec, batch_id: int, exc: BaseException) -> Exception:
     loss = _DATA_LOSS.search(text)
     if loss is not None:
         start, end, topic, part = loss.groups()
-        return KafkaError(
-            f"data loss: {topic}[{part}] offsets {start}..{int(end) - 1} of batch {batch_id} of "
-            f"query '{spec.app_id}' are no longer in Kafka"
+        return DataLossError(
+            f"{topic}[{part}] offsets {start}..{int(end) - 1} of batch {batch_id} of query "
+            f"'{spec.app_id}' are no longer in Kafka",
+            topic=topic,
+            partition=int(part),
+            first_offset=int(start),
+            last_offset=int(end) - 1,
+            batch_id=batch_id,
+            query=spec.app_id,
         )
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     return SinkError(
@@ -262,9 +279,15 @@ def _fail(spec: SinkSpec, batch_id: int, exc: BaseException) -> Exception:
 
 
 class _BatchWriter:
-    """A foreachBatch function: short errors for Spark, and which batches may be replays."""
+    """A foreachBatch function: short errors for Spark, and which batches may be replays.
+
+    Spark hands a foreachBatch error back to the query's caller only as text, so the writer keeps
+    the typed error it raised (`failure`): the caller re-raises that, and never reads the text.
+    """
 
     spec: SinkSpec  # the table named in errors
+    explain_loss: ExplainLoss | None = None
+    failure: StreamopsError | None = None  # the error this writer failed its query with
     _last: int | None = None
     _plans: dict[str, _TxnPlan] | None = None  # per table, made at the run's first batch
 
@@ -285,7 +308,12 @@ class _BatchWriter:
         try:
             self._write(df, batch_id)
         except Exception as exc:
-            raise _fail(self.spec, batch_id, exc) from None
+            error = _fail(self.spec, batch_id, exc)
+            if isinstance(error, DataLossError) and self.explain_loss is not None:
+                error = self.explain_loss(error)
+            if isinstance(error, StreamopsError):
+                self.failure = error
+            raise error from None
 
     def _may_be_replay(self, batch_id: int) -> bool:
         """Whether a table may already hold `batch_id`: Spark replays only the first batch after a
@@ -299,7 +327,8 @@ class _BatchWriter:
 
 
 class GoldWriter(_BatchWriter):
-    """foreachBatch of a gold query: MERGE (aggregates) or append the batch, once.
+    """foreachBatch of a gold query: MERGE (aggregates) or append the batch, once, to a table
+    that exists already (`pipeline.gold` creates it, in the layout bundle.yml gives it).
 
     The batch is materialised once (cached) before the write: a replayed stateful batch must
     still run its plan, or Spark's state-store commit for it fails validation, and Delta skips
@@ -312,12 +341,14 @@ class GoldWriter(_BatchWriter):
         end_offsets: EndOffsets,
         on_write: Callable[[BatchWrite], None] | None = None,
         after_commit: Callable[[int], None] | None = None,
+        explain_loss: ExplainLoss | None = None,
     ):
         self.spec = spec
         self.end_offsets = end_offsets
         self.on_write = on_write
         # Runs after the Delta commit, before Spark's commit file (crash tests inject here).
         self.after_commit = after_commit
+        self.explain_loss = explain_loss
 
     def _write(self, df: DataFrame, batch_id: int) -> None:
         t0 = time.monotonic()
@@ -325,8 +356,6 @@ class GoldWriter(_BatchWriter):
         spark = df.sparkSession
         end = tuple(self.end_offsets(batch_id))
         first = self._may_be_replay(batch_id)
-        if first and not table_exists(spark, spec.table_uri):
-            ensure_table(spark, spec.table_uri, df.schema, spec.partition_by)
         plan = self._plan(spark, spec, batch_id, end, first)
         txn = plan.base + batch_id
         meta = encode(BatchCommit(spec.app_id, batch_id, end, txn))
@@ -371,6 +400,7 @@ class BronzeWriter(_BatchWriter):
         end_offsets: EndOffsets,
         on_write: Callable[[BatchWrite], None] | None = None,
         after_commit: Callable[[int], None] | None = None,
+        explain_loss: ExplainLoss | None = None,
     ):
         self.bronze = self.spec = bronze
         self.quarantine = quarantine
@@ -378,6 +408,7 @@ class BronzeWriter(_BatchWriter):
         self.end_offsets = end_offsets
         self.on_write = on_write
         self.after_commit = after_commit
+        self.explain_loss = explain_loss
 
     def _write(self, df: DataFrame, batch_id: int) -> None:
         from pyspark.sql import functions as F

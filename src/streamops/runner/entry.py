@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from streamops.bundle import Bundle, load
+from streamops.localstack import local_broker
 from streamops.pipeline.session import session_for
 from streamops.runner.job import run_job
 
@@ -26,7 +27,7 @@ def run_from_args(
     `recover`: the checkpoint is lost; rebuild starting offsets from the sink first (see
     `streamops checkpoint reconstruct`) and start from them through the reset guard.
     """
-    bundle = load(bundle_path, target)
+    bundle = load(bundle_path, target, local_broker=local_broker)
     bundle.job(job)  # unknown job: a usage error before Spark starts
     for w in bundle.warnings:
         say(w.render())

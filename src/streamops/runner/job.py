@@ -1,16 +1,15 @@
 """Run one streaming job of the bundle: its bronze and gold queries, with checks before and after.
 
-bronze (the only query that reads Kafka): every record -> the bronze table (good events) or the
-quarantine table (with the reason), written in one idempotent batch. gold: the bronze table as a
-Delta stream -> watermark -> aggregation -> the job's sink table. Each query has its own stable
-name and checkpoint.
+Orchestration only: the checkpoint guard, the queries started through `pipeline.bronze` and
+`pipeline.gold` (each with its own stable name and checkpoint), monitoring on their progress,
+then the report. bronze (the only query that reads Kafka) lands every record in the bronze table
+(good events) or the quarantine table (with the reason); gold reads bronze as a Delta stream.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,16 +17,18 @@ from typing import TYPE_CHECKING, Any
 
 from streamops.checkpoint.reader import read_offsets
 from streamops.checkpoint.registry import guard as checkpoint_guard
-from streamops.errors import KafkaError, SinkError, StreamopsError
+from streamops.clock import REAL, Clock, WaitTimeout, poll
 from streamops.kafka.preflight import check_source
 from streamops.monitoring.monitor import JobMonitor
-from streamops.pipeline import transform as pipeline
+from streamops.pipeline import bronze, gold
 from streamops.pipeline.progress import BatchProgress, parse_progress
-from streamops.pipeline.sinks import BatchWrite, BronzeWriter, GoldWriter, SinkSpec
+from streamops.pipeline.sinks import BatchWrite, BronzeWriter, GoldWriter
 from streamops.pipeline.sizing import FileSizeWatch
+from streamops.pipeline.triggers import Trigger, is_catch_up, job_trigger
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+    from pyspark.sql.streaming import StreamingQuery
 
     from streamops.bundle import Bundle, Job
 
@@ -50,6 +51,19 @@ class JobRun:
     bronze_writes: list[BatchWrite] = field(default_factory=list)
     skipped_records: int = 0  # lost to retention and skipped (failOnDataLoss: false)
     warnings: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, bundle: Bundle, job_name: str) -> JobRun:
+        """A run of `job_name` with nothing done yet: its tables and checkpoint named."""
+        job = bundle.job(job_name)
+        return cls(
+            job_name,
+            job.query_name,
+            bundle.table_location(job.sink),
+            bundle.checkpoint_location(job),
+            bronze_uri=bundle.bronze_location(job),
+            quarantine_uri=bundle.quarantine_location(job),
+        )
 
     @property
     def input_rows(self) -> int:
@@ -87,16 +101,13 @@ class JobRun:
         return {}
 
 
-_OUR_ERROR = re.compile(r"streamops\.errors\.(KafkaError|SinkError): (.+)")
+@dataclass(frozen=True)
+class _Running:
+    """A started query of the job, with the sink that writes its batches."""
 
-
-def _explain(exc: Exception) -> StreamopsError | None:
-    """Pull a streamops error raised inside Spark's Python workers back out of Spark's wrapper."""
-    found = _OUR_ERROR.findall(str(exc))
-    if not found:
-        return None
-    kind, msg = found[-1]
-    return (KafkaError if kind == "KafkaError" else SinkError)(msg.strip())
+    kind: str  # "bronze" | "gold"
+    query: StreamingQuery
+    sink: BronzeWriter | GoldWriter
 
 
 def run_job(
@@ -111,6 +122,7 @@ def run_job(
     after_commit: Callable[[int], None] | None = None,
     queries: tuple[str, ...] = ("bronze", "gold"),
     reset_from: Path | None = None,
+    clock: Clock = REAL,
 ) -> JobRun:
     """Run `job_name` until it ends (availableNow), `timeout_s` passes, or it fails.
 
@@ -120,117 +132,84 @@ def run_job(
     to the end of the topic first, then gold to the end of bronze). `after_commit` runs after each
     gold Delta commit, before Spark writes its commit file (crash tests inject it). `reset_from`:
     an offsets file from `streamops checkpoint reconstruct`, the only way past the checkpoint
-    guard (docs/checkpoint.md).
+    guard (docs/checkpoint.md). A query's failure is raised as the typed error behind it
+    (e.g. DataLossError).
     """
     say = say or (lambda _m: None)
     job = bundle.job(job_name)
     starting = checkpoint_guard(bundle, job_name, event="start", reset_from=reset_from, say=say)
-    run = JobRun(
-        job_name,
-        job.query_name,
-        bundle.table_location(job.sink),
-        bundle.checkpoint_location(job),
-        bronze_uri=bundle.bronze_location(job),
-        quarantine_uri=bundle.quarantine_location(job),
-    )
-    kafka = bundle.runtime.kafka_for(job.source)
+    run = JobRun.of(bundle, job_name)
     if "bronze" in queries:
-        cores = spark.sparkContext.defaultParallelism
-        for warning in check_source(bundle, job_name, cores=cores, say=say):
-            run.warnings.append(warning)
-            say(f"warning: {warning}")
-    use_available_now = job.trigger.available_now if available_now is None else available_now
-    trigger_s = (
-        None
-        if use_available_now or not job.trigger.processing_time
-        else job.trigger.processing_time.seconds
-    )
-    lo, hi = bundle.target.file_size_band_mb
-    watch = FileSizeWatch(band_mb=(lo, hi), trigger_seconds=trigger_s,
-                          max_offsets=job.max_offsets_per_trigger)  # fmt: skip
+        _preflight(spark, bundle, run, say)
+    trigger = job_trigger(job, available_now=available_now)
+    catch_up = is_catch_up(trigger)
+    period = job.trigger.processing_time
+    trigger_s = None if catch_up or period is None else period.seconds
+    # Metrics, fast-path alerts and the consumer-group commit ride on the polled progress.
+    kafka = bundle.runtime.kafka_for(job.source)
+    monitor = JobMonitor.for_job(bundle, job_name, kafka=kafka, say=say, trigger_seconds=trigger_s)
+    on_bronze_write = _bronze_writes(bundle, job, run, trigger_s, say)
+    running: list[_Running] = []
+    try:
+        for kind in (k for k in ("bronze", "gold") if k in queries):
+            if kind == "bronze":
+                started = _start_bronze(spark, bundle, job, trigger, starting, on_bronze_write)
+            else:
+                started = _start_gold(spark, bundle, job, trigger, run, after_commit)
+            running.append(started)
+            if catch_up:  # bronze to the end of the topic, then gold to the end of bronze
+                _await([started], run, monitor.wrap(on_batch), timeout_s, True, clock)
+        if not catch_up:
+            _await(running, run, monitor.wrap(on_batch), timeout_s, False, clock)
+    finally:
+        for r in running:
+            if r.query.isActive:
+                r.query.stop()
+        monitor.close()
+    _count_skipped(run, say)
+    return run
 
-    def on_bronze_write(w: BatchWrite) -> None:
+
+def _preflight(spark: SparkSession, bundle: Bundle, run: JobRun, say: Say) -> None:
+    """The source's topic, partitions and the cluster's cores checked before bronze reads."""
+    cores = spark.sparkContext.defaultParallelism
+    for warning in check_source(bundle, run.job, cores=cores, say=say):
+        run.warnings.append(warning)
+        say(f"warning: {warning}")
+
+
+def _count_skipped(run: JobRun, say: Say) -> None:
+    run.skipped_records = sum(b.skipped_records for b in run.bronze_batches)
+    if run.skipped_records:
+        say(
+            f"warning: [{run.job}] {run.skipped_records} records were lost to retention and "
+            "skipped (failOnDataLoss: false)"
+        )
+
+
+def _bronze_writes(
+    bundle: Bundle, job: Job, run: JobRun, trigger_s: float | None, say: Say
+) -> Callable[[BatchWrite], None]:
+    """Records each bronze write in the run, warning when its files leave the target's band."""
+    lo, hi = bundle.target.file_size_band_mb
+    watch = FileSizeWatch(
+        band_mb=(lo, hi), trigger_seconds=trigger_s, max_offsets=job.max_offsets_per_trigger
+    )
+
+    def on_write(w: BatchWrite) -> None:
         run.bronze_writes.append(w)
         advice = watch.add(w.file_sizes)
         if advice:
             run.warnings.append(advice)
-            say(f"warning: [{job_name}] {advice}")
+            say(f"warning: [{run.job}] {advice}")
 
-    # Metrics, fast-path alerts and the consumer-group commit ride on the polled progress.
-    monitor = JobMonitor.for_job(bundle, job_name, kafka=kafka, say=say, trigger_seconds=trigger_s)
-    # Both tables exist before any query starts: gold streams from bronze from its first batch.
-    pipeline.ensure_tables(spark, bundle, job)
-    plans: list[tuple[str, Any]] = []
-    if "bronze" in queries:
-        plans.append(("bronze", _bronze_stream(spark, bundle, job, starting, run, on_bronze_write)))
-    if "gold" in queries:
-        plans.append(("gold", _gold_stream(spark, bundle, job, run, after_commit)))
-    started: list[tuple[str, Any]] = []
-    try:
-        if use_available_now:
-            # Catch-up: bronze to the end of the topic, then gold to the end of bronze.
-            for kind, stream in plans:
-                started.append((kind, _start(stream, job, True)))
-                _await(started[-1:], run, monitor.wrap(on_batch), timeout_s, True)
-        else:
-            for kind, stream in plans:
-                started.append((kind, _start(stream, job, False)))
-            _await(started, run, monitor.wrap(on_batch), timeout_s, False)
-    except KafkaError as exc:
-        if str(exc).startswith("data loss:"):
-            raise data_loss_error(bundle, job, str(exc)) from None
-        raise
-    finally:
-        for _, q in started:
-            if q.isActive:
-                q.stop()
-        monitor.close()
-    run.skipped_records = sum(b.skipped_records for b in run.bronze_batches)
-    if run.skipped_records:
-        say(f"warning: [{job_name}] {run.skipped_records} records were lost to retention and "
-            "skipped (failOnDataLoss: false)")  # fmt: skip
-    return run
-
-
-_LOSS = re.compile(r"data loss: (\S+)\[(\d+)\] offsets (\d+)\.\.(\d+) of batch (\d+)")
-
-
-def data_loss_error(bundle: Bundle, job: Job, detail: str) -> KafkaError:
-    """The failure for records deleted by retention before the job read them: which partition,
-    which offsets (up to where the broker starts now), and the two ways on."""
-    m = _LOSS.search(detail)
-    if m is None:
-        return KafkaError(detail)
-    topic, part, start, last, batch = (
-        m.group(1),
-        int(m.group(2)),
-        int(m.group(3)),
-        int(m.group(4)),
-        m.group(5),
-    )
-    from streamops.kafka.offsets import earliest_offset
-
-    # The broker narrows Spark's batch range to what retention really removed; if it cannot be
-    # asked, Spark's range stands and the message says why.
-    unsure = ""
-    try:
-        low = earliest_offset(bundle.runtime.kafka_for(job.source).librdkafka(), topic, part)
-        lost_to = min(last, low - 1)
-    except KafkaError as exc:
-        lost_to, unsure = last, f" (at most; the broker's earliest offset is unknown: {exc})"
-    return KafkaError(
-        f"{topic}[{part}]: offsets {start}..{lost_to}{unsure} were deleted from Kafka (retention) before "
-        f"query '{job.bronze_query_name}' read them (batch {batch}); nothing of that batch was "
-        "written. Fix: replay those records into the topic if they can be, or set "
-        f"`sources.{job.source}.fail_on_data_loss: false` in {bundle.path.name} to skip them "
-        "(every skipped record is counted and reported), then restart the job"
-    )
+    return on_write
 
 
 def _end_offsets(bundle: Bundle, checkpoint: str) -> Callable[[int], list[Any]]:
     """Reads a batch's end offsets from the query's own checkpoint (`offsets/N`, written by Spark
     before the batch runs), so the sink can record them in the batch's Delta commit."""
-    so = bundle.runtime.storage_options(checkpoint)
+    so = bundle.runtime.storage(checkpoint).adlfs()
 
     def read(batch_id: int) -> list[Any]:
         try:
@@ -242,127 +221,107 @@ def _end_offsets(bundle: Bundle, checkpoint: str) -> Callable[[int], list[Any]]:
     return read
 
 
-def _bronze_stream(
+def _start_bronze(
     spark: SparkSession,
     bundle: Bundle,
     job: Job,
+    trigger: Trigger,
     starting: dict[str, str],
-    run: JobRun,
     on_write: Callable[[BatchWrite], None],
-) -> Any:
+) -> _Running:
     checkpoint = bundle.bronze_checkpoint_location(job)
-    opts = pipeline.kafka_options(bundle, job, starting_offsets=starting.get(job.bronze_query_name))
-    writer = BronzeWriter(
-        SinkSpec(bundle.bronze_ref(job), job.bronze_query_name),
-        SinkSpec(bundle.quarantine_ref(job), job.bronze_query_name),
-        tuple(job.schema_),
-        _end_offsets(bundle, checkpoint),
-        on_write=on_write,
+    sink = bronze.writer(
+        spark, bundle, job, end_offsets=_end_offsets(bundle, checkpoint), on_write=on_write
     )
-    return (
-        pipeline.bronze(pipeline.read_kafka(spark, opts), job)
-        .writeStream.queryName(job.bronze_query_name)
-        .option("checkpointLocation", checkpoint)
-        .foreachBatch(writer)
+    query = bronze.start(
+        spark,
+        bundle,
+        job,
+        sink,
+        checkpoint=checkpoint,
+        trigger=trigger,
+        starting_offsets=starting.get(job.bronze_query_name),
     )
+    return _Running("bronze", query, sink)
 
 
-def _gold_stream(
+def _start_gold(
     spark: SparkSession,
     bundle: Bundle,
     job: Job,
+    trigger: Trigger,
     run: JobRun,
     after_commit: Callable[[int], None] | None,
-) -> Any:
-    other = None
-    if job.join is not None:
-        # The other side of a join is another topic; it is read as it comes (no bronze of its own).
-        other_opts = dict(pipeline.kafka_options(bundle, job),
-                          subscribe=bundle.spec.sources[job.join.source].topic)  # fmt: skip
-        other = pipeline.read_kafka(spark, other_opts)
-    spec = SinkSpec(
-        table_uri=bundle.table_ref(job.sink),
-        app_id=job.query_name,
-        mode="merge" if job.aggregate is not None else "append",
-        merge_keys=pipeline.merge_keys(job),
-        partition_by=tuple(bundle.table(job.sink).partition_by),
+) -> _Running:
+    sink = gold.writer(
+        spark,
+        bundle,
+        job,
+        end_offsets=_end_offsets(bundle, run.checkpoint),
+        on_write=run.writes.append,
+        after_commit=after_commit,
     )
-    writer = GoldWriter(spec, _end_offsets(bundle, run.checkpoint), run.writes.append, after_commit)
-    return (
-        pipeline.gold(pipeline.read_bronze(spark, bundle, job), job, other)
-        .writeStream.queryName(job.query_name)
-        .outputMode(pipeline.output_mode(job))
-        .option("checkpointLocation", run.checkpoint)
-        .foreachBatch(writer)
-    )
-
-
-def _at(opts: dict[str, str], starting: dict[str, str], query_name: str) -> dict[str, str]:
-    """Source options with the reconstructed startingOffsets of `query_name`, if it has them."""
-    return dict(opts, startingOffsets=starting[query_name]) if query_name in starting else opts
-
-
-def _start(stream: Any, job: Any, available_now: bool) -> Any:
-    if available_now:
-        return stream.trigger(availableNow=True).start()
-    assert job.trigger.processing_time is not None
-    return stream.trigger(processingTime=job.trigger.processing_time.text).start()
+    query = gold.start(spark, bundle, job, sink, checkpoint=run.checkpoint, trigger=trigger)
+    return _Running("gold", query, sink)
 
 
 def _await(
-    started: list[tuple[str, Any]],
+    running: list[_Running],
     run: JobRun,
     on_batch: Callable[[BatchProgress], None] | None,
     timeout_s: float | None,
-    available_now: bool,
+    catch_up: bool,
+    clock: Clock,
 ) -> None:
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    """Watch the queries until they end, `timeout_s` passes, or one fails; a failure is raised
+    as the typed error its sink failed it with (Spark hands that back only as text)."""
+
+    def over() -> bool | None:
+        for r in running:
+            _collect(r, run, on_batch)
+            error = r.query.exception()
+            if error is not None:
+                raise error
+        # A job is both of its queries: when a continuous one is stopped, the other is not left
+        # running half a job. (Catch-up queries each end on their own at the end.)
+        if catch_up:
+            return None if any(r.query.isActive for r in running) else True
+        return None if all(r.query.isActive for r in running) else True
+
     try:
         # Poll the queries' own progress logs rather than a listener: they hold every batch of
-        # this run, in order, even the ones that finish while a query shuts down.
-        while any(q.isActive for _, q in started):
-            for kind, q in started:
-                _collect(q, run, kind, on_batch)
-                if q.exception() is not None:
-                    raise q.exception()
-            # A job is both of its queries: when a continuous one is stopped, the other is not left
-            # running half a job. (availableNow queries each end on their own at the end.)
-            if not available_now and any(not q.isActive for _, q in started):
-                for _, q in started:
-                    q.stop()
-                break
-            if deadline is not None and time.monotonic() > deadline:
-                for _, q in started:
-                    q.stop()
-                break
-            time.sleep(0.2)
-        for _, q in started:
-            q.awaitTermination()  # raises the query's error, if it failed
+        # this run, in order, even the ones that finish while a query shuts down. When the run's
+        # time is up (WaitTimeout), its queries are stopped like ended ones.
+        with contextlib.suppress(WaitTimeout):
+            poll(over, timeout_s=timeout_s, interval_s=0.2, what=f"job '{run.job}'", clock=clock)
+        for r in running:
+            r.query.stop()
+        for r in running:
+            r.query.awaitTermination()  # raises the query's error, if it failed
     except KeyboardInterrupt:
-        for _, q in started:
-            q.stop()
+        for r in running:
+            r.query.stop()
         raise
-    except Exception as exc:
-        ours = _explain(exc)
-        if ours is not None:
-            raise ours from None
+    except Exception:
+        failure = next((r.sink.failure for r in running if r.sink.failure is not None), None)
+        if failure is not None:
+            raise failure from None
         raise
     finally:
-        for kind, q in started:
-            _collect(q, run, kind, on_batch)
+        for r in running:
+            _collect(r, run, on_batch)
 
 
-def _collect(
-    query: Any, run: JobRun, kind: str, on_batch: Callable[[BatchProgress], None] | None
-) -> None:
-    batches = run.bronze_batches if kind == "bronze" else run.batches
-    seen = {b.batch_id for b in batches}
-    for p in query.recentProgress:
-        raw = p.json if hasattr(p, "json") else json.dumps(p)
-        bp = parse_progress(json.loads(raw))
-        if bp.batch_id in seen:
+def _collect(r: _Running, run: JobRun, on_batch: Callable[[BatchProgress], None] | None) -> None:
+    """Add the query's batches not in the run yet (of several events of one batch, the first)."""
+    batches = run.bronze_batches if r.kind == "bronze" else run.batches
+    # Batch ids only grow within a run: the newest one kept is all there is to remember.
+    last = batches[-1].batch_id if batches else -1
+    for p in r.query.recentProgress:
+        if p.batchId <= last:
             continue
-        seen.add(bp.batch_id)
+        bp = parse_progress(json.loads(p.json))
+        last = bp.batch_id
         batches.append(bp)
         if on_batch is not None:
             on_batch(bp)

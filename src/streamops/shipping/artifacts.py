@@ -57,16 +57,13 @@ class Artifacts:
 
 def workspace_root(bundle: Bundle) -> str:
     """The project's folder in the workspace (`databricks.workspace_root`)."""
-    db = bundle.target.databricks
-    root = db.workspace_root if db and db.workspace_root else None
+    root = bundle.target.databricks_or_default.workspace_root
     return (root or f"/Workspace/Shared/{bundle.spec.project}").rstrip("/")
 
 
 def artifact_root(bundle: Bundle) -> str:
-    db = bundle.target.databricks
-    if db is not None and db.artifact_root:
-        return db.artifact_root
-    return workspace_root(bundle) + "/.streamops/artifacts"
+    root = bundle.target.databricks_or_default.artifact_root
+    return root or workspace_root(bundle) + "/.streamops/artifacts"
 
 
 def project_root(bundle: Bundle) -> Path:
@@ -121,8 +118,7 @@ def collect(bundle: Bundle, job_key: str | None = None, *, prepare: bool = False
     bundle_up = upload_for(bundle.path.resolve(), root, "bundle.yml")
     whl = upload_for(wheel.build_wheel(project, cache_dir(bundle)), root)
     deps: list[Upload] = []
-    db = bundle.target.databricks
-    if db is not None and db.dependencies == "wheelhouse":
+    if bundle.target.databricks_or_default.dependencies == "wheelhouse":
         python = wheelhouse.python_for_runtime(bundle.target.cluster.spark_version or "")
         if prepare:
             found = wheelhouse.prepare(project, cache_dir(bundle), python)

@@ -36,9 +36,12 @@ def cluster_secrets(bundle: Bundle) -> list[tuple[str, SecretRef]]:
         (f"{tp}.kafka.security.password", t.kafka.security.password),
         (f"{tp}.monitoring.pagerduty_routing_key", t.monitoring.pagerduty_routing_key),
         (f"{tp}.monitoring.webhook_url", t.monitoring.webhook_url),
+        (f"{tp}.databricks.storage.client_secret", t.databricks_or_default.storage.client_secret),
     ]
-    if t.databricks is not None:
-        found.append((f"{tp}.databricks.storage.client_secret", t.databricks.storage.client_secret))
+    for name, src in bundle.spec.sources.items():
+        if src.security is not None:
+            found.append((f"sources.{name}.security.username", src.security.username))
+            found.append((f"sources.{name}.security.password", src.security.password))
     return [(path, ref) for path, ref in found if ref is not None]
 
 
@@ -53,10 +56,8 @@ def spark_conf(bundle: Bundle, job: Job | None) -> dict[str, str]:
     if job is not None and job.is_stateful:
         # State of long windows and joins outgrows the JVM heap in the default provider.
         conf[STATE_STORE_PROVIDER] = DATABRICKS_ROCKSDB
-    db = bundle.target.databricks
-    if db is not None:
-        conf |= storage_spark_conf(db.storage, storage_locations(bundle))
-    return conf
+    storage = bundle.target.databricks_or_default.storage
+    return conf | storage_spark_conf(storage, storage_locations(bundle))
 
 
 def storage_locations(bundle: Bundle) -> list[str]:
@@ -76,8 +77,8 @@ def cluster_spec(bundle: Bundle, job: Job | None) -> compute.ClusterSpec:
     from databricks.sdk.service import compute
 
     cl = bundle.target.cluster
-    db = bundle.target.databricks
-    mode = db.data_security_mode if db else "SINGLE_USER"
+    db = bundle.target.databricks_or_default
+    mode = db.data_security_mode
     spec = compute.ClusterSpec(
         spark_version=cl.spark_version,
         node_type_id=cl.node_type_id,
@@ -86,6 +87,6 @@ def cluster_spec(bundle: Bundle, job: Job | None) -> compute.ClusterSpec:
         spark_conf=spark_conf(bundle, job) or None,
         data_security_mode=compute.DataSecurityMode(mode),
     )
-    if mode in DEDICATED_MODES and db is not None and db.run_as:
+    if mode in DEDICATED_MODES and db.run_as:
         spec.single_user_name = db.run_as
     return spec

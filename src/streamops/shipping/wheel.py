@@ -96,8 +96,19 @@ def build_wheel(root: Path, cache_dir: Path) -> Path:
             (src / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(root / rel, src / rel)
         raw = Path(tmp) / "raw"
-        cmd = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-index",
-               "--no-build-isolation", "--wheel-dir", str(raw), str(src)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(raw),
+            str(src),
+        ]
         env = {**os.environ, "SOURCE_DATE_EPOCH": "315532800", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
         wheels = sorted(raw.glob("*.whl"))

@@ -81,9 +81,26 @@ def prepare(root: Path, cache_dir: Path, python: str) -> list[Path]:
         return []
     abi = "cp" + python.replace(".", "")
     with tempfile.TemporaryDirectory(prefix="streamops-wheelhouse-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--dest", tmp,
-               "--only-binary=:all:", "--implementation", "cp", "--python-version", python,
-               "--abi", abi, "--abi", "abi3", "--abi", "none"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--dest",
+            tmp,
+            "--only-binary=:all:",
+            "--implementation",
+            "cp",
+            "--python-version",
+            python,
+            "--abi",
+            abi,
+            "--abi",
+            "abi3",
+            "--abi",
+            "none",
+        ]
         for platform in PLATFORMS:
             cmd += ["--platform", platform]
         if lock:

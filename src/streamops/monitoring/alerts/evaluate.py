@@ -108,8 +108,15 @@ def evaluate_bundle(
     """
     opened = OpenAlerts(state_file(bundle.cache_dir))
     pager = Pager(bundle)
-    blind = Finding(BLIND_RULE, "*", "*", False, 0, 0,
-                    f"{bundle.target_name}: the alert query failed; monitoring is blind")  # fmt: skip
+    blind = Finding(
+        BLIND_RULE,
+        "*",
+        "*",
+        False,
+        0,
+        0,
+        f"{bundle.target_name}: the alert query failed; monitoring is blind",
+    )
     try:
         if points is None:
             points = load_points(bundle, now, **azure_kwargs)
@@ -117,9 +124,16 @@ def evaluate_bundle(
         why = f"{type(exc).__name__}: {exc}"
         log.error("alert query failed: %s", why)
         if page:
-            failed = Finding(BLIND_RULE, "*", "*", True, 1, 0,
-                             f"{bundle.target_name}: the alert query failed, monitoring is blind: "
-                             f"{why[:300]}", details={"error": why[:1000]})  # fmt: skip
+            failed = Finding(
+                BLIND_RULE,
+                "*",
+                "*",
+                True,
+                1,
+                0,
+                f"{bundle.target_name}: the alert query failed, monitoring is blind: {why[:300]}",
+                details={"error": why[:1000]},
+            )
             return Evaluation([], _sync(opened, [failed], bundle, pager, now), blind=why)
         return Evaluation([], blind=why)
     findings = evaluate(points, bundle.spec.alerts, now, stall_queries=stall_queries(bundle))
@@ -134,14 +148,24 @@ def _sync(
         if f.rule == BLIND_RULE:
             from streamops.monitoring.paging import page
 
-            page(bundle, summary=f.summary, severity="critical", dedup_key=key,
-                 details={"rule": BLIND_RULE, "target": bundle.target_name, **f.details,
-                          "runbook": bundle.spec.alerts.runbook_url})  # fmt: skip
+            page(
+                bundle,
+                summary=f.summary,
+                severity="critical",
+                dedup_key=key,
+                details={
+                    "rule": BLIND_RULE,
+                    "target": bundle.target_name,
+                    **f.details,
+                    "runbook": bundle.spec.alerts.runbook_url,
+                },
+            )
         else:
             pager.trigger(f, key)
 
-    return opened.sync(findings, bundle.target_name, trigger=trigger, resolve=pager.resolve,
-                       now=_now_text(now))  # fmt: skip
+    return opened.sync(
+        findings, bundle.target_name, trigger=trigger, resolve=pager.resolve, now=_now_text(now)
+    )
 
 
 class FastPath:
@@ -198,10 +222,13 @@ class Explained:
 def explain(bundle: Bundle) -> list[Explained]:
     mon = bundle.target.monitoring
     return [
-        Explained(r.name, r.description,
-                  kql.rule_query(r.name, bundle.spec.alerts, mon.metrics_table, bundle.target_name))
+        Explained(
+            r.name,
+            r.description,
+            kql.rule_query(r.name, bundle.spec.alerts, mon.metrics_table, bundle.target_name),
+        )
         for r in RULES.values()
-    ]  # fmt: skip
+    ]
 
 
 def watchdog(bundle: Bundle, now: datetime | None = None, **azure_kwargs: Any) -> dict[str, Any]:

@@ -22,14 +22,30 @@ class Pager:
         self.bundle = bundle
 
     def details(self, f: Finding) -> dict[str, Any]:
-        return {"rule": f.rule, "job": f.job, "query": f.query, "value": f.value,
-                "threshold": f.threshold, "target": self.bundle.target_name, **f.dims,
-                **f.details, "runbook": self.bundle.spec.alerts.runbook_url}  # fmt: skip
+        return {
+            "rule": f.rule,
+            "job": f.job,
+            "query": f.query,
+            "value": f.value,
+            "threshold": f.threshold,
+            "target": self.bundle.target_name,
+            **f.dims,
+            **f.details,
+            "runbook": self.bundle.spec.alerts.runbook_url,
+        }
 
     def trigger(self, f: Finding, key: str) -> None:
-        page(self.bundle, summary=f.summary, severity=f.severity, dedup_key=key,
-             details=self.details(f), component=f.job, event_class=f.rule)  # fmt: skip
+        page(
+            self.bundle,
+            summary=f.summary,
+            severity=f.severity,
+            dedup_key=key,
+            details=self.details(f),
+            component=f.job,
+            event_class=f.rule,
+        )
 
     def resolve(self, f: Finding, key: str) -> None:
-        resolve(self.bundle, dedup_key=key, summary=f"recovered: {f.summary}",
-                details=self.details(f))  # fmt: skip
+        resolve(
+            self.bundle, dedup_key=key, summary=f"recovered: {f.summary}", details=self.details(f)
+        )

@@ -7,7 +7,7 @@ breached or not, so a recovered breach can be resolved. The thresholds are the b
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,24 +28,48 @@ class Rule:
 RULES: dict[str, Rule] = {
     r.name: r
     for r in (
-        Rule("lag_partition", m.LAG,
-             "lag per partition above lag_records_per_partition for lag_for"),
-        Rule("slow_batches", m.BATCH_RATIO,
-             "batch duration above batch_duration_ratio x trigger for consecutive_slow_batches"),
+        Rule(
+            "lag_partition", m.LAG, "lag per partition above lag_records_per_partition for lag_for"
+        ),
+        Rule(
+            "slow_batches",
+            m.BATCH_RATIO,
+            "batch duration above batch_duration_ratio x trigger for consecutive_slow_batches",
+        ),
         Rule("state_size", m.STATE_MEMORY, "state store memory above state_store_mb"),
-        Rule("state_growth", m.STATE_MEMORY,
-             "state store memory growing faster than state_growth_pct_per_hour", severity="warning"),
-        Rule("watermark_drops", m.DROPPED,
-             "rows dropped by the watermark above dropped_rows_per_minute", severity="warning"),
-        Rule("quarantine_rate", m.QUARANTINED,
-             "quarantined rows above quarantined_rows_per_minute", severity="warning"),
-        Rule("watermark_ahead", m.WATERMARK_LEAD,
-             "event-time watermark ahead of processing time by more than watermark_ahead",
-             severity="critical"),
-        Rule("stalled", "", "no batch for stalled_after (dead or stalled job)",
-             per_batch=False, severity="critical"),
+        Rule(
+            "state_growth",
+            m.STATE_MEMORY,
+            "state store memory growing faster than state_growth_pct_per_hour",
+            severity="warning",
+        ),
+        Rule(
+            "watermark_drops",
+            m.DROPPED,
+            "rows dropped by the watermark above dropped_rows_per_minute",
+            severity="warning",
+        ),
+        Rule(
+            "quarantine_rate",
+            m.QUARANTINED,
+            "quarantined rows above quarantined_rows_per_minute",
+            severity="warning",
+        ),
+        Rule(
+            "watermark_ahead",
+            m.WATERMARK_LEAD,
+            "event-time watermark ahead of processing time by more than watermark_ahead",
+            severity="critical",
+        ),
+        Rule(
+            "stalled",
+            "",
+            "no batch for stalled_after (dead or stalled job)",
+            per_batch=False,
+            severity="critical",
+        ),
     )
-}  # fmt: skip
+}
 
 RATE_WINDOW = timedelta(minutes=5)  # rows/minute rules average over this window
 GROWTH_WINDOW = timedelta(hours=1)
@@ -79,6 +103,196 @@ def parse_ts(text: str) -> datetime:
     return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
 
 
+Series = list[tuple[datetime, float, dict[str, Any]]]  # (time, value, point), oldest first
+SeriesKey = tuple[str, str, str, str, str]  # (metric, job, query, topic, partition)
+
+
+@dataclass(frozen=True)
+class Seen:
+    """The points up to `now`, as one series per metric and thing watched, and each query's last
+    batch time: what every rule reads."""
+
+    now: datetime
+    series: dict[SeriesKey, Series]
+    last_seen: dict[tuple[str, str], datetime]  # (job, query) -> newest point's time
+    stall_queries: set[str] | None  # the queries the stalled rule watches (None: every one)
+
+    def of(self, metric: str) -> Iterator[tuple[SeriesKey, Series]]:
+        """Each series of `metric`, in key order."""
+        return ((k, v) for k, v in sorted(self.series.items()) if k[0] == metric)
+
+
+def group(
+    points: Iterable[dict[str, Any]], now: datetime, stall_queries: set[str] | None = None
+) -> Seen:
+    """`points` up to `now` grouped into series (points after `now` are not seen yet)."""
+    series: dict[SeriesKey, Series] = defaultdict(list)
+    last_seen: dict[tuple[str, str], datetime] = {}
+    for p in points:
+        ts = parse_ts(p["ts"])
+        if ts > now:
+            continue
+        job, query = str(p.get("job", "")), str(p.get("query", ""))
+        key = (p["name"], job, query, str(p.get("topic", "")), str(p.get("partition", "")))
+        series[key].append((ts, float(p["value"]), p))
+        if last_seen.get((job, query), ts) <= ts:
+            last_seen[(job, query)] = ts
+    for s in series.values():
+        s.sort(key=lambda x: x[0])
+    return Seen(now, dict(series), last_seen, stall_queries)
+
+
+def _lag_partition(seen: Seen, alerts: Alerts) -> Iterator[Finding]:
+    limit = alerts.lag_records_per_partition
+    for (_, job, query, topic, part), s in seen.of(m.LAG):
+        since = None
+        for ts, v, _p in reversed(s):
+            if v <= limit:
+                break
+            since = ts
+        value = s[-1][1]
+        held = (seen.now - since) if since is not None else timedelta(0)
+        breached = since is not None and held >= timedelta(seconds=alerts.lag_for.seconds)
+        yield Finding(
+            "lag_partition",
+            job,
+            query,
+            breached,
+            value,
+            limit,
+            f"{job}: lag {int(value)} records on {topic}[{part}] above {limit} "
+            f"for {int(held.total_seconds() // 60)} min (limit {alerts.lag_for.text})",
+            {"topic": topic, "partition": int(part)},
+            {"above_since": since.isoformat() if since else None},
+        )
+
+
+def _slow_batches(seen: Seen, alerts: Alerts) -> Iterator[Finding]:
+    k, ratio = alerts.consecutive_slow_batches, alerts.batch_duration_ratio
+    for (_, job, query, _t, _p), s in seen.of(m.BATCH_RATIO):
+        last = [v for _ts, v, _ in s[-k:]]
+        breached = len(last) >= k and all(v > ratio for v in last)
+        yield Finding(
+            "slow_batches",
+            job,
+            query,
+            breached,
+            last[-1],
+            ratio,
+            f"{job}/{query}: last {len(last)} batches took {', '.join(f'{v:.2f}' for v in last)}"
+            f" x the trigger interval (limit {ratio} x for {k} batches)",
+            details={"ratios": last},
+        )
+
+
+def _state_size(seen: Seen, alerts: Alerts) -> Iterator[Finding]:
+    limit = alerts.state_store_mb
+    for (_, job, query, _t, _p), s in seen.of(m.STATE_MEMORY):
+        mb = s[-1][1] / 1e6
+        summary = f"{job}/{query}: state store {mb:.1f} MB above {limit} MB"
+        yield Finding("state_size", job, query, mb > limit, round(mb, 3), limit, summary)
+
+
+def _growth_pct_per_hour(s: Series, now: datetime) -> float:
+    """How fast the newest hour of `s` grew, in % per hour (0 over too short a span)."""
+    recent = [(ts, v) for ts, v, _ in s if ts >= now - GROWTH_WINDOW]
+    if len(recent) < 2 or recent[0][1] <= 0:
+        return 0.0
+    (t0, v0), (t1, v1) = recent[0], recent[-1]
+    if t1 - t0 < GROWTH_MIN_SPAN:
+        return 0.0
+    return (v1 - v0) / v0 * 100 * 3600 / (t1 - t0).total_seconds()
+
+
+def _state_growth(seen: Seen, alerts: Alerts) -> Iterator[Finding]:
+    limit = alerts.state_growth_pct_per_hour
+    for (_, job, query, _t, _p), s in seen.of(m.STATE_MEMORY):
+        pct = _growth_pct_per_hour(s, seen.now)
+        summary = f"{job}/{query}: state store growing {pct:.0f}%/hour (limit {limit}%/hour)"
+        yield Finding("state_growth", job, query, pct > limit, round(pct, 2), limit, summary)
+
+
+def _row_rate(rule: str, metric: str, what: str, seen: Seen, limit: float) -> Iterator[Finding]:
+    """Rows per minute of `metric` over the last RATE_WINDOW, per query, against `limit`."""
+    minutes = RATE_WINDOW.total_seconds() / 60
+    for (_, job, query, _t, _p), s in seen.of(metric):
+        rate = sum(v for ts, v, _ in s if ts > seen.now - RATE_WINDOW) / minutes
+        yield Finding(
+            rule,
+            job,
+            query,
+            rate > limit,
+            round(rate, 2),
+            limit,
+            f"{job}/{query}: {rate:.0f} rows/min {what} over the last "
+            f"{int(minutes)} min (limit {limit}/min)",
+        )
+
+
+def _watermark_drops(seen: Seen, alerts: Alerts) -> Iterator[Finding]:
+    limit = alerts.dropped_rows_per_minute
+    return _row_rate("watermark_drops", m.DROPPED, "dropped by the watermark", seen, limit)
+
+
+def _quarantine_rate(seen: Seen, alerts: Alerts) -> Iterator[Finding]:
+    limit = alerts.quarantined_rows_per_minute
+    return _row_rate("quarantine_rate", m.QUARANTINED, "quarantined", seen, limit)
+
+
+def _watermark_ahead(seen: Seen, alerts: Alerts) -> Iterator[Finding]:
+    limit_s = alerts.watermark_ahead.seconds
+    for (_, job, query, _t, _p), s in seen.of(m.WATERMARK_LEAD):
+        lead = s[-1][1]
+        yield Finding(
+            "watermark_ahead",
+            job,
+            query,
+            lead > limit_s,
+            lead,
+            limit_s,
+            f"{job}/{query}: event-time watermark {lead:.0f} s ahead of processing time "
+            f"(limit {alerts.watermark_ahead.text}); an event from the future moved it and "
+            "on-time events are being dropped as late. Fix: find it in the bronze table "
+            "(largest event time), check max_clock_skew, then recover the job from a "
+            "checkpoint backup taken before it",
+            details={"watermark_lead_s": lead},
+        )
+
+
+def _stalled(seen: Seen, alerts: Alerts) -> Iterator[Finding]:
+    limit = timedelta(seconds=alerts.stalled_after.seconds)
+    for (job, query), ts in sorted(seen.last_seen.items()):
+        if seen.stall_queries is not None and query not in seen.stall_queries:
+            continue
+        idle = seen.now - ts
+        yield Finding(
+            "stalled",
+            job,
+            query,
+            idle >= limit,
+            round(idle.total_seconds() / 60, 1),
+            alerts.stalled_after.seconds / 60,
+            f"{job}/{query}: no batch for {int(idle.total_seconds() // 60)} min "
+            f"(limit {alerts.stalled_after.text}); the job is dead or stalled",
+            details={"last_batch": ts.isoformat()},
+        )
+
+
+Evaluator = Callable[[Seen, Alerts], Iterable[Finding]]
+
+# Rule name -> its evaluator, in the order findings are reported.
+EVALUATORS: dict[str, Evaluator] = {
+    "lag_partition": _lag_partition,
+    "slow_batches": _slow_batches,
+    "state_size": _state_size,
+    "state_growth": _state_growth,
+    "watermark_drops": _watermark_drops,
+    "quarantine_rate": _quarantine_rate,
+    "watermark_ahead": _watermark_ahead,
+    "stalled": _stalled,
+}
+
+
 def evaluate(
     points: Iterable[dict[str, Any]],
     alerts: Alerts,
@@ -93,119 +307,5 @@ def evaluate(
     rule watches only those (None: every query seen).
     """
     wanted = set(RULES) if rules is None else set(rules)
-    series: dict[tuple[str, ...], list[tuple[datetime, float, dict[str, Any]]]] = defaultdict(list)
-    last_seen: dict[tuple[str, str], datetime] = {}
-    for p in points:
-        ts = parse_ts(p["ts"])
-        if ts > now:
-            continue
-        job, query = str(p.get("job", "")), str(p.get("query", ""))
-        key = (p["name"], job, query, str(p.get("topic", "")), str(p.get("partition", "")))
-        series[key].append((ts, float(p["value"]), p))
-        if last_seen.get((job, query), ts) <= ts:
-            last_seen[(job, query)] = ts
-    for s in series.values():
-        s.sort(key=lambda x: x[0])
-
-    def of(
-        metric: str,
-    ) -> Iterable[tuple[tuple[str, ...], list[tuple[datetime, float, dict[str, Any]]]]]:
-        return ((k, v) for k, v in sorted(series.items()) if k[0] == metric)
-
-    out: list[Finding] = []
-    if "lag_partition" in wanted:
-        limit = alerts.lag_records_per_partition
-        for (_, job, query, topic, part), s in of(m.LAG):
-            since = None
-            for ts, v, _p in reversed(s):
-                if v <= limit:
-                    break
-                since = ts
-            value = s[-1][1]
-            held = (now - since) if since is not None else timedelta(0)
-            breached = since is not None and held >= timedelta(seconds=alerts.lag_for.seconds)
-            out.append(Finding(
-                "lag_partition", job, query, breached, value, limit,
-                f"{job}: lag {int(value)} records on {topic}[{part}] above {limit} "
-                f"for {int(held.total_seconds() // 60)} min (limit {alerts.lag_for.text})",
-                {"topic": topic, "partition": int(part)},
-                {"above_since": since.isoformat() if since else None},
-            ))  # fmt: skip
-    if "slow_batches" in wanted:
-        k, ratio = alerts.consecutive_slow_batches, alerts.batch_duration_ratio
-        for (_, job, query, _t, _p), s in of(m.BATCH_RATIO):
-            last = [v for _ts, v, _ in s[-k:]]
-            breached = len(last) >= k and all(v > ratio for v in last)
-            out.append(Finding(
-                "slow_batches", job, query, breached, last[-1], ratio,
-                f"{job}/{query}: last {len(last)} batches took {', '.join(f'{v:.2f}' for v in last)}"
-                f" x the trigger interval (limit {ratio} x for {k} batches)",
-                details={"ratios": last},
-            ))  # fmt: skip
-    for (_, job, query, _t, _p), s in of(m.STATE_MEMORY):
-        mb = s[-1][1] / 1e6
-        if "state_size" in wanted:
-            out.append(Finding(
-                "state_size", job, query, mb > alerts.state_store_mb, round(mb, 3),
-                alerts.state_store_mb,
-                f"{job}/{query}: state store {mb:.1f} MB above {alerts.state_store_mb} MB",
-            ))  # fmt: skip
-        if "state_growth" in wanted:
-            recent = [(ts, v) for ts, v, _ in s if ts >= now - GROWTH_WINDOW]
-            pct = 0.0
-            if len(recent) >= 2 and recent[0][1] > 0:
-                span = recent[-1][0] - recent[0][0]
-                if span >= GROWTH_MIN_SPAN:
-                    pct = (
-                        (recent[-1][1] - recent[0][1])
-                        / recent[0][1]
-                        * 100
-                        * 3600
-                        / span.total_seconds()
-                    )
-            out.append(Finding(
-                "state_growth", job, query, pct > alerts.state_growth_pct_per_hour, round(pct, 2),
-                alerts.state_growth_pct_per_hour,
-                f"{job}/{query}: state store growing {pct:.0f}%/hour "
-                f"(limit {alerts.state_growth_pct_per_hour}%/hour)",
-            ))  # fmt: skip
-    for rule, metric, rate_limit, what in (
-        ("watermark_drops", m.DROPPED, alerts.dropped_rows_per_minute, "dropped by the watermark"),
-        ("quarantine_rate", m.QUARANTINED, alerts.quarantined_rows_per_minute, "quarantined"),
-    ):
-        if rule not in wanted:
-            continue
-        for (_, job, query, _t, _p), s in of(metric):
-            total = sum(v for ts, v, _ in s if ts > now - RATE_WINDOW)
-            rate = total / (RATE_WINDOW.total_seconds() / 60)
-            out.append(Finding(
-                rule, job, query, rate > rate_limit, round(rate, 2), rate_limit,
-                f"{job}/{query}: {rate:.0f} rows/min {what} over the last "
-                f"{int(RATE_WINDOW.total_seconds() // 60)} min (limit {rate_limit}/min)",
-            ))  # fmt: skip
-    if "watermark_ahead" in wanted:
-        limit_s = alerts.watermark_ahead.seconds
-        for (_, job, query, _t, _p), s in of(m.WATERMARK_LEAD):
-            lead = s[-1][1]
-            out.append(Finding(
-                "watermark_ahead", job, query, lead > limit_s, lead, limit_s,
-                f"{job}/{query}: event-time watermark {lead:.0f} s ahead of processing time "
-                f"(limit {alerts.watermark_ahead.text}); an event from the future moved it and "
-                "on-time events are being dropped as late. Fix: find it in the bronze table "
-                "(largest event time), check max_clock_skew, then recover the job from a "
-                "checkpoint backup taken before it",
-                details={"watermark_lead_s": lead},
-            ))  # fmt: skip
-    if "stalled" in wanted:
-        for (job, query), ts in sorted(last_seen.items()):
-            if stall_queries is not None and query not in stall_queries:
-                continue
-            idle = now - ts
-            out.append(Finding(
-                "stalled", job, query, idle >= timedelta(seconds=alerts.stalled_after.seconds),
-                round(idle.total_seconds() / 60, 1), alerts.stalled_after.seconds / 60,
-                f"{job}/{query}: no batch for {int(idle.total_seconds() // 60)} min "
-                f"(limit {alerts.stalled_after.text}); the job is dead or stalled",
-                details={"last_batch": ts.isoformat()},
-            ))  # fmt: skip
-    return out
+    seen = group(points, now, stall_queries)
+    return [f for name, check in EVALUATORS.items() if name in wanted for f in check(seen, alerts)]

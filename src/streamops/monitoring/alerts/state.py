@@ -77,8 +77,14 @@ class OpenAlerts:
                 try:
                     if f.breached and key not in data:
                         trigger(f, key)
-                        data[key] = {"rule": f.rule, "job": f.job, "query": f.query,
-                                     "since": now, "value": f.value, "threshold": f.threshold}  # fmt: skip
+                        data[key] = {
+                            "rule": f.rule,
+                            "job": f.job,
+                            "query": f.query,
+                            "since": now,
+                            "value": f.value,
+                            "threshold": f.threshold,
+                        }
                         res.triggered.append(key)
                     elif not f.breached and key in data:
                         resolve(f, key)
@@ -87,13 +93,3 @@ class OpenAlerts:
                 except Exception:
                     res.failed.append(key)
         return res
-
-    def resolve_keys(self, keys: Iterable[str], resolve: Callable[[str], None]) -> list[str]:
-        done = []
-        with self._locked() as data:
-            for key in keys:
-                if key in data:
-                    resolve(key)
-                    del data[key]
-                    done.append(key)
-        return done

@@ -94,8 +94,12 @@ def render_png(points: Points, *, title: str, trigger_seconds: float | None) -> 
     for label, pts in _series(points, m.BATCH_DURATION, lambda p: str(p["query"])).items():
         ax_dur.plot([t for t, _ in pts], [v / 1000.0 for _, v in pts], marker=".", label=label)
     if trigger_seconds:
-        ax_dur.axhline(trigger_seconds, color="red", linestyle="--",
-                       label=f"trigger interval ({trigger_seconds:g} s)")  # fmt: skip
+        ax_dur.axhline(
+            trigger_seconds,
+            color="red",
+            linestyle="--",
+            label=f"trigger interval ({trigger_seconds:g} s)",
+        )
     ax_dur.set_title("Batch duration against the trigger interval")
     ax_dur.set_ylabel("seconds")
 
@@ -132,9 +136,14 @@ def last_values(points: Points) -> list[dict[str, Any]]:
     order = {name: i for i, name in enumerate(m.METRICS)}
     return sorted(
         last.values(),
-        key=lambda p: (order.get(p["name"], 99), p["query"], str(p.get("topic", "")),
-                       int(p.get("partition", -1)), str(p.get("operator", ""))),
-    )  # fmt: skip
+        key=lambda p: (
+            order.get(p["name"], 99),
+            p["query"],
+            str(p.get("topic", "")),
+            int(p.get("partition", -1)),
+            str(p.get("operator", "")),
+        ),
+    )
 
 
 def render_html(job: str, target: str, png: bytes, points: Points, generated: datetime) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from streamops.bundle import load
-from streamops.compaction.report import CompactionReport, Snapshot, emit_metrics
+from streamops.compaction.run_report import CompactionReport, Snapshot, emit_metrics
 from tests.unit.helpers import edited, write
 from tests.unit.test_azure_monitor_export import RULE, _Credential, _Ingestion
 

@@ -161,11 +161,18 @@ def metric_points(report: CompactionReport, now: datetime) -> list[dict[str, Any
     """The report as metric points shaped like the streams' (`monitoring.metrics_table`):
     `streamops.compaction.<name>`, job = the table, query = 'compaction', the target."""
     return [
-        {"ts": now.isoformat(), "name": f"streamops.compaction.{name}", "value": value,
-         "unit": unit, "job": report.table, "query": QUERY, "target": report.target}
+        {
+            "ts": now.isoformat(),
+            "name": f"streamops.compaction.{name}",
+            "value": value,
+            "unit": unit,
+            "job": report.table,
+            "query": QUERY,
+            "target": report.target,
+        }
         for name, unit, get in METRICS
         if (value := get(report)) is not None
-    ]  # fmt: skip
+    ]
 
 
 def emit_metrics(
@@ -192,6 +199,9 @@ def emit_metrics(
         except Exception as exc:
             _log.warning(
                 "compaction metrics of table %s not sent to Azure Monitor (%s): %s: %s",
-                report.table, mon.ingestion_endpoint, type(exc).__name__, exc,
-            )  # fmt: skip
+                report.table,
+                mon.ingestion_endpoint,
+                type(exc).__name__,
+                exc,
+            )
     return directory / f"{QUERY}.jsonl"

@@ -13,7 +13,7 @@ import pytest
 
 from streamops.bundle import ENV_BOOTSTRAP, load
 from streamops.bundle.durations import parse_duration
-from streamops.bundle.rules import non_durable_reason
+from streamops.bundle.validation import non_durable_reason
 from streamops.errors import BundleError, Problem
 from tests.unit.helpers import (
     edited,

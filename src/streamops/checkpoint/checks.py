@@ -1,5 +1,5 @@
-"""Integrity rules for a Spark checkpoint. Each finding has a stable code (README, "Checkpoint
-safety"); the check only reads.
+"""Integrity rules for a Spark checkpoint. Each finding has a stable code (listed in
+docs/checkpoints.md); the check only reads.
 
 Structural rules need only the location. Source rules follow the shape of each source line:
 Kafka offsets (the bronze query) are checked against the broker, Delta source offsets (the gold
@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from streamops.checkpoint.findings import Report
 from streamops.checkpoint.reader import (
     KNOWN_VERSIONS,
     STATE_KINDS,
@@ -30,7 +31,6 @@ from streamops.checkpoint.reader import (
     parse_offsets,
     read_text,
 )
-from streamops.checkpoint.report import Report
 from streamops.errors import UsageError
 
 # Stable codes: never renumber; add new ones at the end of their group.
@@ -52,27 +52,6 @@ TOPIC_MISSING = "CK142"
 SOURCE_TABLE_REPLACED = "CK143"
 SOURCE_VERSION_BEYOND_LATEST = "CK144"
 QUERY_ID_CHANGED = "CK150"
-
-CODES = {
-    METADATA_MISSING: "metadata missing",
-    METADATA_GARBLED: "metadata garbled",
-    OFFSETS_GAP: "offsets with a gap",
-    COMMITS_GAP: "commits with a gap",
-    COMMIT_WITHOUT_OFFSETS: "a commit without its offsets",
-    UNCOMMITTED_BATCHES: "more than one uncommitted batch",
-    OFFSETS_BACKWARDS: "offsets going backwards",
-    STRAY_FILE: "a file that is not a batch number (warning)",
-    INVALID_JSON: "truncated or invalid JSON",
-    UNKNOWN_VERSION: "unknown version line",
-    STATE_MISSING: "state files missing for the last committed batch",
-    STATE_METADATA_MISSING: "state operator metadata missing (warning)",
-    OFFSET_BEFORE_EARLIEST: "committed offsets older than the broker's earliest",
-    OFFSET_BEYOND_LATEST: "committed offsets beyond the broker's latest (topic recreated)",
-    TOPIC_MISSING: "a topic or partition of the checkpoint is not on the broker",
-    SOURCE_TABLE_REPLACED: "the Delta source table was replaced (its table id differs)",
-    SOURCE_VERSION_BEYOND_LATEST: "committed Delta source version beyond the table's newest",
-    QUERY_ID_CHANGED: "query id differs from the one recorded at the last deploy (a reset)",
-}
 
 # The way back from a broken checkpoint depends on the query: one that only reads Kafka and keeps
 # no state (bronze) can start again from offsets rebuilt from its sink; one that reads a Delta
@@ -151,11 +130,13 @@ def _fix_for(listing: Listing, offsets: list[OffsetsFile]) -> str:
 def _check_metadata(report: Report, listing: Listing, so: dict[str, Any] | None, fix: str) -> None:
     if not listing.has_metadata:
         report.add(
-            METADATA_MISSING, "metadata",
+            METADATA_MISSING,
+            "metadata",
             "the checkpoint has no metadata file (no query id): Spark would start a new query "
-            "from startingOffsets" + ("" if not listing.offsets else " and ignore the batches here"),
+            "from startingOffsets"
+            + ("" if not listing.offsets else " and ignore the batches here"),
             fix,
-        )  # fmt: skip
+        )
         return
     try:
         report.query_id = parse_metadata(_read(listing, "metadata", so))
@@ -174,38 +155,47 @@ def _check_sequence(report: Report, listing: Listing, fix: str) -> None:
     report.last_committed = coms[-1] if coms else None
     for a, b in _runs_with_gaps(offs):
         report.add(
-            OFFSETS_GAP, f"offsets/{b}",
-            f"offsets jump from batch {a} to {b} (batches {a + 1}..{b - 1} missing)", fix,
-        )  # fmt: skip
+            OFFSETS_GAP,
+            f"offsets/{b}",
+            f"offsets jump from batch {a} to {b} (batches {a + 1}..{b - 1} missing)",
+            fix,
+        )
     for a, b in _runs_with_gaps(coms):
         report.add(
-            COMMITS_GAP, f"commits/{b}",
-            f"commits jump from batch {a} to {b} (batches {a + 1}..{b - 1} missing)", fix,
-        )  # fmt: skip
+            COMMITS_GAP,
+            f"commits/{b}",
+            f"commits jump from batch {a} to {b} (batches {a + 1}..{b - 1} missing)",
+            fix,
+        )
     have = set(offs)
     for n in coms:
         if n not in have and (not offs or n >= offs[0]):
             report.add(
-                COMMIT_WITHOUT_OFFSETS, f"commits/{n}",
+                COMMIT_WITHOUT_OFFSETS,
+                f"commits/{n}",
                 f"batch {n} is committed but offsets/{n} is missing"
                 + (" (commits run ahead of the offsets log)" if not offs or n > offs[-1] else ""),
                 fix,
-            )  # fmt: skip
+            )
     if offs:
         done = coms[-1] if coms else offs[0] - 1
         pending = [n for n in offs if n > done]
         if len(pending) > 1:
             report.add(
-                UNCOMMITTED_BATCHES, f"offsets/{pending[0]}",
+                UNCOMMITTED_BATCHES,
+                f"offsets/{pending[0]}",
                 f"{len(pending)} batches ({pending[0]}..{pending[-1]}) have offsets but no commit; "
                 "Spark leaves at most the newest one uncommitted",
                 "a commits/ file was lost: " + fix,
-            )  # fmt: skip
+            )
     for rel in listing.odd_names:
         report.add(
-            STRAY_FILE, rel, "not a batch number; Spark ignores it",
-            "remove the file (or move it out of the checkpoint)", "warning",
-        )  # fmt: skip
+            STRAY_FILE,
+            rel,
+            "not a batch number; Spark ignores it",
+            "remove the file (or move it out of the checkpoint)",
+            "warning",
+        )
 
 
 def _read_newest(listing: Listing, so: dict[str, Any] | None, newest: int) -> _Newest:
@@ -237,18 +227,21 @@ def _check_newest(report: Report, found: _Newest, fix: str) -> None:
         if f.version not in KNOWN_VERSIONS:
             kind = "offsets" if isinstance(f, OffsetsFile) else "commits"
             report.add(
-                UNKNOWN_VERSION, f"{kind}/{f.batch_id}",
+                UNKNOWN_VERSION,
+                f"{kind}/{f.batch_id}",
                 f"version line '{f.version[:40]}' is not one of {', '.join(KNOWN_VERSIONS)}",
                 "the checkpoint was written by a newer Spark (run it there) or is corrupt: " + fix,
-            )  # fmt: skip
+            )
     for prev, cur in itertools.pairwise(found.offsets):
         for i, (a, b) in enumerate(zip(prev.sources, cur.sources, strict=False)):
             back = _backwards(a, b)
             if back:
                 report.add(
-                    OFFSETS_BACKWARDS, f"offsets/{cur.batch_id}",
-                    f"source {i} goes backwards from batch {prev.batch_id} ({back})", fix,
-                )  # fmt: skip
+                    OFFSETS_BACKWARDS,
+                    f"offsets/{cur.batch_id}",
+                    f"source {i} goes backwards from batch {prev.batch_id} ({back})",
+                    fix,
+                )
 
 
 def _backwards(before: Any, after: Any) -> str | None:
@@ -287,18 +280,21 @@ def _check_state(report: Report, listing: Listing, fix: str) -> None:
     for op in listing.operators:
         if not op.has_metadata:
             report.add(
-                STATE_METADATA_MISSING, f"state/{op.operator}/_metadata/metadata",
+                STATE_METADATA_MISSING,
+                f"state/{op.operator}/_metadata/metadata",
                 "the operator's state metadata is missing (state readers cannot describe it)",
-                "restore it from a backup; Spark rewrites it on the next batch", "warning",
-            )  # fmt: skip
+                "restore it from a backup; Spark rewrites it on the next batch",
+                "warning",
+            )
         missing = [p for p in op.partitions if (op.operator, p) not in have]
         if not op.partitions or missing:
             shown = ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else "")
             report.add(
-                STATE_MISSING, f"state/{op.operator}",
+                STATE_MISSING,
+                f"state/{op.operator}",
                 f"state version {want} (batch {last}) missing for partition(s) {shown or 'all'}",
                 fix,
-            )  # fmt: skip
+            )
 
 
 def _committed(
@@ -366,19 +362,22 @@ def _check_broker(
                     present = set(topic_partitions(consumer, topic))
                 except KafkaError as exc:
                     report.add(
-                        TOPIC_MISSING, rel, str(exc),
+                        TOPIC_MISSING,
+                        rel,
+                        str(exc),
                         "recreate the topic, or point the job at the right broker",
-                    )  # fmt: skip
+                    )
                     continue
                 wanted = {int(p): off for p, off in parts.items()}
                 gone = sorted(set(wanted) - present)
                 if gone:
                     report.add(
-                        TOPIC_MISSING, rel,
+                        TOPIC_MISSING,
+                        rel,
                         f"topic '{topic}' has no partition(s) {gone} that the checkpoint reads",
                         "the topic was recreated with fewer partitions: reconstruct offsets "
                         "(`streamops checkpoint reconstruct`) and restart with --reset-from",
-                    )  # fmt: skip
+                    )
                 marks = watermarks(consumer, topic, sorted(set(wanted) & present))
                 for p, off in sorted(wanted.items()):
                     if p in marks:
@@ -396,20 +395,22 @@ def _check_range(
     lo, hi = marks
     if off < lo:
         report.add(
-            OFFSET_BEFORE_EARLIEST, rel,
+            OFFSET_BEFORE_EARLIEST,
+            rel,
             f"'{topic}' partition {p}: committed offset {off} is older than the earliest "
             f"available {lo} ({lo - off} records lost to retention)",
             "raise the topic's retention; to go on, accept the loss with failOnDataLoss=false or "
             "reconstruct offsets and restart with --reset-from",
-        )  # fmt: skip
+        )
     elif off > hi:
         report.add(
-            OFFSET_BEYOND_LATEST, rel,
+            OFFSET_BEYOND_LATEST,
+            rel,
             f"'{topic}' partition {p}: committed offset {off} is beyond the latest {hi}: the "
             "topic was probably deleted and recreated",
             "reconstruct offsets (`streamops checkpoint reconstruct`) into a new checkpoint and "
             "restart with --reset-from",
-        )  # fmt: skip
+        )
 
 
 def _check_delta_sources(
@@ -446,19 +447,21 @@ def _check_delta_sources(
             return
         if table_id != offset.reservoir_id:
             report.add(
-                SOURCE_TABLE_REPLACED, rel,
+                SOURCE_TABLE_REPLACED,
+                rel,
                 f"the checkpoint reads Delta table {offset.reservoir_id} but {uri} is table "
                 f"{table_id}: the source table was deleted and created again",
                 rebuild,
-            )  # fmt: skip
+            )
         # Caught up, a Delta source points at the version after the newest (index -1).
         elif offset.reservoir_version > newest + 1:
             report.add(
-                SOURCE_VERSION_BEYOND_LATEST, rel,
+                SOURCE_VERSION_BEYOND_LATEST,
+                rel,
                 f"the checkpoint has read {uri} up to version {offset.reservoir_version} but the "
                 f"table's newest version is {newest}: it was restored to an older version",
                 rebuild,
-            )  # fmt: skip
+            )
 
 
 def _check_registry(report: Report, expected: str | None, note: str | None) -> None:
@@ -468,10 +471,11 @@ def _check_registry(report: Report, expected: str | None, note: str | None) -> N
     report.checks_run.append("registry")
     if report.query_id is not None and report.query_id != expected:
         report.add(
-            QUERY_ID_CHANGED, "metadata",
+            QUERY_ID_CHANGED,
+            "metadata",
             f"query id {report.query_id} differs from {expected} recorded at the last "
             "deploy/start: the checkpoint was reset or replaced",
             f"if the reset was not intended, restore the backup holding query id {expected} "
             "(`streamops checkpoint restore`); if it was, restart the job with --reset-from so "
             "the reset is recorded",
-        )  # fmt: skip
+        )
