@@ -126,4 +126,3 @@ class StreamopsActionOperator(BaseOperator):
         ti = context["ti"]
         key = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.try_number}"
         return "streamops-" + hashlib.sha256(key.encode()).hexdigest()[:40]
-

@@ -104,7 +104,7 @@ def retried(
     *,
     attempts: int,
     retryable: Callable[[BaseException], bool],
-    backoff: Backoff = Backoff(),  # noqa: B008 - frozen, so sharing the default is safe
+    backoff: Backoff = Backoff(),
     clock: Clock = REAL,
     retry_after: Callable[[BaseException], float | None] | None = None,
     on_retry: Callable[[int, BaseException, float], None] | None = None,
@@ -143,4 +143,3 @@ def retried(
 def any_of(*kinds: type[BaseException]) -> Callable[[BaseException], bool]:
     """A `retryable` predicate accepting the given exception types."""
     return lambda exc: isinstance(exc, kinds)
-

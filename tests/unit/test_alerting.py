@@ -119,13 +119,13 @@ def test_rates_and_stalled() -> None:
     )
 
 
-
 def test_every_rule_has_one_evaluator_and_one_query() -> None:
     """The rule table, its Python evaluators and its KQL queries name the same rules."""
     from streamops.monitoring.alerts.kql import QUERIES
     from streamops.monitoring.alerts.rules import EVALUATORS, RULES
 
     assert list(EVALUATORS) == list(RULES) == list(QUERIES)
+
 
 # --- bundles with monitoring settings -------------------------------------------------------
 

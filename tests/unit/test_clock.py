@@ -33,8 +33,14 @@ def test_retried_backs_off_exponentially_then_succeeds() -> None:
         return got
 
     seen: list[int] = []
-    out = retried(step, attempts=5, retryable=any_of(OSError), backoff=Backoff(1, 60),
-                  clock=clock, on_retry=lambda n, _e, _d: seen.append(n))
+    out = retried(
+        step,
+        attempts=5,
+        retryable=any_of(OSError),
+        backoff=Backoff(1, 60),
+        clock=clock,
+        on_retry=lambda n, _e, _d: seen.append(n),
+    )
     assert out == "ok"
     assert clock.slept == [1, 2]
     assert seen == [1, 2]
@@ -47,8 +53,13 @@ def test_retried_honours_retry_after_and_builds_the_final_error() -> None:
         raise RetryAfter(7)
 
     with pytest.raises(RuntimeError, match="gave up after 3"):
-        retried(step, attempts=3, retryable=any_of(RetryAfter), clock=clock,
-                give_up=lambda n, _e: RuntimeError(f"gave up after {n}"))
+        retried(
+            step,
+            attempts=3,
+            retryable=any_of(RetryAfter),
+            clock=clock,
+            give_up=lambda n, _e: RuntimeError(f"gave up after {n}"),
+        )
     assert clock.slept == [7, 7]
 
 

@@ -218,7 +218,9 @@ def test_backfill_runs_once_available_now(api: FakeJobsApi, access: Any, bundle:
         actions.backfill(access, bundle, JOB)  # the first is still running: same checkpoint
 
 
-def test_recover_stops_then_starts_a_recovery_run(api: FakeJobsApi, access: Any, bundle: Any) -> None:
+def test_recover_stops_then_starts_a_recovery_run(
+    api: FakeJobsApi, access: Any, bundle: Any
+) -> None:
     job_id = api.add_job(with_fingerprint(specs_from(EXPECTED_SETTINGS)).as_dict())
     run = api.start_run(job_id)
     res = actions.recover(access, bundle, JOB, token="r1", poll_s=0.01)

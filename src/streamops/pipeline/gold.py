@@ -240,7 +240,8 @@ def start(
     `checkpoint` defaults to the job's, `trigger` to the job's (`triggers`). The bronze table is
     created first when missing: gold streams from it from its first batch.
     """
-    ensure_tables(spark, bundle, job)
+    if not table_exists(spark, bundle.bronze_ref(job)):
+        ensure_tables(spark, bundle, job)
     frame = steps(read_bronze(spark, bundle, job), job, read_join_side(spark, bundle, job))
     return (
         frame.writeStream.queryName(job.query_name)

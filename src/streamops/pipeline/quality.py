@@ -97,24 +97,29 @@ def reason_column(job: Job, parsed: Column, doc: Column, root: Column) -> Column
     be in scope. "Now" is the micro-batch's time (`current_timestamp()` is fixed per batch and
     recorded in the offset log, so a replayed batch decides the same way), never the producer's
     timestamp, which a producer with a wrong clock sets as wrongly as the event time.
+    The checks run in order and the first that fails names the reason.
     """
+    checks = _record_checks(job, doc, root)
+    for name, f in job.schema_.items():
+        checks += _field_checks(job, name, f, parsed, root)
+    checks += _time_checks(job, parsed)
+    return _first_failing(checks)
+
+
+Check = tuple["Column", "Column"]
+
+
+def _record_checks(job: Job, doc: Column, root: Column) -> list[Check]:
+    """Checks of the record as a whole: null, size, key, encoding, one JSON object."""
     from pyspark.sql import functions as F
 
     value = F.col("value")
     text = value.cast("string")
     wrapped = F.concat(F.lit("["), text, F.lit("]"))
     second = F.call_function("variant_get", doc, F.lit("$[1]"))
-
-    def holds(v: Column, kind: str) -> Column:
-        # A typed cast of the Variant fails fast (null) unless it holds that kind of value;
-        # schema_of_variant would build a type string for every field of every event.
-        return F.call_function("try_variant_get", v, F.lit("$"), F.lit(kind)).isNotNull()
-
-    nested = ("map<string,variant>", "array<variant>")
     # The text is one JSON value once the checks above passed: an object starts with "{".
     opens_object = F.substring(F.ltrim(text, F.lit(" \t\n\r")), 1, 1) == F.lit("{")
-
-    checks: list[tuple[Column, Column]] = [
+    checks: list[Check] = [
         (value.isNull(), F.lit("null_value")),
         (F.length(value) > job.max_event_bytes, F.lit("oversize_value")),
     ]
@@ -135,26 +140,50 @@ def reason_column(job: Job, parsed: Column, doc: Column, root: Column) -> Column
         ),
         (~opens_object, F.lit("not_a_json_object")),
     ]
-    for name, f in job.schema_.items():
-        raw = F.call_function("variant_get", root, F.lit(f"$.{name}"))
-        # JSON null counts as missing.
-        present = raw.isNotNull() & ~F.call_function("is_variant_null", raw)
-        if f.required:
-            checks.append((~present, F.lit(f"missing_field:{name}")))
-        kind = "unparseable_event_time" if name == job.event_time else f"wrong_type:{name}"
-        wrong = present & parsed[name].isNull()
-        if f.type == "string":  # a nested document kept as its text: a bogus group in gold
-            wrong = wrong | (present & (holds(raw, nested[0]) | holds(raw, nested[1])))
-        checks.append((wrong, F.lit(kind)))
-        if f.type in ("double", "float"):
-            # NaN, "Infinity" and overflow (1e400) parse as doubles; one of them poisons every
-            # sum and average of its window.
-            x = parsed[name]
-            finite = ~F.isnan(x) & (F.abs(x) != F.lit(float("inf")))
-            checks.append((present & ~finite, F.lit(f"non_finite_number:{name}")))
+    return checks
+
+
+def _holds(v: Column, kind: str) -> Column:
+    from pyspark.sql import functions as F
+
+    # A typed cast of the Variant fails fast (null) unless it holds that kind of value;
+    # schema_of_variant would build a type string for every field of every event.
+    return F.call_function("try_variant_get", v, F.lit("$"), F.lit(kind)).isNotNull()
+
+
+def _field_checks(job: Job, name: str, f: Any, parsed: Column, root: Column) -> list[Check]:
+    """Checks of one schema field: present when required, of its type, finite."""
+    from pyspark.sql import functions as F
+
+    checks: list[Check] = []
+    raw = F.call_function("variant_get", root, F.lit(f"$.{name}"))
+    # JSON null counts as missing.
+    present = raw.isNotNull() & ~F.call_function("is_variant_null", raw)
+    if f.required:
+        checks.append((~present, F.lit(f"missing_field:{name}")))
+    kind = "unparseable_event_time" if name == job.event_time else f"wrong_type:{name}"
+    wrong = present & parsed[name].isNull()
+    if f.type == "string":  # a nested document kept as its text: a bogus group in gold
+        wrong = wrong | (
+            present & (_holds(raw, "map<string,variant>") | _holds(raw, "array<variant>"))
+        )
+    checks.append((wrong, F.lit(kind)))
+    if f.type in ("double", "float"):
+        # NaN, "Infinity" and overflow (1e400) parse as doubles; one of them poisons every
+        # sum and average of its window.
+        x = parsed[name]
+        finite = ~F.isnan(x) & (F.abs(x) != F.lit(float("inf")))
+        checks.append((present & ~finite, F.lit(f"non_finite_number:{name}")))
+    return checks
+
+
+def _time_checks(job: Job, parsed: Column) -> list[Check]:
+    """Event time within range and not ahead of the batch's time; a known event type."""
+    from pyspark.sql import functions as F
+
     et = parsed[job.event_time]
     skew = int(job.max_clock_skew.seconds)
-    checks += [
+    checks: list[Check] = [
         (et < F.lit(EARLIEST_EVENT_TIME).cast("timestamp"), F.lit("event_time_out_of_range")),
         (
             et > F.current_timestamp() + F.expr(f"INTERVAL {skew} SECONDS"),
@@ -164,6 +193,12 @@ def reason_column(job: Job, parsed: Column, doc: Column, root: Column) -> Column
     if job.event_type is not None:
         field, values = job.event_type.field, job.event_type.values
         checks.append((~parsed[field].isin(values), F.lit(f"unknown_event_type:{field}")))
+    return checks
+
+
+def _first_failing(checks: list[Check]) -> Column:
+    from pyspark.sql import functions as F
+
     expr = None
     for cond, reason in checks:
         # A null condition (e.g. a comparison with a null time) is not a failure of that check.
