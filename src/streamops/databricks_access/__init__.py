@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from streamops.bundle import Bundle
     from streamops.bundle.secrets import SecretRef
-    from streamops.databricks_access.hook import StreamopsDatabricksHook
+    from streamops.databricks_access.hook import StreamopsHook
 
 __all__ = ["DEFAULT_CONN_ID", "DatabricksAccess", "Login", "RetryPolicy", "access_for"]
 
@@ -124,17 +124,17 @@ class DatabricksAccess:
             " or set `host:` and `token: '{{secrets/<scope>/<key>}}'` there"
         )
 
-    def hook(self) -> StreamopsDatabricksHook:
+    def hook(self) -> StreamopsHook:
         """The provider hook on this access's login and policy (built once)."""
         return self._hook
 
     @cached_property
-    def _hook(self) -> StreamopsDatabricksHook:
+    def _hook(self) -> StreamopsHook:
         try:
-            from streamops.databricks_access.hook import StreamopsDatabricksHook
+            from streamops.databricks_access.hook import StreamopsHook
         except ImportError as exc:  # pragma: no cover - depends on install
             raise MissingDependencyError("apache-airflow-providers-databricks", "airflow") from exc
-        return StreamopsDatabricksHook(
+        return StreamopsHook(
             conn_id=self.conn_id,
             connection=self._hook_connection,
             policy=self.policy,
@@ -158,10 +158,14 @@ class DatabricksAccess:
     @cached_property
     def _workspace(self) -> WorkspaceClient:
         try:
-            from streamops.databricks_access.workspace import workspace_client
+            from databricks.sdk import WorkspaceClient
+
+            from streamops.databricks_access.workspace import sdk_config
         except ImportError as exc:  # pragma: no cover - depends on install
             raise MissingDependencyError("databricks-sdk", "databricks") from exc
-        return workspace_client(self.login, timeout_s=self.timeout_s, clock=self.clock)
+        return WorkspaceClient(
+            config=sdk_config(self.login, timeout_s=self.timeout_s, clock=self.clock)
+        )
 
     def retrying(self, call: Callable[[], T]) -> T:
         """Run a databricks-sdk call (one attempt each) under the policy: retried when transient,

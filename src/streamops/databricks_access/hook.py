@@ -28,7 +28,7 @@ def _permissions(job_id: int) -> str:
     return f"2.0/permissions/jobs/{job_id}"
 
 
-class StreamopsDatabricksHook(DatabricksHook):
+class StreamopsHook(DatabricksHook):
     """`DatabricksHook` on one connection and one retry policy (see streamops.databricks_access).
 
     The provider's own retry loop is held to one attempt per request; `policy` retries each call

@@ -1,11 +1,10 @@
-"""databricks-sdk's `WorkspaceClient` on an access's login, its own retries held to one attempt.
+"""databricks-sdk's configuration for an access's login, its own retries held to one attempt.
 
 Imported only by `DatabricksAccess.workspace()`: it imports databricks-sdk (an extra).
 """
 
 from __future__ import annotations
 
-from databricks.sdk import WorkspaceClient
 from databricks.sdk.clock import Clock as SdkClock
 from databricks.sdk.config import Config
 
@@ -32,9 +31,10 @@ class OneAttempt(SdkClock):
         self._skipped += max(0.0, seconds) + SDK_RETRY_BUDGET_S
 
 
-def workspace_client(login: Login, *, timeout_s: int, clock: Clock) -> WorkspaceClient:
-    """The client for `login` (auth type pinned); each request one attempt, `timeout_s` long."""
-    cfg = Config(
+def sdk_config(login: Login, *, timeout_s: int, clock: Clock) -> Config:
+    """The `WorkspaceClient` config for `login` (auth type pinned); each request one attempt,
+    `timeout_s` long."""
+    return Config(
         **login.sdk_config(),
         http_timeout_seconds=timeout_s,
         retry_timeout_seconds=SDK_RETRY_BUDGET_S,
@@ -43,4 +43,3 @@ def workspace_client(login: Login, *, timeout_s: int, clock: Clock) -> Workspace
         # not needed for wheels, and a single request is what the Files API documents.
         disable_experimental_files_api_client=True,
     )
-    return WorkspaceClient(config=cfg)

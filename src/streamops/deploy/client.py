@@ -18,7 +18,7 @@ from streamops.clock import WaitTimeout, poll
 from streamops.errors import DeployError, RunWaitTimeout
 
 if TYPE_CHECKING:
-    from streamops.databricks_access.hook import StreamopsDatabricksHook
+    from streamops.databricks_access.hook import StreamopsHook
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class LiveJob:
     settings: dict[str, Any]
 
 
-def find_job(hook: StreamopsDatabricksHook, name: str) -> LiveJob | None:
+def find_job(hook: StreamopsHook, name: str) -> LiveJob | None:
     """The live job called `name` with its full settings, or None; two such jobs is an error."""
     found = hook.list_jobs(job_name=name)
     if not found:
@@ -42,7 +42,7 @@ def find_job(hook: StreamopsDatabricksHook, name: str) -> LiveJob | None:
     return LiveJob(job_id, hook.get_job(job_id).get("settings", {}))
 
 
-def create_job(hook: StreamopsDatabricksHook, settings: dict[str, Any]) -> int:
+def create_job(hook: StreamopsHook, settings: dict[str, Any]) -> int:
     """Create the job exactly once, even when an answer is lost (timeout, 5xx after commit)."""
     name = settings["name"]
 
@@ -61,7 +61,7 @@ def create_job(hook: StreamopsDatabricksHook, settings: dict[str, Any]) -> int:
     return hook.policy.run(attempt, give_up=give_up)
 
 
-def reset_job(hook: StreamopsDatabricksHook, job_id: int, settings: dict[str, Any]) -> None:
+def reset_job(hook: StreamopsHook, job_id: int, settings: dict[str, Any]) -> None:
     """Replace the job's settings. Permissions are not settings: `governance.apply_permissions`
     sets them (the provider's reset_job would PATCH them too, from an access_control_list)."""
     if "access_control_list" in settings:
@@ -69,17 +69,17 @@ def reset_job(hook: StreamopsDatabricksHook, job_id: int, settings: dict[str, An
     hook.reset_job(str(job_id), settings)
 
 
-def set_paused(hook: StreamopsDatabricksHook, job_id: int, paused: bool) -> None:
+def set_paused(hook: StreamopsHook, job_id: int, paused: bool) -> None:
     status = "PAUSED" if paused else "UNPAUSED"
     hook.update_job(job_id, {"continuous": {"pause_status": status}})  # type: ignore[arg-type]
 
 
-def active_runs(hook: StreamopsDatabricksHook, job_id: int) -> list[int]:
+def active_runs(hook: StreamopsHook, job_id: int) -> list[int]:
     return hook.list_active_runs(job_id)
 
 
 def cancel_and_wait(
-    hook: StreamopsDatabricksHook,
+    hook: StreamopsHook,
     run_ids: list[int],
     *,
     timeout_s: float = 900,
@@ -112,7 +112,7 @@ def cancel_and_wait(
 
 
 def run_now(
-    hook: StreamopsDatabricksHook,
+    hook: StreamopsHook,
     job_id: int,
     *,
     python_params: list[str] | None = None,
@@ -127,5 +127,5 @@ def run_now(
     return int(hook.run_now(body))
 
 
-def run_url(hook: StreamopsDatabricksHook, run_id: int) -> str:
+def run_url(hook: StreamopsHook, run_id: int) -> str:
     return str(hook.get_run_page_url(run_id))

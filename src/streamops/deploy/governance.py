@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from databricks.sdk.service import jobs
 
     from streamops.bundle import Bundle, Job
-    from streamops.databricks_access.hook import StreamopsDatabricksHook
+    from streamops.databricks_access.hook import StreamopsHook
 
 ACL_TAG = "streamops_acl"
 
@@ -109,7 +109,7 @@ def health(bundle: Bundle, job: Job) -> jobs.JobsHealthRules | None:
     )
 
 
-def apply_permissions(hook: StreamopsDatabricksHook, bundle: Bundle, job_id: int) -> list[str]:
+def apply_permissions(hook: StreamopsHook, bundle: Bundle, job_id: int) -> list[str]:
     """Give each declared group its level on an existing job (Permissions API update, only when
     something differs); returns notes on groups that hold access the bundle no longer grants:
     the update cannot revoke, and revoking silently by replacing the whole list could remove
