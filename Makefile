@@ -84,7 +84,7 @@ chromium:
 	  apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
 test: setup chromium
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 lint: setup
 	$(VENV)/bin/ruff check src tests jobs dags plugins bench
