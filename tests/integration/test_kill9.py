@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -44,6 +44,20 @@ def _bundle_file(tmp_path: Path, topic: str) -> Path:
     return path
 
 
+# Every job process a test started, so that a failing test leaves no driver (and its JVM) running
+# on into the rest of the suite.
+_STARTED: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_job_left_running() -> Iterator[None]:
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            _kill9(proc)
+
+
 def _start(bundle: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
     # The environment carries the session broker's stack dir (SASL credentials) and the jars.
     env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1")
@@ -53,8 +67,10 @@ def _start(bundle: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
     else:
         cmd = [sys.executable, "-m", "tests.integration.crash_driver", str(bundle),
                "claims_hourly", *extra]  # fmt: skip
-    return subprocess.Popen(cmd, cwd=PROJECT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=PROJECT, env=env, stdout=log.open("ab"),
+                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    _STARTED.append(proc)
+    return proc
 
 
 def _wait(
@@ -77,6 +93,8 @@ def _kill9(proc: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.mark.slow
+# Eleven cold starts of a Spark driver on 2 cores; every wait inside is bounded on its own.
+@pytest.mark.timeout(1200)
 def test_exactly_once_through_repeated_kill_minus_9(
     tmp_path: Path, local_stack: LocalStack, new_topic: Callable[..., str]
 ) -> None:
