@@ -20,6 +20,10 @@ JVM_SRC  := $(LOCAL_PKG)/jvm
 JVM_DIR  := $(CACHE)/jvm
 M2_REPO  := $(abspath $(CACHE)/m2)
 JVM_STAMP := $(JVM_DIR)/.stamp-$(shell cat $(JVM_SRC)/*/pom.xml $(JVM_SRC)/*/jars.lock | sha1sum | cut -c1-12)
+# The local Databricks runtime's wheelhouse (tests/dbr_runtime): lock-pinned wheels of the
+# dependencies Databricks Runtime 18 does not preinstall, so cluster runs in tests install offline.
+DBR_WHEELS := $(CACHE)/dbr/wheels
+DBR_STAMP  := $(DBR_WHEELS)/.stamp-$(shell cat requirements.lock pyproject.toml tests/dbr_runtime/packages.py 2>/dev/null | sha1sum | cut -c1-12)
 # pip's per-machine config may list local mirrors that do not exist; that noise is not ours.
 PIP_QUIET := grep -v -e "is ignored: it is neither a file nor a directory" || true
 
@@ -44,7 +48,13 @@ check-tools:
 	@command -v npm >/dev/null || { echo "Node.js 20 + npm are required for Azurite: apt-get install -y nodejs npm"; exit 1; }
 	@command -v mvn >/dev/null || { echo "Maven 3.8+ is required to fetch the pinned JVM jars: apt-get install -y maven"; exit 1; }
 
-setup: check-tools $(PY_STAMP) $(NODE_STAMP) $(JVM_STAMP)
+setup: check-tools $(PY_STAMP) $(NODE_STAMP) $(JVM_STAMP) $(DBR_STAMP)
+
+$(DBR_STAMP): $(PY_STAMP) requirements.lock pyproject.toml tests/dbr_runtime/packages.py
+	@echo "==> downloading the local Databricks runtime's wheelhouse into $(DBR_WHEELS)"
+	@$(PY) -m tests.dbr_runtime.wheelhouse $(DBR_WHEELS) 2>&1 | $(PIP_QUIET)
+	@test -f $(DBR_WHEELS)/wheelhouse.json  # written only when every wheel is there
+	@rm -f $(DBR_WHEELS)/.stamp-*; touch $@
 
 $(JVM_STAMP): $(wildcard $(JVM_SRC)/*/pom.xml) $(wildcard $(JVM_SRC)/*/jars.lock)
 	@for set in spark kafka; do \

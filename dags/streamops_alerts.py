@@ -1,10 +1,12 @@
 """Alert watchdog: every 5 minutes, evaluate every alert rule of bundle.yml from the exported
 metrics (local JSON lines, or Log Analytics with azure-monitor-query), page new breaches and
-resolve recovered ones. Thin: the work is `streamops.monitoring.alerts.evaluate.watchdog`.
+resolve recovered ones; every deployed query that started must report (the deploy record).
+Thin: the work is `streamops.deploy.watch.watchdog`.
 
 The jobs page on per-batch rules themselves (fast path); this DAG is the only path that sees a
 dead or stalled job, and when the alert query itself fails it pages "monitoring is blind".
-The target comes from $STREAMOPS_TARGET (default 'local').
+The target comes from $STREAMOPS_TARGET: a running task without it fails, naming it (parsing
+falls back to 'local').
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ with DAG(
     @task(execution_timeout=timedelta(minutes=3))
     def watchdog() -> dict[str, Any]:
         """One round: evaluate, page, resolve; the summary goes to the log and XCom."""
+        from streamops.entry import task_bundle
         from streamops.entry import watchdog as run_watchdog
 
-        return run_watchdog(BUNDLE)
+        return run_watchdog(task_bundle(BUNDLE))
 
     watchdog()

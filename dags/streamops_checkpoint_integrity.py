@@ -5,7 +5,8 @@ problems. Thin: the work is `streamops.checkpoint.integrity.check_and_page`.
 One mapped task per job, so one broken checkpoint does not hide the others; a task with problems
 pages once (dedup key `streamops/<target>/checkpoint/<job>`) and fails, without retries (the
 next scheduled run checks again). A job that never ran is reported as missing, not failed.
-Schedule: `targets.<target>.checkpoints.integrity_schedule`; target from $STREAMOPS_TARGET.
+Schedule: `targets.<target>.checkpoints.integrity_schedule`; target from $STREAMOPS_TARGET (a
+running task without it fails, naming it).
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ with DAG(
     @task(max_active_tis_per_dag=4)
     def integrity(job: str) -> dict[str, Any]:
         """Check and back up one job's checkpoints; pages and fails on problems."""
-        from streamops.entry import check_and_page, local_broker
+        from streamops.entry import check_and_page, local_broker, task_bundle
 
         # The broker checks find the local target's 'embedded' broker only when the task runs.
-        return check_and_page(BUNDLE.with_local_broker(local_broker), job)
+        return check_and_page(task_bundle(BUNDLE).with_local_broker(local_broker), job)
 
     integrity.expand(job=list(BUNDLE.jobs))

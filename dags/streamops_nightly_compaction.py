@@ -3,9 +3,9 @@ safe VACUUM, one report per table. Thin: the work is `streamops.compaction.night
 
 One mapped task per table, so a failing table does not stop the others; each retries
 `compaction.task_retries` times and pages on its last failure. Schedule and time zone come from
-`compaction:` in bundle.yml; the target from $STREAMOPS_TARGET (default 'local'). On the local
-target a task runs the SQL through a Spark session it starts only when its table has something
-to run; on Databricks targets through the bundle's SQL warehouse.
+`compaction:` in bundle.yml; the target from $STREAMOPS_TARGET (a running task without it fails,
+naming it). On the local target a task runs the SQL through a Spark session it starts only when
+its table has something to run; on Databricks targets through the bundle's SQL warehouse.
 """
 
 from __future__ import annotations
@@ -40,18 +40,18 @@ with DAG(
     @task(max_active_tis_per_dag=2)
     def compact(table: str) -> dict[str, Any]:
         """Compact one table; the report goes to the task log, XCom, JSON and metrics."""
-        from streamops.entry import nightly_table
+        from streamops.entry import nightly_table, task_bundle
 
         ti = get_current_context()["ti"]
         return nightly_table(
-            BUNDLE, table, attempt=ti.try_number, attempts=SETTINGS.task_retries + 1
+            task_bundle(BUNDLE), table, attempt=ti.try_number, attempts=SETTINGS.task_retries + 1
         )
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def summary(reports: list[dict[str, Any] | None]) -> dict[str, Any]:
         """One line per table; fails the run (after every table ran) if one failed."""
-        from streamops.entry import summarize
+        from streamops.entry import summarize, task_bundle
 
-        return summarize(BUNDLE, list(reports))
+        return summarize(task_bundle(BUNDLE), list(reports))
 
     summary(compact.expand(table=list(BUNDLE.spec.tables)))

@@ -2,6 +2,11 @@
 
 Tests run the real Airflow Databricks provider against it and assert the exact requests.
 Faults are scripted per endpoint: `server.fail("POST", "/api/2.2/jobs/create", Fault(...))`.
+
+`FakeJobsApi(runtime)` also acts as the job cluster: run-now, runs/submit and continuous jobs
+really execute through the runtime (tests/fake_runs.py), with secrets from the local Secrets API
+(tests/fake_secrets.py). Without a runtime, job runs are scripted (`Run`, `finish_runs_after`)
+and runs/submit calls `on_submit`.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from tests.fake_jobs_shapes import job_response, list_entry, stored_settings
+from tests.fake_runs import Runtime, RuntimeEndpoints, submit_refusal
+from tests.fake_secrets import SECRETS, SecretsApi, masked
 from tests.fake_workspace import SERVICE_PRINCIPALS, WorkspaceFilesMixin
 
 
@@ -122,6 +129,9 @@ class CompactionEndpoints:
             return 200, info
         ep = path.removeprefix("/api/2.2/jobs/")
         if method == "POST" and ep == "runs/submit":
+            refusal = submit_refusal(body)
+            if refusal:
+                return 400, {"error_code": "INVALID_PARAMETER_VALUE", "message": refusal}
             CompactionEndpoints._next_submit += 2
             run = SubmittedRun(self._next_submit, self._next_submit + 1, body)
             self.submitted[run.run_id] = run
@@ -153,9 +163,15 @@ class CompactionEndpoints:
         return None
 
 
-class FakeJobsApi(CompactionEndpoints, WorkspaceFilesMixin):
-    def __init__(self) -> None:
+class FakeJobsApi(CompactionEndpoints, RuntimeEndpoints, WorkspaceFilesMixin):
+    def __init__(
+        self, runtime: Runtime | None = None, *, restart_backoff: tuple[float, float] = (0.05, 1.0)
+    ) -> None:
+        """`runtime` runs what run-now / runs/submit / continuous jobs ask for; a continuous job
+        restarts after `restart_backoff[0]` s, doubling per failure in a row up to `[1]`."""
         self._compaction_init()
+        self._runtime_init(runtime, restart_backoff)
+        self.secrets = SecretsApi()
         self.state = JobsApiState()
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -169,6 +185,7 @@ class FakeJobsApi(CompactionEndpoints, WorkspaceFilesMixin):
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stop_runtime()  # first: a running job may still be calling this server
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -193,7 +210,17 @@ class FakeJobsApi(CompactionEndpoints, WorkspaceFilesMixin):
 
     def start_run(self, job_id: int) -> int:
         with self.lock:
+            if self.runtime is not None:
+                return int(self._run_now({"job_id": job_id})[1]["run_id"])
             return self._new_run(job_id, {})
+
+    def put_secret(
+        self, scope: str, key: str, value: str, readers: list[str] | None = None
+    ) -> None:
+        """A secret in the local Secrets API (its scope created if missing, managed by the
+        creator), readable by each of `readers` (users, groups, service principals' ids)."""
+        with self.lock:
+            self.secrets.put(scope, key, value, tuple(readers or ()))
 
     def connection_uri(self) -> str:
         """An Airflow connection (JSON form) for this server: schema http, port apart."""
@@ -277,13 +304,19 @@ class FakeJobsApi(CompactionEndpoints, WorkspaceFilesMixin):
         return run.run_id
 
     def handle(self, method: str, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if path.startswith(SECRETS):
+            return self.secrets.handle(method, path, body)
+        s = self.state
+        ep = path.removeprefix("/api/2.2/jobs/")
+        if self.runtime is not None:  # runs really execute: tests/fake_runs.py
+            answered = self.handle_runtime(method, ep, body)
+            if answered is not None:
+                return answered
         compaction = self.handle_compaction(method, path, body)
         if compaction is not None:
             return compaction
         if path.startswith(PERMISSIONS):
             return self.handle_permissions(method, int(path.removeprefix(PERMISSIONS)), body)
-        s = self.state
-        ep = path.removeprefix("/api/2.2/jobs/")
         if method == "GET" and ep == "list":
             name = body.get("name")
             jobs = [list_entry(i, st) for i, st in s.jobs.items() if name in (None, st.get("name"))]
@@ -300,6 +333,7 @@ class FakeJobsApi(CompactionEndpoints, WorkspaceFilesMixin):
             acl = body.pop("access_control_list", [])
             job_id = self._create(body)
             s.acl[job_id] = {e["group_name"]: e["permission_level"] for e in acl}
+            self.continuous_changed(job_id)
             return 200, {"job_id": job_id}
         if method == "POST" and ep in ("reset", "update"):
             jid = int(body["job_id"])
@@ -309,6 +343,7 @@ class FakeJobsApi(CompactionEndpoints, WorkspaceFilesMixin):
                 for k, v in body["new_settings"].items():
                     base = s.jobs[jid].get(k)
                     s.jobs[jid][k] = {**base, **v} if isinstance(base, dict) else v
+            self.continuous_changed(jid)
             return 200, {}
         if method == "POST" and ep == "run-now":
             token = body.get("idempotency_token")
@@ -368,7 +403,7 @@ def _handler(api: FakeJobsApi) -> type[BaseHTTPRequestHandler]:
             if self.headers.get("Authorization") != "Bearer dapi-test-token":
                 return self._send(401, {"error_code": "UNAUTHENTICATED"})
             with api.lock:
-                api.state.calls.append(Call(method, url.path, body))
+                api.state.calls.append(Call(method, url.path, masked(body)))
                 queue = api.state.faults.get((method, url.path))
                 fault = queue.pop(0) if queue else None
                 if fault is None or fault.commit:

@@ -83,3 +83,46 @@ def list_entry(job_id: int, settings: dict[str, Any]) -> dict[str, Any]:
     brief = {k: v for k, v in settings.items() if k not in ("tasks", "job_clusters")}
     return {"job_id": job_id, "creator_user_name": CREATOR, "created_time": CREATED_TIME,
             "settings": brief}  # fmt: skip
+
+
+# --- runs (runs/get, runs/list, runs/get-output) ------------------------------------------------
+
+# runs/get-output: "Databricks restricts this API to return the last 5 MB of these logs."
+LOG_TAIL = 5 * 1024 * 1024
+# Jobs API 2.2 `status.state` (RunLifecycleStateV2State) of each 2.0 `life_cycle_state`.
+_STATUS_STATE = {
+    "INTERNAL_ERROR": "TERMINATED",
+    "SKIPPED": "TERMINATED",
+    "WAITING_FOR_RETRY": "WAITING",
+}
+# `status.termination_details.type` of each termination code this server uses.
+_TERMINATION_TYPE = {
+    "SUCCESS": "SUCCESS",
+    "USER_CANCELED": "SUCCESS",
+    "RUN_EXECUTION_ERROR": "CLIENT_ERROR",
+    "CLUSTER_ERROR": "CLIENT_ERROR",
+    "MAX_CONCURRENT_RUNS_EXCEEDED": "CLIENT_ERROR",
+    "SKIPPED": "SUCCESS",
+}
+
+
+def run_state(
+    life_cycle: str, result: str, message: str, code: str, user_ended: bool
+) -> dict[str, Any]:
+    """The `state` (what the Airflow provider reads: life_cycle_state, result_state once ended,
+    state_message) and the 2.2 `status` (state, termination_details) of a run or task run."""
+    state: dict[str, Any] = {
+        "life_cycle_state": life_cycle,
+        "state_message": message,
+        "user_cancelled_or_timedout": user_ended,
+    }
+    if result:
+        state["result_state"] = result
+    status: dict[str, Any] = {"state": _STATUS_STATE.get(life_cycle, life_cycle)}
+    if status["state"] == "TERMINATED":
+        status["termination_details"] = {
+            "code": code,
+            "type": _TERMINATION_TYPE.get(code, "INTERNAL_ERROR"),
+            "message": message,
+        }
+    return {"state": state, "status": status}

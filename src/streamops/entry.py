@@ -14,7 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from streamops.bundle import Bundle, default_target, load
+    from streamops.bundle import Bundle, default_target, load, task_bundle
     from streamops.checkpoint.integrity import check_and_page
     from streamops.compaction.cluster import cluster_main
     from streamops.compaction.databricks_job import JobRequest
@@ -23,9 +23,9 @@ if TYPE_CHECKING:
     from streamops.deploy import actions as deploy_actions
     from streamops.deploy.actions import check_request
     from streamops.deploy.faults import Remote, explained
+    from streamops.deploy.watch import watchdog
     from streamops.errors import DeployError, StreamopsError, UsageError
     from streamops.localstack import local_broker
-    from streamops.monitoring.alerts.evaluate import watchdog
     from streamops.runner.entry import run_from_args
 
 # name -> "module:attribute" (or "module" for a module itself); mirrors the imports above.
@@ -34,6 +34,7 @@ _WHERE: dict[str, str] = {
     "Bundle": "streamops.bundle:Bundle",
     "default_target": "streamops.bundle:default_target",
     "load": "streamops.bundle:load",
+    "task_bundle": "streamops.bundle:task_bundle",
     "local_broker": "streamops.localstack:local_broker",
     "DeployError": "streamops.errors:DeployError",
     "StreamopsError": "streamops.errors:StreamopsError",
@@ -42,7 +43,8 @@ _WHERE: dict[str, str] = {
     "check_and_page": "streamops.checkpoint.integrity:check_and_page",
     "nightly_table": "streamops.compaction.nightly:nightly_table",
     "summarize": "streamops.compaction.nightly:summarize",
-    "watchdog": "streamops.monitoring.alerts.evaluate:watchdog",
+    # every deployed query that started, from the deploy record, then the alert rules
+    "watchdog": "streamops.deploy.watch:watchdog",
     "DatabricksAccess": "streamops.databricks_access:DatabricksAccess",
     "deploy_actions": "streamops.deploy.actions",
     "check_request": "streamops.deploy.actions:check_request",
@@ -73,6 +75,7 @@ __all__ = [
     "nightly_table",
     "run_from_args",
     "summarize",
+    "task_bundle",
     "watchdog",
 ]
 

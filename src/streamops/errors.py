@@ -76,6 +76,16 @@ class SinkError(StreamopsError):
     """A Delta sink cannot be written or read as expected."""
 
 
+class QueryStoppedError(StreamopsError):
+    """A streaming query of a job ended without an error while nobody asked the job to stop: a
+    run that ended 0 then would be a silent outage, so the runner exits non-zero (Databricks
+    restarts the run)."""
+
+    def __init__(self, message: str, *, job: str, query: str):
+        super().__init__(message)
+        self.job, self.query = job, query
+
+
 class LocalStackError(StreamopsError):
     """A local component (broker, Azurite) could not be installed, started or reached."""
 
@@ -120,6 +130,15 @@ class CheckpointError(StreamopsError):
 class CheckpointGuardError(CheckpointError):
     """Starting or deploying would silently restart a query from scratch (its checkpoint moved,
     vanished while the sink holds data, was reset, or its query name changed)."""
+
+
+class StorageAccessError(StreamopsError):
+    """A storage location the driver reads cannot be reached with the login it has (missing,
+    refused, or misconfigured); one line naming the location and the fix."""
+
+
+class MonitoringLoginError(StreamopsError):
+    """The metric exporter cannot log in to Azure Monitor as configured (which login, why, fix)."""
 
 
 class WorkspaceAccessError(StreamopsError):

@@ -22,6 +22,7 @@ from streamops.pipeline.commit_meta import BatchCommit, from_commit_info
 from streamops.pipeline.progress import BatchProgress
 from streamops.pipeline.sinks import BatchWrite, GoldWriter, SinkSpec, ensure_table
 from streamops.runner.job import run_job
+from streamops.runner.stopping import StopRequest
 from tests.integration.helpers import expected_hourly, kafka_conf, local_bundle, table_rows
 
 START = utc("2026-11-24T06:00:00Z")
@@ -46,16 +47,17 @@ def test_stop_mid_stream_then_restart_is_exactly_once(
                       n=800, malformed=7, late=6, too_late=4, seed=32, first_index=1600)  # fmt: skip
     produce(kafka_conf(bundle), topic, phase1)
 
-    # Run 1: the bundle's processingTime trigger (1 s here); stopped as soon as gold has
-    # completed two batches, so the job dies while it still has phase 1 to read (the batches
-    # running then are cut off and must be replayed from the checkpoints).
+    # Run 1: the bundle's processingTime trigger (1 s here); asked to stop (as SIGTERM does) as
+    # soon as gold has completed two batches, so the job stops while it still has phase 1 to
+    # read (the batches running then are cut off and must be replayed from the checkpoints).
+    stop = StopRequest()
+
     def stop_after_two(b: BatchProgress) -> None:
         if b.query_name == job.query_name and b.batch_id >= 1:
-            for q in spark.streams.active:
-                if q.name in (job.query_name, job.bronze_query_name):
-                    q.stop()
+            stop.request("test")
 
-    run1 = run_job(bundle, "claims_hourly", spark, timeout_s=300, on_batch=stop_after_two)
+    run1 = run_job(bundle, "claims_hourly", spark, timeout_s=300, on_batch=stop_after_two,
+                   stop=stop)  # fmt: skip
     assert not any(q.name == job.query_name for q in spark.streams.active)
     assert len(run1.batches) >= 2 and run1.input_rows < len(phase1.events)
     assert [b.batch_id for b in run1.batches] == list(range(len(run1.batches)))

@@ -1,9 +1,10 @@
 """One storage login per location, one rendering per library: a real Delta table read through
 delta-rs (`.deltalake()`) and listed through fsspec/adlfs (`.adlfs()`) for every kind of target
 location: a local folder (local target), Azurite with an account key given the way a deploy
-gives it ($STREAMOPS_STORAGE_OPTIONS, on a Databricks target), and the job cluster's own login
-(service principal, managed identity), which cannot log in here: its renderings are checked for
-what each library needs (every delta-rs value a string, nothing missing)."""
+gives it ($STREAMOPS_STORAGE_OPTIONS, on a Databricks target), and a service principal, which
+cannot log in here: its renderings are checked for what each library needs (every delta-rs value
+a string, nothing missing). On the job cluster the readers go through the cluster's Spark session
+(tests/integration/test_cluster_fs.py)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,6 @@ from tests.stack_fixtures import PROJECT
 
 SHIPPED = PROJECT / "bundle.yml"
 ROWS = pa.table({"id": [1, 2, 3], "region": ["eu", "us", "eu"]})
-SP_SECRET_VAR = "STREAMOPS_SECRET_STREAMOPS_DEV_ADLS_CLIENT_SECRET"
 
 
 @pytest.fixture(autouse=True)
@@ -84,20 +84,28 @@ def test_the_job_clusters_logins_render_complete_string_options(
 ) -> None:
     import adlfs
 
-    monkeypatch.setenv(SP_SECRET_VAR, "sp-secret")
-    dev = dataclasses.replace(load(SHIPPED, "dev"), on_cluster=True)
+    # A service principal given to a reader off the cluster: every option a complete string.
+    sp_options = {
+        "account_name": "streamopsdev",
+        "tenant_id": "0f1e2d3c-4b5a-4968-8776-655443322110",
+        "client_id": "5a6b7c8d-1e2f-4a3b-8c4d-5e6f7a8b9c0d",
+        "client_secret": "sp-secret",
+    }
+    monkeypatch.setenv("STREAMOPS_STORAGE_OPTIONS", json.dumps(sp_options))
+    dev = load(SHIPPED, "dev")
     sp = dev.runtime.storage(f"{dev.checkpoint_root}/claims_hourly")
     assert sp.kind == "service_principal"
-    complete = {"account_name", "tenant_id", "client_id", "client_secret"}
     for rendered in (sp.deltalake(), sp.adlfs()):
-        assert set(rendered) == complete
-        assert all(isinstance(v, str) and v for v in rendered.values()), rendered.keys()
+        assert rendered == sp_options
     # adlfs takes the options as they are (building the filesystem does no I/O; logging in
     # would need Entra ID, which is not reachable from here).
     fs = adlfs.AzureBlobFileSystem(**sp.adlfs(), skip_instance_cache=True)
     assert fs.account_name == "streamopsdev"
-    prod = dataclasses.replace(load(SHIPPED, "prod"), on_cluster=True)
-    identity = prod.runtime.storage(prod.checkpoint_root)
-    assert identity.kind == "cluster_identity"
-    assert identity.deltalake() == {"account_name": "streamopsprod"}
-    assert identity.adlfs() == {"account_name": "streamopsprod", "anon": False}
+    # On the job cluster (issue 19) both logins go through the cluster's Spark session: no
+    # Python-side login, so no option of either library to get wrong (a bool, a missing key).
+    monkeypatch.delenv("STREAMOPS_STORAGE_OPTIONS")
+    for target in ("dev", "prod"):
+        bundle = dataclasses.replace(load(SHIPPED, target), on_cluster=True)
+        login = bundle.runtime.storage(bundle.checkpoint_root)
+        assert login.kind == "cluster_spark"
+        assert login.adlfs() == {"protocol": "streamops-spark"}

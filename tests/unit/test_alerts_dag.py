@@ -7,6 +7,8 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from tests.airflow_env import configure
 
 HOME = configure()
@@ -15,8 +17,15 @@ ROOT = Path(__file__).resolve().parents[2]
 from tests.unit.test_deploy_dag import airflow_db  # noqa: E402, F401
 
 
-def test_watchdog_dag_pages_a_dead_job(airflow_db: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_watchdog_dag_pages_a_dead_job(
+    airflow_db: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from airflow.dag_processing.dagbag import DagBag
+
+    # A worker names its target: a running task without STREAMOPS_TARGET fails.
+    monkeypatch.setenv("STREAMOPS_TARGET", "local")
 
     from streamops.bundle import load
     from streamops.monitoring import metrics as m

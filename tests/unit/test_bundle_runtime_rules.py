@@ -142,10 +142,12 @@ def test_a_sources_credentials_are_secret_references_only(tmp_path: Path) -> Non
     assert "literal value" in p.message and "svc-telemetry" not in p.render()
 
 
-def test_a_sources_non_databricks_secret_is_a_warning_on_databricks(tmp_path: Path) -> None:
+def test_a_sources_non_databricks_secret_is_an_error_on_databricks(tmp_path: Path) -> None:
     text = _telemetry_security(
         "      protocol: SASL_SSL\n      sasl_mechanism: PLAIN\n"
         "      username: '{{env/TEL_USER}}'\n      password: '{{secrets/tel/kafka-password}}'\n"
     )
-    p = only(warnings_of(write(tmp_path, text), "prod"), "sources.telemetry.security.username")
+    # an error since issue 19 (was a warning): the cluster cannot resolve it
+    p = only(problems(write(tmp_path, text), "prod"), "sources.telemetry.security.username")
+    assert p.severity == "error"
     assert "{{env/TEL_USER}}" in p.message and "secret scope" in p.fix

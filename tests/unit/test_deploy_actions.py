@@ -36,6 +36,8 @@ EXPECTED_SETTINGS: dict[str, Any] = {
     "max_concurrent_runs": 1,
     "timeout_seconds": 0,
     "queue": {"enabled": False},
+    # A streaming job is continuous by default: Databricks restarts it after any exit.
+    "continuous": {"pause_status": "UNPAUSED", "task_retry_mode": "ON_FAILURE"},
     "tags": {
         "managed_by": "streamops",
         "streamops_project": "streamops-demo",
@@ -52,7 +54,9 @@ EXPECTED_SETTINGS: dict[str, Any] = {
         "spark_env_vars": {"PYSPARK_PYTHON": "/databricks/python3/bin/python3",
             "STREAMOPS_SECRET_STREAMOPS_PROD_KAFKA_USER": "{{secrets/streamops-prod/kafka-user}}",
             "STREAMOPS_SECRET_STREAMOPS_PROD_KAFKA_PASSWORD":
-                "{{secrets/streamops-prod/kafka-password}}"}}}],
+                "{{secrets/streamops-prod/kafka-password}}",
+            "STREAMOPS_SECRET_STREAMOPS_PROD_PAGERDUTY_ROUTING_KEY":
+                "{{secrets/streamops-prod/pagerduty-routing-key}}"}}}],
     "run_as": {"service_principal_name": RUN_AS},
     "email_notifications": {"on_failure": ["streamops-oncall@example.com"],
                             "on_streaming_backlog_exceeded": ["streamops-oncall@example.com"]},
@@ -65,10 +69,7 @@ EXPECTED_SETTINGS: dict[str, Any] = {
         "job_cluster_key": "streamops",
         "spark_python_task": {"python_file": f"{ROOTW}/jobs/stream.py", "parameters": PARAMS},
         "libraries": [{"whl": f"{ROOTW}/dist/streamops-0.1.0-py3-none-any.whl"}],
-        "timeout_seconds": 0,
-        "max_retries": -1,
-        "min_retry_interval_millis": 60000,
-        "retry_on_timeout": False,
+        "timeout_seconds": 0,  # no task retry fields: the Jobs API refuses them on continuous jobs
     }],
 }  # fmt: skip
 
@@ -133,17 +134,17 @@ def test_create_then_noop_redeploy(api: FakeJobsApi, access: Any, bundle: Any) -
     res = actions.deploy(access, bundle, JOB, token="t1")
     assert res.plan is not None and res.plan.action == "create"
     writes = api.writes()
-    assert writes == [
-        ("create", _expected_body(bundle)),
-        ("run-now", {"job_id": res.job_id, "idempotency_token": "t1"}),
-    ]
-    assert res.run_url == f"{api.url}/jobs/{res.job_id}/runs/{res.run_id}"
+    # A continuous job starts when it is created (unpaused): no run-now.
+    assert writes == [("create", _expected_body(bundle))]
+    assert res.run_id is None
     api.state.calls.clear()
     again = actions.deploy(access, bundle, JOB)
     assert again.plan is not None and again.plan.action == "unchanged"
     assert api.writes() == []  # nothing changed, nothing restarted
-    assert [c.path for c in api.calls()] == ["/api/2.2/jobs/list", "/api/2.2/jobs/get",
-                                             *["/api/2.0/workspace/get-status"] * 4]  # fmt: skip
+    paths = [c.path for c in api.calls()]
+    assert paths[:2] == ["/api/2.2/jobs/list", "/api/2.2/jobs/get"] and len(paths) == 6
+    # prod's artifacts are in a Unity Catalog volume: checked with the Files API (HEAD).
+    assert all(p.startswith("/api/2.0/fs/files/Volumes/") for p in paths[2:])
     assert api.uploads() == []  # every file already there
 
 
@@ -240,7 +241,11 @@ def test_stop(api: FakeJobsApi, access: Any, bundle: Any) -> None:
     job_id = api.add_job(with_fingerprint(specs_from(EXPECTED_SETTINGS)).as_dict())
     run = api.start_run(job_id)
     res = actions.stop(access, bundle, JOB, poll_s=0.01)
-    assert api.writes() == [("runs/cancel", {"run_id": run})]
+    # Continuous: paused first, or Databricks would start a new run after the cancel.
+    assert api.writes() == [
+        ("update", {"job_id": job_id, "new_settings": {"continuous": {"pause_status": "PAUSED"}}}),
+        ("runs/cancel", {"run_id": run}),
+    ]
     assert res.run_id == run and api.state.runs[run].state == "TERMINATED"
 
 

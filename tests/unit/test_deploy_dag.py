@@ -78,7 +78,8 @@ def test_deploy_then_backfill_through_the_dag(airflow_db: Path, api: FakeJobsApi
     assert _states(dr) == {"check_params": "success", "run_action": "success"}
     assert [w[0] for w in api.writes()] == ["create"]  # a catch-up job is not started on deploy
     # ...after its wheel, entrypoint and bundle.yml were uploaded (databricks-sdk), where it runs
-    imported = [b["path"] for _, ep, b in api.uploads() if ep == "workspace/import"]
+    # (prod's artifact_root is a Unity Catalog volume: the Files API, one PUT per file)
+    imported = [ep.removeprefix("fs/files") for m, ep, _ in api.uploads() if m == "PUT"]
     assert [p.rsplit("/", 1)[1] for p in imported] == [
         "streamops-0.1.0-py3-none-any.whl", "stream.py", "compact.py", "bundle.yml"]  # fmt: skip
     task = api.writes()[0][1]["tasks"][0]

@@ -45,6 +45,9 @@ def test_prod_job_cluster_governance_and_health_exactly() -> None:
             "STREAMOPS_SECRET_STREAMOPS_PROD_KAFKA_USER": "{{secrets/streamops-prod/kafka-user}}",
             "STREAMOPS_SECRET_STREAMOPS_PROD_KAFKA_PASSWORD":
                 "{{secrets/streamops-prod/kafka-password}}",
+            # the pager: the job pages from the cluster
+            "STREAMOPS_SECRET_STREAMOPS_PROD_PAGERDUTY_ROUTING_KEY":
+                "{{secrets/streamops-prod/pagerduty-routing-key}}",
         },
     }}]  # fmt: skip
     assert spark_version_of(TESTED_RUNTIME) == TESTED_SPARK
@@ -95,18 +98,16 @@ def test_catch_up_jobs_have_no_backlog_rules_and_stateless_jobs_no_rocksdb() -> 
     assert cluster.STATE_STORE_PROVIDER not in cluster.spark_conf(b, stateless)
 
 
-def test_user_isolation_names_no_single_user_and_destinations_become_webhooks(
-    tmp_path: Path,
-) -> None:
+def test_notification_destinations_become_webhooks(tmp_path: Path) -> None:
+    # (This test built a USER_ISOLATION cluster too: validation now refuses that access mode.)
     text = edited(
-        ("prod:", "      data_security_mode: SINGLE_USER", "      data_security_mode: USER_ISOLATION"),
         ("prod:", "        emails: [streamops-oncall@example.com]",
          "        emails: []\n        destinations: [0a1b2c3d-pagerduty]"),
     )  # fmt: skip
     # Edited bundles sit apart from jobs/ and the wheel: their parts are built directly.
     b = load(write(tmp_path, text), "prod")
     new = cluster.cluster_spec(b, b.job(JOB)).as_dict()
-    assert new["data_security_mode"] == "USER_ISOLATION" and "single_user_name" not in new
+    assert new["data_security_mode"] == "SINGLE_USER" and new["single_user_name"] == PROD_SP
     email, hooks = governance.notifications(b, b.job(JOB))
     assert email is None and hooks is not None
     assert hooks.as_dict() == {
@@ -163,6 +164,16 @@ def test_no_secret_value_in_the_spec_while_the_job_resolves_the_same_references(
          "tables.claims_hourly.name", "not a three-part"),
         ("      dcr_immutable_id: dcr-0000000000000000000000000000000f\n", "",
          "targets.prod.monitoring", "the default on Databricks targets"),
+        # Standard (shared) access mode forbids sparkContext, the JVM gateway and driver state.
+        ("      data_security_mode: SINGLE_USER\n      storage: {via: unity_catalog}",
+         "      data_security_mode: USER_ISOLATION\n      storage: {via: unity_catalog}",
+         "targets.prod.databricks.data_security_mode", "forbids what the streaming runner uses"),
+        ("      data_security_mode: SINGLE_USER\n      storage: {via: unity_catalog}",
+         "      data_security_mode: DATA_SECURITY_MODE_STANDARD\n      storage: {via: unity_catalog}",
+         "targets.prod.databricks.data_security_mode", "standard (shared) access mode"),
+        # The job's code needs a place that does not expire: no silent /Workspace default.
+        ("      artifact_root: /Volumes/main/streamops/artifacts/streamops-demo\n", "",
+         "targets.prod.databricks", "no `artifact_root`"),
     ],
 )  # fmt: skip
 def test_bad_databricks_settings_are_refused_naming_the_yaml_path(
@@ -179,7 +190,7 @@ def test_metrics_default_to_azure_monitor_on_databricks_only(tmp_path: Path) -> 
     assert load(SHIPPED, "local").target.monitoring.metrics == "jsonl"
 
 
-def test_missing_run_as_and_a_secret_the_cluster_cannot_read_are_warnings(
+def test_missing_run_as_is_a_warning_and_a_secret_the_cluster_cannot_read_an_error(
     tmp_path: Path,
 ) -> None:
     text = edited(
@@ -187,7 +198,76 @@ def test_missing_run_as_and_a_secret_the_cluster_cannot_read_are_warnings(
         ('        password: "{{secrets/streamops-prod/kafka-password}}"',
          '        password: "{{conn/kafka_prod/password}}"'),
     )  # fmt: skip
-    found = warnings_of(write(tmp_path, text), "prod")
-    assert "run_as" in only(found, "targets.prod.databricks").fix
-    w = only(found, "targets.prod.kafka.security.password")
-    assert "read by the job on the Databricks cluster" in w.message
+    found = problems(write(tmp_path, text), "prod")
+    run_as = only(found, "targets.prod.databricks")
+    assert run_as.severity == "warning" and "run_as" in run_as.fix
+    # an error since issue 19: the job would fail only once on the cluster
+    e = only(found, "targets.prod.kafka.security.password")
+    assert e.severity == "error" and "on the Databricks cluster" in e.message
+    assert "{{secrets/<scope>/<key>}}" in e.fix
+
+
+def test_standard_access_mode_names_the_fix_for_its_spelling(tmp_path: Path) -> None:
+    old = "      data_security_mode: SINGLE_USER\n      storage: {via: unity_catalog}"
+    for mode, fix in (("USER_ISOLATION", "SINGLE_USER"),
+                      ("DATA_SECURITY_MODE_STANDARD", "DATA_SECURITY_MODE_DEDICATED")):  # fmt: skip
+        text = edited(("prod:", old, old.replace("SINGLE_USER", mode)))
+        p = only(
+            problems(write(tmp_path, text), "prod"), "targets.prod.databricks.data_security_mode"
+        )
+        assert p.severity == "error" and f"data_security_mode: {fix}" in p.fix, p.render()
+
+
+def test_a_workspace_artifact_root_is_a_warning_naming_the_30_days(tmp_path: Path) -> None:
+    text = edited(
+        ("prod:", "      artifact_root: /Volumes/main/streamops/artifacts/streamops-demo",
+         "      artifact_root: /Workspace/Shared/streamops-demo/artifacts"),
+    )  # fmt: skip
+    w = only(warnings_of(write(tmp_path, text), "prod"), "targets.prod.databricks.artifact_root")
+    assert "after 30 days" in w.message and "/Volumes/<catalog>/<schema>/<volume>/" in w.fix
+    assert not [p for p in warnings_of(SHIPPED, "prod") if "artifact_root" in p.path]
+
+
+def test_streaming_jobs_are_continuous_and_catch_up_jobs_triggered_with_retries(
+    tmp_path: Path,
+) -> None:
+    d = settings("prod")
+    assert d["continuous"] == {"pause_status": "UNPAUSED", "task_retry_mode": "ON_FAILURE"}
+    # The Jobs API refuses task retry settings on a continuous job: the platform restarts it.
+    assert not {"max_retries", "min_retry_interval_millis", "retry_on_timeout"} & set(d["tasks"][0])
+    catch_up = settings("prod", "transactions_backfill")
+    assert "continuous" not in catch_up
+    assert catch_up["tasks"][0]["max_retries"] == specs.AVAILABLE_NOW_RETRIES
+    # Written `continuous: false`: a triggered job, retried without end, retry_interval apart.
+    text = edited(("    trigger: {processing_time: 2 minutes}\n",
+                   "    trigger: {processing_time: 2 minutes}\n    continuous: false\n"))  # fmt: skip
+    b = load(write(tmp_path, text), "prod")
+    assert not b.job(JOB).continuous and b.job("telemetry_5min").continuous
+    from streamops.shipping.artifacts import Artifacts
+
+    arts = Artifacts(entrypoint="/Volumes/c/s/v/stream.py", bundle_file="/Volumes/c/s/v/b.yml",
+                     wheel="/Volumes/c/s/v/streamops-0.1.0-py3-none-any.whl")  # fmt: skip
+    triggered = specs.build_job_settings(b, JOB, arts).as_dict()
+    assert "continuous" not in triggered
+    assert triggered["tasks"][0]["max_retries"] == -1
+    assert triggered["tasks"][0]["min_retry_interval_millis"] == 60_000
+
+
+def test_the_compaction_run_runs_as_the_single_user_of_its_cluster() -> None:
+    from streamops.compaction.databricks_job import JobRequest, submit_payload
+    from streamops.shipping.artifacts import Artifacts
+
+    b = load(SHIPPED, "prod")
+    root = "/Volumes/main/streamops/artifacts/streamops-demo"
+    arts = Artifacts(entrypoint=f"{root}/1/stream.py", bundle_file=f"{root}/2/bundle.yml",
+                     wheel=f"{root}/3/streamops-0.1.0-py3-none-any.whl",
+                     compact_entrypoint=f"{root}/4/compact.py")  # fmt: skip
+    body = submit_payload(b, JobRequest("claims_hourly", vacuum=True), arts)
+    cluster_spec = body["tasks"][0]["new_cluster"]
+    assert cluster_spec["data_security_mode"] == "SINGLE_USER"
+    assert body["run_as"] == {"service_principal_name": cluster_spec["single_user_name"]}
+    assert cluster_spec["single_user_name"] == PROD_SP
+    # The body is one the SDK's runs/submit takes (run_as is a JobRunAs there).
+    from databricks.sdk.service import jobs
+
+    assert jobs.JobRunAs.from_dict(body["run_as"]).service_principal_name == PROD_SP

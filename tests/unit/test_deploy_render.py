@@ -27,7 +27,8 @@ from streamops.errors import DeployError
 from streamops.shipping import artifacts, wheel
 
 ROOT = Path(__file__).resolve().parents[2]
-ART = "/Workspace/Shared/streamops-demo/.streamops/artifacts"
+# prod's databricks.artifact_root: a Unity Catalog volume (workspace files expire for jobs).
+ART = "/Volumes/main/streamops/artifacts/streamops-demo"
 
 
 @pytest.fixture
@@ -66,10 +67,13 @@ def test_render_prints_uploads_and_job_with_no_network_call(
     files = [wheel_src, ROOT / "jobs" / "stream.py", ROOT / "jobs" / "compact.py",
              ROOT / "bundle.yml"]  # fmt: skip
     assert doc["uploads"] == [
-        {"source": str(f.relative_to(ROOT)), "destination": f"{ART}/{_sha(f)[:16]}/{f.name}",
-         "sha256": _sha(f)} for f in files
+        {"source": str(f.relative_to(ROOT) if f.is_relative_to(ROOT) else f),
+         "destination": f"{ART}/{_sha(f)[:16]}/{f.name}", "sha256": _sha(f)} for f in files
     ]  # fmt: skip
     assert wheel_src.name == "streamops-0.1.0-py3-none-any.whl"
+    # Built in prod's state folder, not in the project (which may be a read-only DAG folder).
+    assert wheel_src.is_relative_to(load(ROOT / "bundle.yml", "prod").state_dir)
+    assert not wheel_src.is_relative_to(ROOT)
     wheel_dest, entry, _compact, bundle_file = (u["destination"] for u in doc["uploads"])
     settings = doc["job_settings"]
     task = settings["tasks"][0]
@@ -87,6 +91,9 @@ def test_render_prints_uploads_and_job_with_no_network_call(
     assert "{{secrets/streamops-prod/kafka-password}}" in text  # a reference, resolved there
     for governed in ("run_as", "access_control_list", "health"):
         assert settings.get(governed), governed
+    # A streaming job Databricks restarts after any exit; the API takes no task retries there.
+    assert settings["continuous"] == {"pause_status": "UNPAUSED", "task_retry_mode": "ON_FAILURE"}
+    assert not {"max_retries", "min_retry_interval_millis", "retry_on_timeout"} & set(task)
 
 
 def _tiny_project(path: Path, name: str, version: str, deps: list[str]) -> Path:

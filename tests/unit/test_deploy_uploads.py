@@ -25,8 +25,9 @@ from tests.fake_databricks import FakeJobsApi, Fault  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 JOB = "claims_hourly"
+# prod's databricks.artifact_root (a Unity Catalog volume), and a workspace folder set instead.
+VOL = "/Volumes/main/streamops/artifacts/streamops-demo"
 ART = "/Workspace/Shared/streamops-demo/.streamops/artifacts"
-VOL = "/Volumes/main/streamops/artifacts"
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def _wheel(bundle: Any) -> Path:
     return Path(artifacts.collect(bundle, JOB).uploads[0].source)
 
 
-def _expected_files(bundle: Any, root: str = ART) -> list[tuple[Path, str]]:
+def _expected_files(bundle: Any, root: str = VOL) -> list[tuple[Path, str]]:
     """(local file, remote path) of each upload, worked out here from the files' own bytes."""
     files = [_wheel(bundle), ROOT / "jobs" / "stream.py", ROOT / "jobs" / "compact.py",
              ROOT / "bundle.yml"]  # fmt: skip
@@ -65,9 +66,11 @@ def _with_root(bundle: Any, root: str) -> Any:
 def test_first_deploy_uploads_then_creates_second_sends_nothing(
     api: FakeJobsApi, access: Any, bundle: Any
 ) -> None:
+    """A workspace folder (still possible, with a validation warning): the Workspace API."""
+    bundle = _with_root(bundle, ART)
     res = actions.deploy(access, bundle, JOB, start=False)
     assert res.plan is not None and res.plan.action == "create"
-    files = _expected_files(bundle)
+    files = _expected_files(bundle, ART)
     expected: list[tuple[str, str, dict[str, Any]]] = []
     for local, remote in files:
         expected += [
@@ -99,9 +102,12 @@ def test_first_deploy_uploads_then_creates_second_sends_nothing(
 
 
 def test_volume_goes_through_the_files_api(api: FakeJobsApi, access: Any, bundle: Any) -> None:
-    b = _with_root(bundle, VOL)
+    """The default: prod's artifact_root is a Unity Catalog volume; the job reads its code there."""
+    b = bundle
+    assert artifacts.artifact_root(b) == VOL
     actions.deploy(access, b, JOB, start=False)
     files = _expected_files(bundle, VOL)
+    assert not [c for c in api.calls() if "/workspace/" in c.path]  # no Workspace API call
     heads = [c.path for c in api.calls() if c.method == "HEAD"]
     assert heads == [f"/api/2.0/fs/files{p}" for _, p in files]
     assert api.uploads() == [("PUT", f"fs/files{p}", {"overwrite": "true",
@@ -115,9 +121,10 @@ def test_volume_goes_through_the_files_api(api: FakeJobsApi, access: Any, bundle
 
 def test_lost_upload_answer_is_not_sent_twice(api: FakeJobsApi, access: Any, bundle: Any) -> None:
     """The server stored the wheel but the answer never came (timeout): the retry finds it."""
+    bundle = _with_root(bundle, ART)
     api.fail("POST", "/api/2.0/workspace/import", Fault(status=200, sleep=1.5, commit=True))
     actions.deploy(access, bundle, JOB, start=False)
-    wheel_path = _expected_files(bundle)[0][1]
+    wheel_path = _expected_files(bundle, ART)[0][1]
     imports = [b["path"] for m, ep, b in api.uploads() if ep == "workspace/import"]
     assert imports.count(wheel_path) == 1 and len(imports) == 4
     assert [p for p, _ in api.writes()] == ["create"]
@@ -126,7 +133,7 @@ def test_lost_upload_answer_is_not_sent_twice(api: FakeJobsApi, access: Any, bun
 def test_throttled_volume_upload_waits_and_retries(
     api: FakeJobsApi, access: Any, bundle: Any
 ) -> None:
-    b = _with_root(bundle, VOL)
+    b = bundle
     first = _expected_files(bundle, VOL)[0][1]
     api.fail("PUT", f"/api/2.0/fs/files{first}",
              Fault(status=429, error_code="REQUEST_LIMIT_EXCEEDED", retry_after=1))  # fmt: skip

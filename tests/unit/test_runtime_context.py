@@ -14,7 +14,7 @@ from streamops.bundle import ENV_BOOTSTRAP, load
 from streamops.bundle.kafka_settings import GeneratedSecret, KafkaClientSettings
 from streamops.bundle.models import NO_DATABRICKS
 from streamops.bundle.storage import StorageLogin, login_from_options
-from streamops.errors import BundleError, LocalStackError
+from streamops.errors import BundleError, LocalStackError, StorageAccessError
 from tests.unit.helpers import edited, write
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -296,27 +296,20 @@ def test_a_malformed_environment_login_names_the_variable_and_the_fix(
 def test_on_the_cluster_each_library_logs_in_as_the_cluster_does(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Issue 19: on the cluster every reader goes through the cluster's Spark session (the one
+    # login that works there), whatever databricks.storage says; delta-rs is not used there.
     prod = dataclasses.replace(load(PROJECT / "bundle.yml", "prod"), on_cluster=True)
-    identity = prod.runtime.storage(prod.checkpoint_root)
-    assert identity.kind == "cluster_identity"
-    assert identity.deltalake() == {"account_name": "streamopsprod"}  # delta-rs: managed identity
-    monkeypatch.setenv("STREAMOPS_SECRET_STREAMOPS_DEV_ADLS_CLIENT_SECRET", "sp-secret")
     dev = dataclasses.replace(load(PROJECT / "bundle.yml", "dev"), on_cluster=True)
-    sp = dev.runtime.storage(dev.checkpoint_root)
-    assert sp.kind == "service_principal"
-    assert (
-        sp.deltalake()
-        == sp.adlfs()
-        == {
-            "account_name": "streamopsdev",
-            "tenant_id": "0f1e2d3c-4b5a-4968-8776-655443322110",
-            "client_id": "5a6b7c8d-1e2f-4a3b-8c4d-5e6f7a8b9c0d",
-            "client_secret": "sp-secret",
-        }
-    )
-    assert "sp-secret" not in repr(sp)
-    # A location that is not ADLS gets no guessed login.
-    assert not dev.runtime.storage("s3://bucket/x").reachable
+    for bundle in (prod, dev):
+        login = bundle.runtime.storage(bundle.checkpoint_root)
+        assert login.kind == "cluster_spark"
+        assert login.adlfs() == {"protocol": "streamops-spark"}
+        with pytest.raises(StorageAccessError, match="delta-spark"):
+            login.deltalake()
+    # $STREAMOPS_STORAGE_OPTIONS still wins where it is set.
+    monkeypatch.setenv("STREAMOPS_STORAGE_OPTIONS", '{"account_name": "acct", "account_key": "k"}')
+    prod = dataclasses.replace(load(PROJECT / "bundle.yml", "prod"), on_cluster=True)
+    assert prod.runtime.storage(prod.checkpoint_root).kind == "account_key"
 
 
 def test_a_target_without_databricks_reads_as_the_defaults() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 import types
 import typing
 from pathlib import Path
@@ -12,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from streamops.bundle.kafka_settings import LocalBrokerLookup
-from streamops.bundle.models import STEP_KINDS, BundleSpec
+from streamops.bundle.models import STEP_KINDS, BundleSpec, Target
 from streamops.bundle.resolved import (
     ENV_BOOTSTRAP,
     ENV_DATABRICKS_RUNTIME,
@@ -76,7 +78,25 @@ def load(
         # Databricks sets this on every cluster: the job runs there, with the cluster's logins.
         on_cluster=not is_local and ENV_DATABRICKS_RUNTIME in os.environ,
         local_broker=local_broker,
+        state_location=_state_location(spec.targets[target], target, spec.project, p.resolve()),
     )
+
+
+def _state_location(target: Target, name: str, project: str, bundle_file: Path) -> Path | None:
+    """`targets.<t>.state_dir`; a local target's default is the bundle's .cache/ (None here); a
+    Databricks target's is `$STREAMOPS_STATE_DIR/<project>/<target>`, else a folder under the
+    OS temp dir named by user, project, the bundle's folder and target, so that two checkouts
+    on one Airflow worker never share state, and a read-only DAG folder is never written."""
+    if target.state_dir:
+        return Path(target.state_dir)
+    if target.mode == "local":
+        return None
+    base = os.environ.get(ENV_STATE_DIR)
+    if base:
+        return Path(base) / project / name
+    folder = hashlib.sha256(str(bundle_file.parent).encode()).hexdigest()[:8]
+    user = f"streamops-{os.getuid()}" if hasattr(os, "getuid") else "streamops"
+    return Path(tempfile.gettempdir()) / user / f"{project}-{folder}" / name
 
 
 def _read(p: Path, display: str) -> tuple[YamlDocument, list[Problem]]:
@@ -218,8 +238,37 @@ def _show(value: Any) -> str:
 
 
 ENV_TARGET = "STREAMOPS_TARGET"
+# Where a Databricks target's Airflow/CLI side keeps its state when bundle.yml names no folder.
+ENV_STATE_DIR = "STREAMOPS_STATE_DIR"
+# Set by Airflow in a task's environment while the task runs (not while its DAG file is parsed).
+AIRFLOW_TASK_VARS = ("AIRFLOW_CTX_DAG_ID", "AIRFLOW_CTX_TASK_ID")
 
 
 def default_target() -> str:
-    """The target a DAG or job uses when none is given: $STREAMOPS_TARGET, else 'local'."""
+    """The target a DAG file, job or the CLI uses when none is given: $STREAMOPS_TARGET, else
+    'local'. A running Airflow task may not fall back to 'local': see `task_bundle`."""
     return os.environ.get(ENV_TARGET) or "local"
+
+
+def in_airflow_task() -> bool:
+    """True while an Airflow task runs in this process (Airflow exports its context then)."""
+    return all(os.environ.get(v) for v in AIRFLOW_TASK_VARS)
+
+
+def task_bundle(parsed: Bundle) -> Bundle:
+    """The bundle a running Airflow task works on: its DAG file's (`parsed`), once the worker is
+    known to name its target. On a worker without $STREAMOPS_TARGET the DAG file parsed for
+    'local'; running that would silently want a JVM and a local broker, so it is an error."""
+    target = os.environ.get(ENV_TARGET)
+    if not target:
+        if not in_airflow_task():
+            return parsed
+        raise UsageError(
+            f"{ENV_TARGET} is not set on this Airflow worker, so this task does not know which "
+            f"target of {parsed.path.name} to run on (targets: {', '.join(parsed.spec.targets)})."
+            f" Fix: set {ENV_TARGET}=<target> in the environment of the scheduler, DAG "
+            "processor and workers (e.g. prod), or =local for a local Airflow"
+        )
+    if target == parsed.target_name:
+        return parsed
+    return load(parsed.path, target, local_broker=parsed.local_broker)

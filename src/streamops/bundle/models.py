@@ -154,9 +154,16 @@ class DatabricksSettings(Frozen):
     # --- deploy (streamops.deploy): how each job becomes a Databricks job ---------------------
     # Where bundle.yml and jobs/ are synced in the workspace; default /Workspace/Shared/<project>.
     workspace_root: str | None = None
-    # Where deploy uploads the project's wheel, jobs/stream.py and bundle.yml, each under a folder
-    # named by its content hash: a workspace folder (/Workspace/...) or a Unity Catalog volume
-    # (/Volumes/<catalog>/<schema>/<volume>/...). Default: <workspace_root>/.streamops/artifacts.
+    # Where deploy uploads the project's wheel, jobs/stream.py, jobs/compact.py and bundle.yml,
+    # each under a folder named by its content hash: a Unity Catalog volume
+    # (/Volumes/<catalog>/<schema>/<volume>/...) or a workspace folder (/Workspace/...).
+    # Required on Databricks targets (validation), with no derived default: jobs lose access to
+    # workspace files after 30 days and a stream runs longer, so the default would have to be a
+    # volume, and a volume must exist (deploy cannot create one without CREATE VOLUME) and is
+    # governed (whoever may READ it may read the code the job runs). A guessed
+    # catalog/schema/volume would fail at the first upload, far from bundle.yml. /Workspace/...
+    # stays possible, with a warning. Unset (targets that are not Databricks, such as the local
+    # one driving the compaction's job engine): <workspace_root>/.streamops/artifacts.
     artifact_root: str | None = None
     # How the job cluster gets the wheel's dependencies: `index` (pip, from the workspace's package
     # index) or `wheelhouse` (wheels downloaded here and uploaded beside the wheel, for clusters
@@ -166,7 +173,9 @@ class DatabricksSettings(Frozen):
     # the project's wheel.
     libraries: list[dict[str, Any]] = Field(default_factory=list)
     tags: dict[str, str] = Field(default_factory=dict)
-    # Wait between automatic retries of a failed streaming run (retries are unlimited).
+    # Wait between automatic retries of a failed triggered run (`continuous: false` streaming
+    # jobs: unlimited retries; catch-up jobs: 3). Continuous jobs take no task retry settings:
+    # the platform restarts them after any exit, with exponential backoff after failures.
     retry_interval: DurationField = parse_duration("1 minute")
     # Extra Jobs API 2.2 settings merged into every job (e.g. email_notifications, health) and
     # into the job cluster (e.g. spark_conf, azure_attributes); key names are validated.
@@ -175,7 +184,10 @@ class DatabricksSettings(Frozen):
     # --- governance (streamops.deploy.governance) ------------------------------------------
     # Application id of the service principal the job runs as (and the cluster's single user).
     run_as: str | None = None
-    # Cluster access mode: SINGLE_USER (dedicated to run_as) or USER_ISOLATION (standard).
+    # Cluster access mode: SINGLE_USER / DATA_SECURITY_MODE_DEDICATED (dedicated to run_as).
+    # The standard (shared) modes USER_ISOLATION / DATA_SECURITY_MODE_STANDARD parse, so that
+    # validation can refuse them naming the reason (rule `cluster_access_mode`): the runner
+    # needs sparkContext and driver-side state in foreachBatch, which they forbid.
     data_security_mode: Literal[
         "SINGLE_USER",
         "USER_ISOLATION",
@@ -213,10 +225,44 @@ class DatabricksSettings(Frozen):
 NO_DATABRICKS = DatabricksSettings()
 
 
+class AzureLogin(Frozen):
+    """How the metric exporter logs in to Azure Monitor (Logs Ingestion) from the job cluster,
+    where user code gets no managed identity (so never DefaultAzureCredential there):
+    `service_principal` (client secret from a secret scope) or `service_credential` (a Unity
+    Catalog service credential, DBR 16.2+)."""
+
+    via: Literal["service_principal", "service_credential"]
+    tenant_id: str | None = None
+    client_id: str | None = None
+    client_secret: SecretField | None = None  # '{{secrets/<scope>/<key>}}' on Databricks
+    # Entra ID authority (sovereign clouds, e.g. https://login.microsoftonline.us); default public.
+    authority_host: str | None = None
+    name: str | None = None  # the Unity Catalog service credential (service_credential)
+
+    @model_validator(mode="after")
+    def _complete(self) -> AzureLogin:
+        if self.via == "service_credential":
+            extra = [k for k in ("tenant_id", "client_id", "client_secret") if getattr(self, k)]
+            if not self.name or extra:
+                raise ValueError(
+                    "via: service_credential takes only `name: <Unity Catalog service "
+                    "credential>`" + (f"; remove {', '.join(extra)}" if extra else "")
+                )
+            return self
+        missing = [k for k in ("tenant_id", "client_id", "client_secret") if not getattr(self, k)]
+        if missing or self.name:
+            raise ValueError(
+                "via: service_principal needs tenant_id, client_id and client_secret "
+                "('{{secrets/<scope>/<key>}}')"
+                + (f"; missing {', '.join(missing)}" if missing else "; remove `name`")
+            )
+        return self
+
+
 class Monitoring(Frozen):
     """Where a target's metrics and pages go (streamops.monitoring.metrics, streamops.monitoring.paging)."""
 
-    # jsonl: <cache_dir>/metrics/<query>.jsonl; azure-monitor: a Log Analytics workspace, queried
+    # jsonl: <state_dir>/metrics/<query>.jsonl; azure-monitor: a Log Analytics workspace, queried
     # with azure-monitor-query (the custom table is fed by a Data Collection Rule). Default: jsonl
     # on a local target, azure-monitor on a Databricks one (Target._metrics_default).
     metrics: Literal["jsonl", "azure-monitor"] = "jsonl"
@@ -235,15 +281,24 @@ class Monitoring(Frozen):
     buffer_batches: int = Field(1000, ge=1)
     # After each batch, commit its end offsets to a consumer group named after the query.
     commit_offsets: bool = True
+    # The exporter's Azure login (azure-monitor). Default on a Databricks target: the storage
+    # service principal (databricks.storage.via: service_principal); see Target.metrics_login.
+    azure_login: AzureLogin | None = None
+    # Failed sends in a row after which the job pages "monitoring blind" (once; resolved when a
+    # send works again). A few, not one: a throttled or briefly unreachable sink retries by itself.
+    blind_after_failures: int = Field(5, ge=1)
 
     @model_validator(mode="after")
     def _complete(self) -> Monitoring:
         if self.paging == "pagerduty" and self.pagerduty_routing_key is None:
             raise ValueError(
-                "paging: pagerduty needs `pagerduty_routing_key: '{{conn/pagerduty/password}}'`"
+                "paging: pagerduty needs "
+                "`pagerduty_routing_key: '{{secrets/<scope>/pagerduty-routing-key}}'`"
             )
         if self.paging == "webhook" and self.webhook_url is None:
-            raise ValueError("paging: webhook needs `webhook_url: '{{env/STREAMOPS_WEBHOOK}}'`")
+            raise ValueError(
+                "paging: webhook needs `webhook_url: '{{secrets/<scope>/pager-webhook-url}}'`"
+            )
         if self.metrics == "azure-monitor" and not self.workspace_id:
             raise ValueError(
                 "metrics: azure-monitor (the default on Databricks targets: a driver's disk is "
@@ -271,6 +326,37 @@ class Target(Frozen):
     file_size_band_mb: tuple[float, float] = (50.0, 500.0)
     checkpoints: CheckpointSettings = Field(default_factory=lambda: CheckpointSettings())
     monitoring: Monitoring = Monitoring()
+    # Where this machine's side of the target (Airflow tasks, the CLI) keeps its own state: the
+    # wheel it builds, pages log, open alerts, reports, metrics JSON lines. Default: the bundle's
+    # .cache/ on a local target; on a Databricks one $STREAMOPS_STATE_DIR, else a folder under the
+    # OS temp dir, never the project (a DAG folder may be read-only). Resolved: Bundle.state_dir.
+    state_dir: str | None = None
+
+    @field_validator("state_dir")
+    @classmethod
+    def _state_dir(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("/"):
+            raise ValueError(
+                f"'{v}' is not an absolute folder; a relative one would land in the project (or "
+                "DAG) folder. Use an absolute path such as /var/lib/streamops, or leave it out"
+            )
+        return v
+
+    @property
+    def metrics_login(self) -> AzureLogin | None:
+        """The exporter's Azure login: `monitoring.azure_login`, else on a Databricks target the
+        storage service principal, else None (off Databricks: the machine's own credential)."""
+        if self.monitoring.azure_login is not None or self.mode != "databricks":
+            return self.monitoring.azure_login
+        sa = self.databricks_or_default.storage
+        if sa.via != "service_principal":
+            return None
+        return AzureLogin(
+            via="service_principal",
+            tenant_id=sa.tenant_id,
+            client_id=sa.client_id,
+            client_secret=sa.client_secret,
+        )
 
     @property
     def databricks_or_default(self) -> DatabricksSettings:
@@ -472,7 +558,11 @@ class Job(Frozen):
     # Default: DEFAULT_CLOCK_SKEW, capped at the watermark delay (_default_clock_skew).
     max_clock_skew: DurationField = DEFAULT_CLOCK_SKEW
     event_type: EventTypeSpec | None = None
-    # Databricks: a continuous job (always on, restarted by the platform) or a triggered one.
+    # Databricks: a continuous job (always on; the platform restarts it after any exit, with
+    # exponential backoff after failures) or a triggered one. Default (_continuous_default):
+    # continuous for a streaming trigger (processing_time), since a triggered run whose query
+    # stopped ends and nothing starts it again; triggered for a catch-up (available_now), which
+    # stops by design once caught up.
     continuous: bool = False
     tags: dict[str, str] = Field(default_factory=dict)
 
@@ -480,6 +570,18 @@ class Job(Frozen):
     @classmethod
     def _schema(cls, v: Any) -> Any:
         return {k: _field_spec(x) for k, x in v.items()} if isinstance(v, dict) else v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _continuous_default(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "continuous" in data:
+            return data
+        trigger = data.get("trigger")
+        if isinstance(trigger, dict):
+            catch_up = trigger.get("available_now")
+        else:
+            catch_up = getattr(trigger, "available_now", False)
+        return {**data, "continuous": catch_up is not True}
 
     @model_validator(mode="before")
     @classmethod

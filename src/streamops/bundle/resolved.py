@@ -56,6 +56,8 @@ class Bundle:
     on_cluster: bool = False
     # Finds the broker 'embedded' means; handed in by whoever runs clients (with_local_broker).
     local_broker: LocalBrokerLookup | None = field(default=None, repr=False, compare=False)
+    # This side's state folder as the loader resolved it (see `state_dir`); None: `cache_dir`.
+    state_location: Path | None = None
 
     def with_local_broker(self, lookup: LocalBrokerLookup) -> Bundle:
         """This bundle, able to resolve 'embedded' through `lookup` (the local stack's)."""
@@ -73,6 +75,13 @@ class Bundle:
     def cache_dir(self) -> Path:
         """Where local state lives: venv, broker and Azurite data, logs, local tables."""
         return self.root / ".cache"
+
+    @property
+    def state_dir(self) -> Path:
+        """Where this machine's side writes its own state (the wheel it builds, pages log, open
+        alerts, reports, metrics JSON lines): `targets.<t>.state_dir`; else `cache_dir` on a
+        local target; else $STREAMOPS_STATE_DIR or a folder under the OS temp dir (loader)."""
+        return self.state_location or self.cache_dir
 
     @property
     def jvm_dir(self) -> Path:

@@ -4,8 +4,9 @@
 - a local folder (no URL scheme, or file:): nothing to log in to;
 - $STREAMOPS_STORAGE_OPTIONS, where set (the override, on any target): an account key or SAS
   token, an emulator's endpoint (Azurite), a service principal, or plain fsspec options;
-- on a Databricks job cluster, the target's `databricks.storage`: the service principal, or the
-  cluster's own identity (bundle/storage_access.py holds the Spark side of the same login);
+- on a Databricks job cluster (`Bundle.on_cluster`): `cluster_spark`, the cluster's own Spark
+  session, whatever `databricks.storage` says (bundle/storage_access.py holds the Spark side of
+  that login; pipeline/cluster_fs.py and pipeline/driver_delta.py read through it);
 - otherwise nothing is known here (`reachable` is False).
 
 Convention: both renderings always return a dict, never None; `{}` means "the library's own
@@ -24,8 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from streamops.bundle.kafka_settings import GeneratedSecret, Secret
 from streamops.bundle.secrets import MASK
-from streamops.bundle.storage_access import account_of
-from streamops.errors import BundleError, Problem
+from streamops.errors import BundleError, Problem, StorageAccessError
 
 if TYPE_CHECKING:
     from streamops.bundle.models import StorageAccess
@@ -39,9 +39,15 @@ Kind = Literal[
     "account_key",  # account name + key (with `endpoint`: an emulator such as Azurite)
     "sas",  # account name + SAS token
     "service_principal",  # Entra ID client credentials
-    "cluster_identity",  # the machine's own identity (managed identity on a job cluster)
+    "cluster_identity",  # the machine's own identity (a managed identity; never on a job cluster)
+    "cluster_spark",  # the job cluster's active Spark session (its Hadoop login), not Python's
     "options",  # other fsspec options from the environment (e.g. memory://), passed as given
 ]
+
+# The fsspec protocol of streamops.pipeline.cluster_fs (registered by name: `bundle` imports no
+# stage above it, and fsspec imports the class only when a cluster_spark login is used).
+SPARK_PROTOCOL = "streamops-spark"
+_SPARK_FS = "streamops.pipeline.cluster_fs.SparkHadoopFileSystem"
 
 # Keys of $STREAMOPS_STORAGE_OPTIONS the model understands; any other is passed to both libraries.
 _SECRET_KEYS = ("account_key", "sas_token", "client_secret", "connection_string")
@@ -85,7 +91,12 @@ class StorageLogin:
 
     def deltalake(self) -> dict[str, str]:
         """delta-rs `storage_options` (every value a str: delta-rs refuses others); never log."""
-        opts = dict(self.extra)
+        if self.kind == "cluster_spark":
+            raise StorageAccessError(
+                "delta-rs cannot use the job cluster's Spark login; read Delta tables on the "
+                "cluster with streamops.pipeline.driver_delta.open_delta (delta-spark)"
+            )
+        opts = {k: str(v) for k, v in self.extra.items()}
         opts |= _present(account_name=self.account_name, endpoint=self.endpoint)
         opts |= _resolved(account_key=self.account_key, sas_token=self.sas_token)
         if self.endpoint and self.endpoint.startswith("http://"):
@@ -100,6 +111,11 @@ class StorageLogin:
 
     def adlfs(self) -> dict[str, Any]:
         """fsspec/adlfs keyword arguments (`AzureBlobFileSystem(**opts)`); never log them."""
+        if self.kind == "cluster_spark":
+            import fsspec
+
+            fsspec.register_implementation(SPARK_PROTOCOL, _SPARK_FS, clobber=True)
+            return {"protocol": SPARK_PROTOCOL}
         opts: dict[str, Any] = dict(self.extra)
         opts |= _present(account_name=self.account_name)
         opts |= _resolved(account_key=self.account_key, sas_token=self.sas_token)
@@ -129,6 +145,7 @@ class StorageLogin:
 
 LOCAL = StorageLogin("local")
 UNKNOWN = StorageLogin("unknown")
+CLUSTER_SPARK = StorageLogin("cluster_spark")
 
 
 def _present(**values: str | None) -> dict[str, str]:
@@ -153,7 +170,8 @@ def login_for(
     """The login for `location`: local, else the environment's, else the cluster's, else none.
 
     `cluster`: the target's `databricks.storage`, given only when the bundle runs on the job
-    cluster (off it, Airflow or a laptop, nothing is guessed).
+    cluster (off it, Airflow or a laptop, nothing is guessed); there the readers go through the
+    cluster's Spark session.
     """
     if is_local(location):
         return LOCAL
@@ -171,26 +189,26 @@ def environment_storage(location: str) -> StorageLogin:
 
 
 def cluster_login(access: StorageAccess, location: str) -> StorageLogin:
-    """The job cluster's login to `location` as the driver's Python readers use it.
+    """The job cluster's login to `location` as the driver's Python readers use it: the
+    cluster's own Spark session (`cluster_spark`), for either `access.via`.
 
-    Service principal: its secret is resolved when a rendering is asked for (on the cluster it
-    comes from the environment variable the job spec maps to the secret scope). Unity Catalog
-    grants Spark, not Python: the readers log in as the cluster's own identity (managed
-    identity), which needs read/write on the checkpoint container. Not ADLS: nothing known.
+    Spark already holds the one login that works there (a Unity Catalog external location, or
+    the service principal's OAuth settings in spark_conf); user code gets no managed identity,
+    so a second, Python-side login (adlfs, delta-rs) is exactly what fails on a cluster.
     """
-    account = account_of(location)
-    if account is None:
-        return UNKNOWN
-    if access.via == "service_principal":
-        assert access.client_secret is not None
-        return StorageLogin(
-            "service_principal",
-            account_name=account,
-            tenant_id=access.tenant_id,
-            client_id=access.client_id,
-            client_secret=access.client_secret,
-        )
-    return StorageLogin("cluster_identity", account_name=account, anonymous=False)
+    return CLUSTER_SPARK
+
+
+def login_from_fsspec(options: Mapping[str, Any] | None) -> StorageLogin | None:
+    """The model of fsspec/adlfs options as `StorageLogin.adlfs()` renders them (None: none),
+    for readers handed only those options that also read Delta (bools become "true"/"false")."""
+    if not options:
+        return None
+    if options.get("protocol") == SPARK_PROTOCOL:
+        return CLUSTER_SPARK
+    return login_from_options(
+        {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in options.items()}
+    )
 
 
 def environment_login() -> StorageLogin | None:

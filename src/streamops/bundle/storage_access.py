@@ -3,8 +3,8 @@
 Spark (the streams, Delta) reads `abfss://` through the cluster's Hadoop settings: nothing with a
 Unity Catalog external location, or the service principal's OAuth settings in `spark_conf` (its
 secret as a `{{secrets/scope/key}}` reference, which Databricks resolves at cluster start). The
-driver's Python readers (delta-rs, adlfs) get the same login from bundle/storage.py
-(`cluster_login`): the service principal's, or the cluster's own identity.
+driver's Python readers use this same login: on the cluster they go through its Spark session
+(bundle/storage.py `cluster_login`, kind `cluster_spark`), never a login of their own.
 """
 
 from __future__ import annotations

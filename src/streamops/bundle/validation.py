@@ -22,7 +22,7 @@ from streamops.bundle.models import (
     WindowAggregateStep,
 )
 from streamops.bundle.runtime import TESTED_RUNTIME, TESTED_SPARK, spark_version_of
-from streamops.bundle.secrets import looks_like_secret
+from streamops.bundle.secrets import SecretRef, looks_like_secret
 from streamops.bundle.yamlsource import YamlDocument, YamlPath, dotted
 from streamops.errors import MissingDependencyError, Problem
 
@@ -839,32 +839,90 @@ def databricks_governance(ctx: _Ctx) -> None:
         seen.add(p.group)
 
 
+def cluster_secret_refs(bundle: Bundle) -> list[tuple[YamlPath, SecretRef]]:
+    """(YAML path, reference) of every secret the job reads on the cluster: the same list as
+    `streamops.shipping.cluster.cluster_secrets` (a test keeps the two equal)."""
+    t, tp = bundle.target, ("targets", bundle.target_name)
+    sec, mon = t.kafka.security, t.monitoring
+    found: list[tuple[YamlPath, SecretRef | None]] = [
+        ((*tp, "kafka", "security", "username"), sec.username),
+        ((*tp, "kafka", "security", "password"), sec.password),
+        ((*tp, "monitoring", "pagerduty_routing_key"), mon.pagerduty_routing_key),
+        ((*tp, "monitoring", "webhook_url"), mon.webhook_url),
+        (
+            (*tp, "databricks", "storage", "client_secret"),
+            t.databricks_or_default.storage.client_secret,
+        ),
+        (
+            (*tp, "monitoring", "azure_login", "client_secret"),
+            mon.azure_login.client_secret if mon.azure_login else None,
+        ),
+    ]
+    for sname, src in bundle.spec.sources.items():
+        if src.security is not None:
+            found.append((("sources", sname, "security", "username"), src.security.username))
+            found.append((("sources", sname, "security", "password"), src.security.password))
+    return [(path, ref) for path, ref in found if ref is not None]
+
+
 @rule
 def cluster_secrets(ctx: _Ctx) -> None:
-    """On Databricks, secrets the job reads should be Databricks secrets: the cluster has no
-    Airflow connection and no environment of the deploying machine."""
+    """On Databricks, a secret the job reads must be one the cluster can resolve: a Databricks
+    secret (mapped into its environment at start), or an environment variable that
+    `databricks.cluster_settings.spark_env_vars` sets. The cluster has no Airflow connection and
+    no environment of the deploying machine, so anything else fails only when first needed
+    (a page that never leaves the driver)."""
     t = ctx.bundle.target
     if t.mode != "databricks":
         return
-    tp: YamlPath = ("targets", ctx.bundle.target_name)
-    refs: list[tuple[YamlPath, Any]] = [
-        ((*tp, "kafka", "security", "username"), t.kafka.security.username),
-        ((*tp, "kafka", "security", "password"), t.kafka.security.password),
-    ]
-    for sname, src in ctx.bundle.spec.sources.items():
-        if src.security is not None:
-            refs.append((("sources", sname, "security", "username"), src.security.username))
-            refs.append((("sources", sname, "security", "password"), src.security.password))
-    for path, ref in refs:
-        if ref is not None and ref.kind != "secrets":
-            ctx.add(
-                path,
-                f"{ref.text} is read by the job on the Databricks cluster, which has "
-                "no Airflow connections, and no environment variable unless "
-                "databricks.cluster_settings.spark_env_vars sets it",
-                "store it in a secret scope and write '{{secrets/<scope>/<key>}}'",
-                warning=True,
-            )
+    env_vars = t.databricks_or_default.cluster_settings.get("spark_env_vars") or {}
+    for path, ref in cluster_secret_refs(ctx.bundle):
+        if ref.kind == "secrets" or (ref.kind == "env" and ref.a in env_vars):
+            continue
+        where = "an Airflow connection" if ref.kind == "conn" else "an environment variable"
+        ctx.add(
+            path,
+            f"{ref.text} names {where}, but the job reads it on the Databricks cluster of target "
+            f"'{ctx.bundle.target_name}', which has no Airflow connections and no environment "
+            "variable unless databricks.cluster_settings.spark_env_vars sets it",
+            "store it in a secret scope the job's principal can READ and write "
+            "'{{secrets/<scope>/<key>}}' (the cluster resolves it at start)",
+        )
+
+
+@rule
+def pager_on_databricks(ctx: _Ctx) -> None:
+    """A Databricks target pages a human: `log` would append every page to a file on a driver's
+    disk that nobody reads and that is gone with the cluster."""
+    t = ctx.bundle.target
+    if t.mode != "databricks" or t.monitoring.paging in ("pagerduty", "webhook"):
+        return
+    ctx.add(
+        ("targets", ctx.bundle.target_name, "monitoring", "paging"),
+        f"target '{ctx.bundle.target_name}' runs on Databricks but pages to '"
+        f"{t.monitoring.paging}': every page would be a line in a file on the driver's disk",
+        "set `paging: pagerduty` with `pagerduty_routing_key: "
+        "'{{secrets/<scope>/pagerduty-routing-key}}'`, or `paging: webhook` with "
+        "`webhook_url: '{{secrets/<scope>/<key>}}'` (a Teams/Slack incoming webhook)",
+    )
+
+
+@rule
+def metrics_login(ctx: _Ctx) -> None:
+    """A Databricks target's exporter needs an Azure login the cluster can use: user code there
+    gets no managed identity, so DefaultAzureCredential would fail inside the exporter thread."""
+    t = ctx.bundle.target
+    if t.mode != "databricks" or t.monitoring.metrics != "azure-monitor" or t.metrics_login:
+        return
+    ctx.add(
+        ("targets", ctx.bundle.target_name, "monitoring"),
+        f"metrics go to Azure Monitor but target '{ctx.bundle.target_name}' names no Azure login "
+        "for the exporter (the job cluster's user code has no managed identity, and "
+        "databricks.storage is not a service principal to reuse)",
+        "add `azure_login: {via: service_principal, tenant_id: <tenant>, client_id: <app id>, "
+        "client_secret: '{{secrets/<scope>/<key>}}'}` or `azure_login: {via: "
+        "service_credential, name: <Unity Catalog service credential>}` under monitoring",
+    )
 
 
 @rule
@@ -887,3 +945,60 @@ def tables_by_name(ctx: _Ctx) -> None:
                 f"'{table.name}' is not a three-part Unity Catalog name",
                 f"write `<catalog>.<schema>.<table>`, e.g. main.streams.{key}",
             )
+
+
+# --- Databricks: what a deploy ships, and the cluster it runs on (streamops.shipping) -------
+
+# Standard (shared) access mode runs user code through Spark Connect: no sparkContext, no JVM
+# gateway, no driver-side Python state shared with foreachBatch.
+STANDARD_ACCESS_MODES = ("USER_ISOLATION", "DATA_SECURITY_MODE_STANDARD")
+
+
+@rule
+def artifact_location(ctx: _Ctx) -> None:
+    """A Databricks target names where deploy uploads the job's code: a Unity Catalog volume
+    (files there do not expire); a workspace folder works, with a warning."""
+    t = ctx.bundle.target
+    if t.mode != "databricks":
+        return
+    base: YamlPath = ("targets", ctx.bundle.target_name, "databricks")
+    root = t.databricks_or_default.artifact_root
+    volume = f"/Volumes/<catalog>/<schema>/<volume>/{ctx.bundle.spec.project}"
+    if root is None:
+        ctx.add(
+            base if t.databricks is not None else base[:2],
+            f"no `artifact_root`: target '{ctx.bundle.target_name}' does not say where deploy "
+            "uploads the wheel, jobs/stream.py, jobs/compact.py and bundle.yml that its jobs run",
+            f"add `artifact_root: {volume}` under databricks (a Unity Catalog volume the job's "
+            "service principal can READ; create it once with CREATE VOLUME)",
+        )
+    elif root.startswith("/Workspace/"):
+        ctx.add(
+            (*base, "artifact_root"),
+            f"'{root}' is a workspace folder: Databricks jobs lose access to workspace files "
+            "after 30 days, and a streaming run (or its restart) lives longer",
+            f"use a Unity Catalog volume: `artifact_root: {volume}`",
+            warning=True,
+        )
+
+
+@rule
+def cluster_access_mode(ctx: _Ctx) -> None:
+    """The job cluster's access mode must let the runner use the Spark driver as it does."""
+    for tname, target in ctx.bundle.spec.targets.items():
+        db = target.databricks
+        if db is None or db.data_security_mode not in STANDARD_ACCESS_MODES:
+            continue
+        dedicated = (
+            "DATA_SECURITY_MODE_DEDICATED"
+            if db.data_security_mode.startswith("DATA_SECURITY_MODE_")
+            else "SINGLE_USER"
+        )
+        ctx.add(
+            ("targets", tname, "databricks", "data_security_mode"),
+            f"'{db.data_security_mode}' is standard (shared) access mode, which forbids what the "
+            "streaming runner uses: spark.sparkContext (its parallelism), the JVM gateway "
+            "(the checkpoint files' Hadoop filesystem) and driver-side state kept across "
+            "foreachBatch calls (exactly-once Delta writes)",
+            f"use `data_security_mode: {dedicated}` (dedicated to `run_as`)",
+        )

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from streamops.bundle.storage import login_from_fsspec
 from streamops.checkpoint.findings import Report
 from streamops.checkpoint.reader import (
     KNOWN_VERSIONS,
@@ -32,6 +33,7 @@ from streamops.checkpoint.reader import (
     read_text,
 )
 from streamops.errors import UsageError
+from streamops.pipeline.driver_delta import open_delta
 
 # Stable codes: never renumber; add new ones at the end of their group.
 METADATA_MISSING = "CK101"
@@ -429,8 +431,6 @@ def _check_delta_sources(
             "the source table is not known: give --bundle/--target (or source_tables)"
         )
         return
-    from deltalake import DeltaTable
-
     report.checks_run.append("delta-source")
     rel = f"offsets/{committed.batch_id}"
     rebuild = (
@@ -439,7 +439,9 @@ def _check_delta_sources(
     )
     for offset, uri in zip(sources, tables, strict=False):
         try:
-            dt = DeltaTable(uri, storage_options=so or None)
+            dt = open_delta(uri, login_from_fsspec(so))
+            if dt is None:
+                raise FileNotFoundError(f"no Delta table at {uri}")
             table_id, newest = str(dt.metadata().id), int(dt.version())
         except Exception as exc:
             report.checks_run.remove("delta-source")

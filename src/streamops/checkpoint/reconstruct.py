@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from streamops.checkpoint.registry import QueryNow, queries_of
 from streamops.errors import CheckpointError
 from streamops.pipeline.commit_meta import BatchCommit, from_commit_info
+from streamops.pipeline.driver_delta import open_delta
 
 if TYPE_CHECKING:
     from confluent_kafka import Consumer
@@ -91,13 +92,8 @@ class Reconstruction:
 
 
 def _table(bundle: Bundle, uri: str) -> DeltaTable | None:
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
-
-    try:
-        return DeltaTable(uri, storage_options=bundle.runtime.storage(uri).deltalake())
-    except TableNotFoundError:
-        return None
+    # delta-rs off the cluster, delta-spark on it (the same reads either way).
+    return open_delta(uri, bundle.runtime.storage(uri))
 
 
 def _newest_commit(dt: DeltaTable, query_name: str) -> tuple[int | None, BatchCommit] | None:

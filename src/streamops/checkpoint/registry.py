@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING, Any
 import fsspec
 from pydantic import TypeAdapter, ValidationError
 
-from streamops.bundle.storage import STORAGE_OPTIONS_ENV, environment_storage
+from streamops.bundle.storage import STORAGE_OPTIONS_ENV, environment_storage, login_from_fsspec
 from streamops.checkpoint.reader import list_checkpoint, read_offsets, read_query_id
 from streamops.errors import BundleError, CheckpointError, CheckpointGuardError
+from streamops.pipeline.driver_delta import open_delta
 
 if TYPE_CHECKING:
     from streamops.bundle import Bundle
@@ -136,14 +137,9 @@ def sink_has_data(q: QueryNow, so: dict[str, Any] | None) -> bool:
 def _holds_batches(table: str, app_id: str, so: dict[str, Any] | None) -> bool:
     # The sink writes each batch under its query's app id (txnAppId). A table that exists but
     # holds none (the job creates bronze before its queries start) is no reason to refuse.
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
-
-    try:
-        dt = DeltaTable(table, storage_options=so or None)
-    except TableNotFoundError:
-        return False
-    return dt.transaction_version(app_id) is not None
+    # `so` are fsspec options; the Delta reader needs their login (on the job cluster: Spark's).
+    dt = open_delta(table, login_from_fsspec(so))
+    return dt is not None and dt.transaction_version(app_id) is not None
 
 
 # --- the registry file, parsed once into frozen records ----------------------------------------

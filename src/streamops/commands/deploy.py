@@ -79,7 +79,8 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--prepare",
                 help="only build the wheel (and download the wheelhouse "
-                "of `dependencies: wheelhouse`) into .cache/; no workspace call",
+                "of `dependencies: wheelhouse`) into the target's state folder "
+                "(targets.<t>.state_dir, or $STREAMOPS_STATE_DIR); no workspace call",
             ),
         ] = False,
         timeout: Annotated[

@@ -65,7 +65,9 @@ def submit_payload(bundle: Bundle, request: JobRequest, arts: Artifacts) -> dict
 
     The run starts the uploaded `jobs/compact.py` with the uploaded bundle.yml and wheel (the
     same content-addressed artifacts a deploy uploads) on a cluster like the streaming jobs'
-    (access mode, storage login, secret references), so it reads the tables they write.
+    (access mode, storage login, secret references), so it reads the tables they write. It runs
+    as the target's `databricks.run_as` service principal: a dedicated (single-user) cluster runs
+    only as its `single_user_name`, and Databricks refuses a run submitted by anyone else.
     """
     from databricks.sdk.service import compute, jobs
 
@@ -93,10 +95,14 @@ def submit_payload(bundle: Bundle, request: JobRequest, arts: Artifacts) -> dict
         new_cluster=cluster_spec(bundle, None),
         libraries=[compute.Library.from_dict(x) for x in libs],
     )
-    return {
+    body: dict[str, Any] = {
         "run_name": f"{bundle.spec.project}-{bundle.target_name}-compact-{request.table}",
         "tasks": [task.as_dict()],
     }
+    run_as = bundle.target.databricks_or_default.run_as
+    if run_as:  # the cluster's single_user_name (shipping.cluster.cluster_spec), the same principal
+        body["run_as"] = jobs.JobRunAs(service_principal_name=run_as).as_dict()
+    return body
 
 
 def run_on_databricks(

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from streamops.compaction.plan import FileInfo, Partition, TableState, partitions_from_values
 from streamops.errors import CompactionError
+from streamops.pipeline.driver_delta import open_delta
 
 if TYPE_CHECKING:
     from streamops.bundle import StorageLogin
@@ -72,14 +73,9 @@ class Marker:
 
 
 def open_table(location: str, login: StorageLogin | None = None) -> Any:
-    """The DeltaTable at `location`, or None when no table exists there yet."""
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
-
-    try:
-        return DeltaTable(location, storage_options=login.deltalake() if login else None)
-    except TableNotFoundError:
-        return None
+    """The DeltaTable at `location`, or None when no table exists there yet (delta-rs; on the
+    job cluster delta-spark through its session: streamops.pipeline.driver_delta)."""
+    return open_delta(location, login)
 
 
 def live_files(dt: Any) -> tuple[FileInfo, ...]:

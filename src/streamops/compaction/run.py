@@ -139,6 +139,10 @@ def compact_table(
     head: dict[str, Any] = dict(
         table=key, target=bundle.target_name, engine=engine, dry_run=dry_run, started_at=started
     )
+    if engine == "databricks-job" and runner is None and not dry_run and not login.reachable:
+        # No storage login here (an Airflow worker without one for ADLS): the cluster, which
+        # has one, reads the log, plans and runs; a night with nothing to do costs one run.
+        return _on_cluster(bundle, key, zorder, vacuum, retain_hours, access, clock, t0)
     state = log.read_state(location, login)
     if state is None:
         empty = Snapshot(0, 0, 0)
@@ -151,12 +155,7 @@ def compact_table(
     head |= _plan_fields(plan, state)
     done = _not_run(bundle, key, engine, plan, state, head, dry_run=dry_run, access=access)
     if done is None and engine == "databricks-job" and runner is None:
-        from streamops.compaction.databricks_job import JobRequest, run_on_databricks
-
-        request = JobRequest(key, zorder=zorder, vacuum=vacuum, retain_hours=retain_hours)
-        remote = run_on_databricks(bundle, request, clock=clock, access=access)
-        # The cluster planned and ran it; the figures are its own, the time is the whole trip.
-        return replace(remote, engine=engine, duration_s=clock.time() - t0)
+        return _on_cluster(bundle, key, zorder, vacuum, retain_hours, access, clock, t0)
     if done is None:
         if runner is None:
             runner = (
@@ -164,6 +163,24 @@ def compact_table(
             )
         done = _run(bundle, plan, state, runner, location, login, clock)
     return CompactionReport(**(head | done), duration_s=clock.time() - t0)
+
+
+def _on_cluster(
+    bundle: Bundle,
+    key: str,
+    zorder: bool,
+    vacuum: bool,
+    retain_hours: float | None,
+    access: DatabricksAccess | None,
+    clock: Clock,
+    t0: float,
+) -> CompactionReport:
+    from streamops.compaction.databricks_job import JobRequest, run_on_databricks
+
+    request = JobRequest(key, zorder=zorder, vacuum=vacuum, retain_hours=retain_hours)
+    remote = run_on_databricks(bundle, request, clock=clock, access=access)
+    # The cluster planned and ran it; the figures are its own, the time is the whole trip.
+    return replace(remote, engine="databricks-job", duration_s=clock.time() - t0)
 
 
 def _plan(

@@ -1,7 +1,7 @@
 """One report per table and run: files and bytes before/after, small-file ratio, partitions, time.
 
-Kept as JSON under `<cache_dir>/reports/compaction/`, printed (CLI, Airflow task log) and
-emitted as metrics shaped like the streams' (JSON lines under `<cache_dir>/metrics/`, and Azure
+Kept as JSON under `<state_dir>/reports/compaction/`, printed (CLI, Airflow task log) and
+emitted as metrics shaped like the streams' (JSON lines under `<state_dir>/metrics/`, and Azure
 Monitor's Logs Ingestion API on targets that send metrics there).
 """
 
@@ -120,7 +120,7 @@ class CompactionReport:
 
 
 def reports_dir(bundle: Bundle) -> Path:
-    return bundle.cache_dir / "reports" / "compaction"
+    return bundle.state_dir / "reports" / "compaction"
 
 
 def save(bundle: Bundle, report: CompactionReport) -> Path:
@@ -179,7 +179,7 @@ def emit_metrics(
     bundle: Bundle, report: CompactionReport, now: datetime, *, credential: Any = None
 ) -> Path:
     """Export the report's points the way the streams' metrics go: JSON lines in
-    `<cache_dir>/metrics/compaction.jsonl` on every target, and to Azure Monitor (Logs
+    `<state_dir>/metrics/compaction.jsonl` on every target, and to Azure Monitor (Logs
     Ingestion API, the same custom table) where the target sends metrics there.
 
     A failed upload is logged with its cause and does not fail the compaction it describes.
@@ -187,14 +187,18 @@ def emit_metrics(
     from streamops.monitoring.exporters import AzureMonitorSink, JsonlSink, metrics_dir
 
     points = metric_points(report, now)
-    directory = metrics_dir(bundle.cache_dir)
+    directory = metrics_dir(bundle.state_dir)
     JsonlSink(directory)(points)
     mon = bundle.target.monitoring
     if mon.metrics == "azure-monitor" and mon.ingestion_endpoint and mon.dcr_immutable_id:
-        sink = AzureMonitorSink(
-            mon.ingestion_endpoint, mon.dcr_immutable_id, mon.dcr_stream, credential=credential
-        )
         try:
+            if credential is None:  # never DefaultAzureCredential on a cluster (azure_login.py)
+                from streamops.monitoring.azure_login import exporter_credential
+
+                credential = exporter_credential(bundle)
+            sink = AzureMonitorSink(
+                mon.ingestion_endpoint, mon.dcr_immutable_id, mon.dcr_stream, credential=credential
+            )
             sink(points)  # one small batch per table and night: no buffer thread needed
         except Exception as exc:
             _log.warning(

@@ -10,6 +10,7 @@
     client.py    every Jobs API call, through the target's hook (streamops.databricks_access)
     guard.py     checks that must pass before any deploy (the checkpoint reset guard plugs in)
     actions.py   deploy / restart / backfill / stop, each taking the access and a bundle
+    watch.py     what the alert watchdog watches: every deployed query that started
 
 Nothing here does I/O at import; databricks-sdk and the provider are imported when used.
 """

@@ -1,9 +1,15 @@
 """bundle -> Databricks job settings (`jobs.JobSettings`), one job per streaming job of the bundle.
 
 Every job: one task running `jobs/stream.py` on a job cluster sized from `targets.<t>.cluster`,
-the bundle's libraries, one run at a time, no timeout, tags naming where it came from, and
-retries suited to streaming: unlimited with a wait between attempts (continuous jobs: the
-platform's own retry with exponential backoff). Catch-up (`available_now`) jobs retry 3 times.
+the bundle's libraries, one run at a time, no timeout, tags naming where it came from.
+
+Streaming jobs are `continuous` (the default of `jobs.<j>.continuous` for a processing_time
+trigger): Databricks starts the run when the job is created or unpaused and starts a new one
+after any exit, a clean exit 0 included (a triggered run whose query stopped would just end, a
+silent outage), with exponential backoff after failures (`task_retry_mode: ON_FAILURE`). The Jobs
+API refuses task retry fields there. Catch-up (`available_now`) jobs stop by design once caught
+up: they stay triggered and retry 3 times; a streaming job written `continuous: false` is
+triggered with unlimited retries, `retry_interval` apart.
 """
 
 from __future__ import annotations
@@ -188,7 +194,7 @@ def _task(bundle: Bundle, job_key: str, artifacts: Artifacts) -> jobs.Task:
         libraries=[compute.Library.from_dict(x) for x in lib_specs],
         timeout_seconds=0,
     )
-    if not job.continuous:  # continuous jobs retry on their own (exponential backoff)
+    if not job.continuous:  # continuous jobs: the platform restarts them (no retry fields)
         task.max_retries = AVAILABLE_NOW_RETRIES if job.trigger.available_now else -1
         task.min_retry_interval_millis = int(db.retry_interval * 1000)
         task.retry_on_timeout = False

@@ -1,5 +1,6 @@
 """Metric exporters. Exporting never blocks or fails the stream: a bounded buffer drained by a
-background thread; a full buffer drops points (counted), a failing sink is counted and logged."""
+background thread; a full buffer drops points (counted), a failing sink is counted and logged, and
+a sink that keeps failing raises the alarm ("monitoring blind") instead of going quiet."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import queue
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from streamops.monitoring.metrics_table import to_row
 
@@ -113,8 +114,32 @@ def read_points(directory: Path, queries: set[str] | None = None) -> Points:
     return out
 
 
+def one_line(exc: BaseException) -> str:
+    """`Type: first line of the message` (at most 300 characters), for a log line and a page."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    if isinstance(exc, ImportError) and exc.name:
+        # On a cluster this means the job's wheel does not declare what the sink imports.
+        text += f" (module '{exc.name}' is not installed where the job runs)"
+    return text[:300]
+
+
+class BlindAlarm(Protocol):
+    """Told when an exporter has failed `blind_after` sends in a row, and when one works again.
+    Each returns True once the alarm is raised (or lowered); False: try again at the next send."""
+
+    def blind(self, exporter: str, why: str, failures: int) -> bool: ...
+
+    def sighted(self, exporter: str) -> bool: ...
+
+
 class BufferedExporter:
-    """Hands batches of points to `sink` on a background thread, through a bounded queue."""
+    """Hands batches of points to `sink` on a background thread, through a bounded queue.
+
+    A failed send is counted and logged with its reason; `watch` raises an alarm after a bounded
+    number of failures in a row (an import error of the sink's client counts as one: it raises
+    inside the send), and lowers it when a send works again.
+    """
 
     def __init__(self, sink: Callable[[Points], None], *, max_batches: int = 1000, name: str = ""):
         self.sink = sink
@@ -123,7 +148,11 @@ class BufferedExporter:
         self.exported = 0  # points written
         self.dropped = 0  # points dropped because the buffer was full
         self.failures = 0  # sink calls that raised
+        self.consecutive_failures = 0  # since the last send that worked
         self.last_error: str | None = None
+        self.blind = False  # the alarm is raised
+        self._blind_after = 0
+        self._alarm: BlindAlarm | None = None
         self._thread = threading.Thread(
             target=self._drain, name=f"exporter-{self.name}", daemon=True
         )
@@ -141,6 +170,10 @@ class BufferedExporter:
                     self.dropped,
                 )
 
+    def watch(self, blind_after: int, alarm: BlindAlarm) -> None:
+        """Raise `alarm` after `blind_after` failed sends in a row; lower it on the next success."""
+        self._blind_after, self._alarm = blind_after, alarm
+
     def _drain(self) -> None:
         while True:
             item = self._q.get()
@@ -149,17 +182,41 @@ class BufferedExporter:
                     return
                 self.sink(item)
                 self.exported += len(item)
+                self._sent()
             except Exception as exc:
-                self.failures += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning(
-                    "metrics exporter %s failed (%d so far): %s",
-                    self.name,
-                    self.failures,
-                    self.last_error,
-                )
+                self._failed(exc)
             finally:
                 self._q.task_done()
+
+    def _sent(self) -> None:
+        self.consecutive_failures = 0
+        if self.blind and self._alarm is not None:
+            self.blind = not _safely(self._alarm.sighted, self.name)
+            if not self.blind:
+                log.warning("metrics exporter %s: sending again", self.name)
+
+    def _failed(self, exc: Exception) -> None:
+        self.failures += 1
+        self.consecutive_failures += 1
+        self.last_error = one_line(exc)
+        log.warning(
+            "metrics exporter %s failed (%d in a row, %d so far): %s",
+            self.name,
+            self.consecutive_failures,
+            self.failures,
+            self.last_error,
+        )
+        if self._alarm is None or self.blind or self.consecutive_failures < self._blind_after:
+            return
+        log.error(
+            "metrics exporter %s: monitoring is blind after %d failed sends in a row: %s",
+            self.name,
+            self.consecutive_failures,
+            self.last_error,
+        )
+        self.blind = _safely(
+            self._alarm.blind, self.name, self.last_error, self.consecutive_failures
+        )
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until the buffer is empty (or `timeout`); True when it emptied."""
@@ -185,8 +242,19 @@ class BufferedExporter:
             "exported": self.exported,
             "dropped": self.dropped,
             "failures": self.failures,
+            "consecutive_failures": self.consecutive_failures,
+            "blind": self.blind,
             "last_error": self.last_error,
         }
+
+
+def _safely(fn: Callable[..., bool], *args: Any) -> bool:
+    # The alarm runs on the exporter's thread, which must outlive any error in it.
+    try:
+        return bool(fn(*args))
+    except Exception as exc:
+        log.error("metrics exporter alarm failed (retried at the next send): %s", one_line(exc))
+        return False
 
 
 class FanOut:
@@ -208,3 +276,8 @@ class FanOut:
 
     def stats(self) -> dict[str, Any]:
         return {e.name: e.stats() for e in self.exporters}
+
+
+def exporters_of(exporter: BufferedExporter | FanOut) -> tuple[BufferedExporter, ...]:
+    """The buffered exporters behind `exporter` (itself, or each of a fan-out)."""
+    return exporter.exporters if isinstance(exporter, FanOut) else (exporter,)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from streamops.errors import UsageError
+from streamops.pipeline.driver_delta import open_delta
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,15 +34,10 @@ class MissedWindow:
 
 
 def _read(bundle: Bundle, uri: str, columns: list[str]) -> pd.DataFrame | None:
-    """`columns` of the Delta table at `uri` (delta-rs: no JVM), or None when there is none."""
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
-
-    try:
-        dt = DeltaTable(uri, storage_options=bundle.runtime.storage(uri).deltalake())
-    except TableNotFoundError:
-        return None
-    return dt.to_pandas(columns=columns)
+    """`columns` of the Delta table at `uri` (delta-rs: no JVM; on the job cluster delta-spark),
+    or None when there is none."""
+    dt = open_delta(uri, bundle.runtime.storage(uri))
+    return None if dt is None else dt.to_pandas(columns=columns)
 
 
 def late_report(bundle: Bundle, job_name: str) -> list[MissedWindow]:

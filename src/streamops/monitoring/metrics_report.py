@@ -1,7 +1,7 @@
 """`streamops report`: one job's exported metrics as a PNG (three panels) and a small HTML page.
 
-Reads the JSON-lines metrics (`<cache_dir>/metrics/<query>.jsonl`, both of the job's queries) and
-writes `<cache_dir>/reports/<job>/report.png` and `report.html`:
+Reads the JSON-lines metrics (`<state_dir>/metrics/<query>.jsonl`, both of the job's queries) and
+writes `<state_dir>/reports/<job>/report.png` and `report.html`:
 
 1. lag per partition over time (`streamops_kafka_lag_records`, one line per query/topic/partition)
 2. batch duration against the trigger interval (`streamops_batch_duration_ms`; the dashed line is
@@ -51,7 +51,7 @@ def job_points(bundle: Bundle, job_name: str) -> Points:
     job = bundle.job(job_name)
     queries = {job.query_name, job.bronze_query_name}
     return [
-        p for p in read_points(metrics_dir(bundle.cache_dir), queries) if p.get("job") == job_name
+        p for p in read_points(metrics_dir(bundle.state_dir), queries) if p.get("job") == job_name
     ]
 
 
@@ -190,16 +190,16 @@ def render_report(
     points: Points | None = None,
     now: datetime | None = None,
 ) -> Report:
-    """Write the job's report under `<cache_dir>/reports/<job>/`; raises when it has no metrics."""
+    """Write the job's report under `<state_dir>/reports/<job>/`; raises when it has no metrics."""
     job = bundle.job(job_name)
     pts = job_points(bundle, job_name) if points is None else points
     if not pts:
         raise StreamopsError(
-            f"no metrics for job '{job_name}' under {metrics_dir(bundle.cache_dir)}; run the job first"
+            f"no metrics for job '{job_name}' under {metrics_dir(bundle.state_dir)}; run the job first"
         )
     trigger = job.trigger.processing_time.seconds if job.trigger.processing_time else None
     png = render_png(pts, title=f"{job_name} ({bundle.target_name})", trigger_seconds=trigger)
-    out = reports_dir(bundle.cache_dir, job_name)
+    out = reports_dir(bundle.state_dir, job_name)
     out.mkdir(parents=True, exist_ok=True)
     png_path, html_path = out / "report.png", out / "report.html"
     png_path.write_bytes(png)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from streamops.monitoring.exporters import BufferedExporter, JsonlSink, metrics_dir
+from streamops.monitoring.exporters import BufferedExporter, JsonlSink, exporters_of, metrics_dir
 from streamops.monitoring.metrics import BatchMetrics
 
 if TYPE_CHECKING:
@@ -51,21 +51,30 @@ class JobMonitor:
         exporter: Any = None
         if mon.metrics == "jsonl" or bundle.target.mode != "databricks":
             exporter = BufferedExporter(
-                JsonlSink(metrics_dir(bundle.cache_dir)),
+                JsonlSink(metrics_dir(bundle.state_dir)),
                 max_batches=mon.buffer_batches,
                 name="jsonl",
             )
         if mon.metrics == "azure-monitor" and mon.ingestion_endpoint and mon.dcr_immutable_id:
+            from streamops.monitoring.azure_login import exporter_credential
             from streamops.monitoring.exporters import AzureMonitorSink, FanOut
 
+            # Never DefaultAzureCredential on a cluster: the target's login (azure_login.py).
+            credential = exporter_credential(bundle)
             azure = BufferedExporter(
-                AzureMonitorSink(mon.ingestion_endpoint, mon.dcr_immutable_id, mon.dcr_stream),
+                AzureMonitorSink(
+                    mon.ingestion_endpoint, mon.dcr_immutable_id, mon.dcr_stream, credential
+                ),
                 max_batches=mon.buffer_batches,
                 name="azure-monitor",
             )
             exporter = azure if exporter is None else FanOut(exporter, azure)
         assert exporter is not None  # azure-monitor without its endpoint fails validation
         fast = FastPath(bundle, say=say) if alerting else None
+        # A sink that keeps failing pages "monitoring blind" and says why, never only a counter.
+        alarm = ExporterAlarm(job_name, fast, say)
+        for e in exporters_of(exporter):
+            e.watch(mon.blind_after_failures, alarm)
         metrics = BatchMetrics(
             job=job_name,
             target=bundle.target_name,
@@ -99,3 +108,24 @@ class JobMonitor:
         self.exporter.close(timeout=5)
         if self.committer is not None:
             self.committer.close()
+
+
+class ExporterAlarm:
+    """What a job's exporters raise when they go blind: a line in the run's log (the driver's
+    output, which the run page shows) and, with alerting on, a page through the fast path."""
+
+    def __init__(self, job: str, fast: FastPath | None, say: Callable[[str], None] | None = None):
+        self.job = job
+        self.fast = fast
+        self.say = say or (lambda _m: None)
+
+    def blind(self, exporter: str, why: str, failures: int) -> bool:
+        self.say(
+            f"error: [{self.job}] monitoring is blind: the {exporter} metrics exporter failed "
+            f"{failures} sends in a row: {why}. No alert sees this job's metrics until it sends"
+        )
+        return self.fast is None or self.fast.exporter_blind(self.job, exporter, why, failures)
+
+    def sighted(self, exporter: str) -> bool:
+        self.say(f"[{self.job}] the {exporter} metrics exporter sends again")
+        return self.fast is None or self.fast.exporter_sighted(self.job, exporter)

@@ -1,4 +1,4 @@
-"""Paging a human. Every page and resolve is one JSON line in `<cache_dir>/pages.log` (the local
+"""Paging a human. Every page and resolve is one JSON line in `<state_dir>/pages.log` (the local
 target's pager, and an audit trail elsewhere); `monitoring.paging` in the target also sends it to
 PagerDuty (Events API v2) or a Teams/Slack webhook.
 
@@ -30,7 +30,7 @@ class PagingError(StreamopsError):
 
 def pages_log(bundle: Bundle) -> Path:
     """Where the local target's pages go."""
-    return bundle.cache_dir / "pages.log"
+    return bundle.state_dir / "pages.log"
 
 
 def _log(bundle: Bundle, record: dict[str, Any]) -> None:

@@ -43,6 +43,13 @@ def local_jars(directory: Path) -> list[Path]:
     return jars
 
 
+def default_shuffle(cores: int) -> int:
+    """Shuffle partitions for `cores`: two tasks per core. A stateful query keeps the count its
+    checkpoint was started with, and each partition is one state store per batch, so Spark's
+    default of 200 (a Databricks cluster's too) makes a small cluster's batches crawl."""
+    return max(2, cores * 2)
+
+
 def local_session(
     *,
     jars: Path,
@@ -67,7 +74,7 @@ def local_session(
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.session.timeZone", "UTC")
         # Small shuffles: a local batch has thousands of rows, not millions.
-        .config("spark.sql.shuffle.partitions", str(shuffle_partitions or max(2, cores * 2)))
+        .config("spark.sql.shuffle.partitions", str(shuffle_partitions or default_shuffle(cores)))
         .config("spark.sql.streaming.stateStore.providerClass", ROCKSDB)
         .config("spark.driver.memory", driver_memory)
         .config("spark.sql.streaming.numRecentProgressUpdates", "1000")
@@ -107,4 +114,8 @@ def session_for(bundle: Bundle, *, app_name: str) -> SparkSession:
 
     spark = SparkSession.builder.appName(app_name).getOrCreate()
     spark.conf.set("spark.sql.session.timeZone", "UTC")
+    # Sized from the bundle's cluster, as locally (a new query's state keeps this count).
+    spark.conf.set(
+        "spark.sql.shuffle.partitions", str(default_shuffle(bundle.target.cluster.total_cores))
+    )
     return spark

@@ -7,8 +7,10 @@ from pathlib import Path
 
 from streamops.bundle import Bundle, load
 from streamops.localstack import local_broker
+from streamops.pipeline.progress import BatchProgress
 from streamops.pipeline.session import session_for
 from streamops.runner.job import run_job
+from streamops.runner.stopping import StopRequest
 
 
 def run_from_args(
@@ -24,8 +26,10 @@ def run_from_args(
 ) -> int:
     """Run `job` of the bundle on `target`; print one line per batch; return an exit code.
 
-    `recover`: the checkpoint is lost; rebuild starting offsets from the sink first (see
-    `streamops checkpoint reconstruct`) and start from them through the reset guard.
+    0 when a catch-up (`available_now`) finished or a stop was requested (SIGTERM: a cancelled
+    run); a query that stopped on its own raises QueryStoppedError (non-zero: Databricks
+    restarts the run). `recover`: the checkpoint is lost; rebuild starting offsets from the sink
+    first (see `streamops checkpoint reconstruct`) and start from them through the reset guard.
     """
     bundle = load(bundle_path, target, local_broker=local_broker)
     bundle.job(job)  # unknown job: a usage error before Spark starts
@@ -35,25 +39,31 @@ def run_from_args(
         reset_from = recovery_offsets(bundle, job, say=say)
     spark = session_for(bundle, app_name=f"streamops-{job}")
 
-    def line(bp: object) -> None:
-        from streamops.pipeline.progress import BatchProgress
+    def line(bp: BatchProgress) -> None:
+        say(
+            f"[{bp.query_name}] batch {bp.batch_id}: {bp.input_rows} rows, "
+            f"{bp.malformed_rows} malformed, {bp.dropped_by_watermark} late-dropped, "
+            f"{bp.duration_ms} ms, lag {bp.total_lag}"
+        )
 
-        assert isinstance(bp, BatchProgress)
-        say(f"[{bp.query_name}] batch {bp.batch_id}: {bp.input_rows} rows, {bp.malformed_rows} malformed, "
-            f"{bp.dropped_by_watermark} late-dropped, {bp.duration_ms} ms, lag {bp.total_lag}")  # fmt: skip
-
-    run = run_job(
-        bundle,
-        job,
-        spark,
-        available_now=True if available_now else None,
-        on_batch=line,
-        say=say,
-        after_commit=after_commit,
-        reset_from=reset_from,
+    stop = StopRequest()
+    with stop.on_signals():
+        run = run_job(
+            bundle,
+            job,
+            spark,
+            available_now=True if available_now else None,
+            on_batch=line,
+            say=say,
+            after_commit=after_commit,
+            reset_from=reset_from,
+            stop=stop,
+        )
+    stopped = f" (stopped on request: {stop.reason})" if stop.requested else ""
+    say(
+        f"[{job}] done{stopped}: {len(run.batches)} batches, {run.input_rows} rows in, "
+        f"{run.quarantined_rows} quarantined, {run.dropped_by_watermark} dropped by the watermark"
     )
-    say(f"[{job}] done: {len(run.batches)} batches, {run.input_rows} rows in, "
-        f"{run.quarantined_rows} quarantined, {run.dropped_by_watermark} dropped by the watermark")  # fmt: skip
     return 0
 
 
@@ -88,7 +98,7 @@ def recovery_offsets(bundle: Bundle, job: str, *, say: Callable[[str], None]) ->
     )
     for r in rec.queries:
         say(f"[{job}] recovery: {r.query_name} from {r.source}: {r.why}")
-    path = bundle.cache_dir / "recovery" / f"{job}.offsets.json"
+    path = bundle.state_dir / "recovery" / f"{job}.offsets.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(rec.to_json() + "\n", encoding="utf-8")
     say(f"[{job}] recovery: starting offsets reconstructed into {path}")

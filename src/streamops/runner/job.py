@@ -13,18 +13,20 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from streamops.checkpoint.reader import read_offsets
 from streamops.checkpoint.registry import guard as checkpoint_guard
 from streamops.clock import REAL, Clock, WaitTimeout, poll
+from streamops.errors import QueryStoppedError, StreamopsError
 from streamops.kafka.preflight import check_source
 from streamops.monitoring.monitor import JobMonitor
 from streamops.pipeline import bronze, gold
 from streamops.pipeline.progress import BatchProgress, parse_progress
-from streamops.pipeline.sinks import BatchWrite, BronzeWriter, GoldWriter
+from streamops.pipeline.sinks import BatchWrite
 from streamops.pipeline.sizing import FileSizeWatch
 from streamops.pipeline.triggers import Trigger, is_catch_up, job_trigger
+from streamops.runner.stopping import StopRequest
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -101,13 +103,20 @@ class JobRun:
         return {}
 
 
+class FailingSink(Protocol):
+    """What the await loop reads of a query's sink (BronzeWriter, GoldWriter): the typed error
+    it failed its query with, if any."""
+
+    failure: StreamopsError | None
+
+
 @dataclass(frozen=True)
-class _Running:
+class RunningQuery:
     """A started query of the job, with the sink that writes its batches."""
 
     kind: str  # "bronze" | "gold"
     query: StreamingQuery
-    sink: BronzeWriter | GoldWriter
+    sink: FailingSink
 
 
 def run_job(
@@ -123,6 +132,7 @@ def run_job(
     queries: tuple[str, ...] = ("bronze", "gold"),
     reset_from: Path | None = None,
     clock: Clock = REAL,
+    stop: StopRequest | None = None,
 ) -> JobRun:
     """Run `job_name` until it ends (availableNow), `timeout_s` passes, or it fails.
 
@@ -133,9 +143,12 @@ def run_job(
     gold Delta commit, before Spark writes its commit file (crash tests inject it). `reset_from`:
     an offsets file from `streamops checkpoint reconstruct`, the only way past the checkpoint
     guard (docs/checkpoint.md). A query's failure is raised as the typed error behind it
-    (e.g. DataLossError).
+    (e.g. DataLossError). A continuous run ends without error only when `stop` is requested
+    (SIGTERM, see runner.stopping) or `timeout_s` passes: a query that stops on its own raises
+    QueryStoppedError, so the run exits non-zero and Databricks restarts it.
     """
     say = say or (lambda _m: None)
+    stop = stop or StopRequest()
     job = bundle.job(job_name)
     starting = checkpoint_guard(bundle, job_name, event="start", reset_from=reset_from, say=say)
     run = JobRun.of(bundle, job_name)
@@ -149,18 +162,20 @@ def run_job(
     kafka = bundle.runtime.kafka_for(job.source)
     monitor = JobMonitor.for_job(bundle, job_name, kafka=kafka, say=say, trigger_seconds=trigger_s)
     on_bronze_write = _bronze_writes(bundle, job, run, trigger_s, say)
-    running: list[_Running] = []
+    running: list[RunningQuery] = []
     try:
         for kind in (k for k in ("bronze", "gold") if k in queries):
+            if stop.requested:  # asked to stop (e.g. while bronze caught up): start no more
+                break
             if kind == "bronze":
                 started = _start_bronze(spark, bundle, job, trigger, starting, on_bronze_write)
             else:
                 started = _start_gold(spark, bundle, job, trigger, run, after_commit)
             running.append(started)
             if catch_up:  # bronze to the end of the topic, then gold to the end of bronze
-                _await([started], run, monitor.wrap(on_batch), timeout_s, True, clock)
+                await_queries([started], run, monitor.wrap(on_batch), timeout_s, True, clock, stop)
         if not catch_up:
-            _await(running, run, monitor.wrap(on_batch), timeout_s, False, clock)
+            await_queries(running, run, monitor.wrap(on_batch), timeout_s, False, clock, stop)
     finally:
         for r in running:
             if r.query.isActive:
@@ -228,7 +243,7 @@ def _start_bronze(
     trigger: Trigger,
     starting: dict[str, str],
     on_write: Callable[[BatchWrite], None],
-) -> _Running:
+) -> RunningQuery:
     checkpoint = bundle.bronze_checkpoint_location(job)
     sink = bronze.writer(
         spark, bundle, job, end_offsets=_end_offsets(bundle, checkpoint), on_write=on_write
@@ -242,7 +257,7 @@ def _start_bronze(
         trigger=trigger,
         starting_offsets=starting.get(job.bronze_query_name),
     )
-    return _Running("bronze", query, sink)
+    return RunningQuery("bronze", query, sink)
 
 
 def _start_gold(
@@ -252,7 +267,7 @@ def _start_gold(
     trigger: Trigger,
     run: JobRun,
     after_commit: Callable[[int], None] | None,
-) -> _Running:
+) -> RunningQuery:
     sink = gold.writer(
         spark,
         bundle,
@@ -262,38 +277,46 @@ def _start_gold(
         after_commit=after_commit,
     )
     query = gold.start(spark, bundle, job, sink, checkpoint=run.checkpoint, trigger=trigger)
-    return _Running("gold", query, sink)
+    return RunningQuery("gold", query, sink)
 
 
-def _await(
-    running: list[_Running],
+def await_queries(
+    running: list[RunningQuery],
     run: JobRun,
     on_batch: Callable[[BatchProgress], None] | None,
     timeout_s: float | None,
     catch_up: bool,
     clock: Clock,
+    stop: StopRequest,
 ) -> None:
-    """Watch the queries until they end, `timeout_s` passes, or one fails; a failure is raised
-    as the typed error its sink failed it with (Spark hands that back only as text)."""
+    """Watch the queries until they end, `timeout_s` passes, `stop` is requested, or one fails; a
+    failure is raised as the typed error its sink failed it with (Spark hands that back only as
+    text). A continuous query that ends on its own raises QueryStoppedError."""
 
-    def over() -> bool | None:
+    def over() -> list[str] | None:
         for r in running:
             _collect(r, run, on_batch)
             error = r.query.exception()
             if error is not None:
                 raise error
+        if stop.requested:
+            return []
         # A job is both of its queries: when a continuous one is stopped, the other is not left
         # running half a job. (Catch-up queries each end on their own at the end.)
+        ended = [r.query.name or r.kind for r in running if not r.query.isActive]
         if catch_up:
-            return None if any(r.query.isActive for r in running) else True
-        return None if all(r.query.isActive for r in running) else True
+            return None if len(ended) < len(running) else []
+        return ended or None
 
+    ended: list[str] = []
     try:
         # Poll the queries' own progress logs rather than a listener: they hold every batch of
         # this run, in order, even the ones that finish while a query shuts down. When the run's
         # time is up (WaitTimeout), its queries are stopped like ended ones.
         with contextlib.suppress(WaitTimeout):
-            poll(over, timeout_s=timeout_s, interval_s=0.2, what=f"job '{run.job}'", clock=clock)
+            ended = poll(
+                over, timeout_s=timeout_s, interval_s=0.2, what=f"job '{run.job}'", clock=clock
+            )
         for r in running:
             r.query.stop()
         for r in running:
@@ -310,9 +333,24 @@ def _await(
     finally:
         for r in running:
             _collect(r, run, on_batch)
+    if ended and not stop.requested:
+        raise _stopped_on_its_own(run.job, ended[0])
 
 
-def _collect(r: _Running, run: JobRun, on_batch: Callable[[BatchProgress], None] | None) -> None:
+def _stopped_on_its_own(job: str, query: str) -> QueryStoppedError:
+    return QueryStoppedError(
+        f"[{job}] query '{query}' stopped without an error while no stop was requested "
+        "(SIGTERM or a cancelled run); exiting non-zero so that Databricks restarts the run "
+        "(continuous job). Fix: see the driver log for what stopped it; stop a job with "
+        "`action=stop` or a cancel, never by stopping its query",
+        job=job,
+        query=query,
+    )
+
+
+def _collect(
+    r: RunningQuery, run: JobRun, on_batch: Callable[[BatchProgress], None] | None
+) -> None:
     """Add the query's batches not in the run yet (of several events of one batch, the first)."""
     batches = run.bronze_batches if r.kind == "bronze" else run.batches
     # Batch ids only grow within a run: the newest one kept is all there is to remember.

@@ -82,7 +82,10 @@ def project_root(bundle: Bundle) -> Path:
 
 
 def cache_dir(bundle: Bundle) -> Path:
-    return project_root(bundle) / ".cache"
+    """Where the wheel is built and the wheelhouse kept: the target's state folder
+    (`Bundle.state_dir`), never the project on a Databricks target (a DAG folder may be
+    read-only)."""
+    return bundle.state_dir
 
 
 def upload_for(path: Path, root: str, name: str | None = None) -> Upload:

@@ -37,6 +37,10 @@ def cluster_secrets(bundle: Bundle) -> list[tuple[str, SecretRef]]:
         (f"{tp}.monitoring.pagerduty_routing_key", t.monitoring.pagerduty_routing_key),
         (f"{tp}.monitoring.webhook_url", t.monitoring.webhook_url),
         (f"{tp}.databricks.storage.client_secret", t.databricks_or_default.storage.client_secret),
+        (
+            f"{tp}.monitoring.azure_login.client_secret",
+            t.monitoring.azure_login.client_secret if t.monitoring.azure_login else None,
+        ),
     ]
     for name, src in bundle.spec.sources.items():
         if src.security is not None:

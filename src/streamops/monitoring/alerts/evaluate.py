@@ -12,8 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 from streamops.monitoring.alerts import kql
 from streamops.monitoring.alerts.pager import Pager
-from streamops.monitoring.alerts.rules import RULES, Finding, evaluate, parse_ts
-from streamops.monitoring.alerts.state import OpenAlerts, SyncResult, state_file
+from streamops.monitoring.alerts.rules import RULES, Finding, evaluate, group, parse_ts
+from streamops.monitoring.alerts.state import (
+    OpenAlerts,
+    SyncResult,
+    silent_file,
+    silent_since,
+    state_file,
+)
 from streamops.monitoring.exporters import metrics_dir, read_points
 from streamops.monitoring.metrics_table import from_row
 
@@ -75,7 +81,7 @@ def query_azure(
 def load_points(bundle: Bundle, now: datetime, **azure_kwargs: Any) -> list[dict[str, Any]]:
     if bundle.target.monitoring.metrics == "azure-monitor":
         return query_azure(bundle, now, **azure_kwargs)
-    return read_points(metrics_dir(bundle.cache_dir))
+    return read_points(metrics_dir(bundle.state_dir))
 
 
 @dataclass
@@ -99,14 +105,16 @@ def evaluate_bundle(
     *,
     page: bool = False,
     points: list[dict[str, Any]] | None = None,
+    started: dict[tuple[str, str], datetime] | None = None,
     **azure_kwargs: Any,
 ) -> Evaluation:
     """Evaluate every rule from the exported metrics; with `page`, page and resolve.
 
     When the metrics cannot be read, that is itself paged (monitoring is blind) and nothing else
-    is resolved; once they can be read again, the blind alert is resolved.
+    is resolved; once they can be read again, the blind alert is resolved. `started`: (job,
+    query) -> when it last started (the deploy record's): each must report since, points or not.
     """
-    opened = OpenAlerts(state_file(bundle.cache_dir))
+    opened = OpenAlerts(state_file(bundle.state_dir))
     pager = Pager(bundle)
     blind = Finding(
         BLIND_RULE,
@@ -136,7 +144,12 @@ def evaluate_bundle(
             )
             return Evaluation([], _sync(opened, [failed], bundle, pager, now), blind=why)
         return Evaluation([], blind=why)
-    findings = evaluate(points, bundle.spec.alerts, now, stall_queries=stall_queries(bundle))
+    stall = stall_queries(bundle)
+    expected = {k: at for k, at in (started or {}).items() if k[1] in stall}
+    if page and started is not None:  # remembered across watchdog rounds: see silent_since
+        last_batch = group(points, now).last_seen
+        expected = silent_since(silent_file(bundle.state_dir), expected, last_batch)
+    findings = evaluate(points, bundle.spec.alerts, now, stall_queries=stall, started=expected)
     sync = _sync(opened, [blind, *findings], bundle, pager, now) if page else None
     return Evaluation(findings, sync)
 
@@ -187,7 +200,7 @@ class FastPath:
         self.window = window
         self.points: dict[str, deque[dict[str, Any]]] = {}
         self.max_points = max_points
-        self.opened = OpenAlerts(state_file(bundle.cache_dir))
+        self.opened = OpenAlerts(state_file(bundle.state_dir))
         self.pager = Pager(bundle)
         self.errors = 0
         self.results: list[SyncResult] = []
@@ -210,6 +223,32 @@ class FastPath:
             self.errors += 1
             self.say(f"warning: fast-path alerting failed for {bp.query_name}: {exc}")
 
+    def exporter_blind(self, job: str, exporter: str, why: str, failures: int) -> bool:
+        """Page "monitoring blind" for `job`'s `exporter` (one incident per job, exporter and
+        target); True when it is paged now or was already open."""
+        summary = (
+            f"{self.bundle.target_name}: {job}: monitoring is blind: the {exporter} metrics "
+            f"exporter failed {failures} sends in a row: {why}"
+        )
+        details = {"exporter": exporter, "error": why, "failures": failures}
+        f = Finding(BLIND_RULE, job, exporter, True, failures, 0, summary, details=details)
+        res = _sync(self.opened, [f], self.bundle, self.pager, self.clock_now())
+        for key in res.triggered:
+            self.say(f"PAGE {key}")
+        return not res.failed
+
+    def exporter_sighted(self, job: str, exporter: str) -> bool:
+        """Resolve `job`'s "monitoring blind" page for `exporter`; True when resolved (or none)."""
+        summary = f"{self.bundle.target_name}: {job}: the {exporter} metrics exporter sends again"
+        f = Finding(BLIND_RULE, job, exporter, False, 0, 0, summary)
+        res = _sync(self.opened, [f], self.bundle, self.pager, self.clock_now())
+        for key in res.resolved:
+            self.say(f"RESOLVED {key}")
+        return not res.failed
+
+    def clock_now(self) -> datetime:
+        return self.clock() if self.clock else datetime.now(UTC)
+
 
 @dataclass
 class Explained:
@@ -231,19 +270,31 @@ def explain(bundle: Bundle) -> list[Explained]:
     ]
 
 
-def watchdog(bundle: Bundle, now: datetime | None = None, **azure_kwargs: Any) -> dict[str, Any]:
+def watchdog(
+    bundle: Bundle,
+    now: datetime | None = None,
+    *,
+    started: dict[tuple[str, str], datetime] | None = None,
+    **azure_kwargs: Any,
+) -> dict[str, Any]:
     """One watchdog round (the streamops_alerts DAG): evaluate every rule from the exported
-    metrics, page and resolve. Raises when a page could not be sent, so the task fails loudly."""
+    metrics, page and resolve. Raises when a page could not be sent, so the task fails loudly.
+
+    `started`: the deployed queries that started, and when (`streamops.deploy.watch` reads them
+    from the deploy record); each is stalled when it has not reported since, even if it never
+    exported a point. None: only the queries seen in the metrics are watched.
+    """
     from streamops.errors import StreamopsError
 
     at = now or datetime.now(UTC)
-    ev = evaluate_bundle(bundle, at, page=True, **azure_kwargs)
+    ev = evaluate_bundle(bundle, at, page=True, started=started, **azure_kwargs)
     summary = {
         "target": bundle.target_name,
         "now": _now_text(at),
         "checks": len(ev.findings),
         "breaches": [f.dedup_key(bundle.target_name) for f in ev.breaches],
         "blind": ev.blind,
+        "watched": sorted(f"{f.job}/{f.query}" for f in ev.findings if f.rule == "stalled"),
         "triggered": ev.sync.triggered if ev.sync else [],
         "resolved": ev.sync.resolved if ev.sync else [],
     }

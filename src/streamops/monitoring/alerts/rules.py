@@ -64,7 +64,7 @@ RULES: dict[str, Rule] = {
         Rule(
             "stalled",
             "",
-            "no batch for stalled_after (dead or stalled job)",
+            "no batch for stalled_after, or none since the job started (dead or stalled job)",
             per_batch=False,
             severity="critical",
         ),
@@ -116,6 +116,9 @@ class Seen:
     series: dict[SeriesKey, Series]
     last_seen: dict[tuple[str, str], datetime]  # (job, query) -> newest point's time
     stall_queries: set[str] | None  # the queries the stalled rule watches (None: every one)
+    # (job, query) -> when it last started: queries that must report even if no point of theirs
+    # is in sight (the deploy record's; a query that never exported is stalled, not unseen).
+    started: dict[tuple[str, str], datetime] = field(default_factory=dict)
 
     def of(self, metric: str) -> Iterator[tuple[SeriesKey, Series]]:
         """Each series of `metric`, in key order."""
@@ -123,7 +126,10 @@ class Seen:
 
 
 def group(
-    points: Iterable[dict[str, Any]], now: datetime, stall_queries: set[str] | None = None
+    points: Iterable[dict[str, Any]],
+    now: datetime,
+    stall_queries: set[str] | None = None,
+    started: dict[tuple[str, str], datetime] | None = None,
 ) -> Seen:
     """`points` up to `now` grouped into series (points after `now` are not seen yet)."""
     series: dict[SeriesKey, Series] = defaultdict(list)
@@ -139,7 +145,7 @@ def group(
             last_seen[(job, query)] = ts
     for s in series.values():
         s.sort(key=lambda x: x[0])
-    return Seen(now, dict(series), last_seen, stall_queries)
+    return Seen(now, dict(series), last_seen, stall_queries, dict(started or {}))
 
 
 def _lag_partition(seen: Seen, alerts: Alerts) -> Iterator[Finding]:
@@ -261,10 +267,19 @@ def _watermark_ahead(seen: Seen, alerts: Alerts) -> Iterator[Finding]:
 
 def _stalled(seen: Seen, alerts: Alerts) -> Iterator[Finding]:
     limit = timedelta(seconds=alerts.stalled_after.seconds)
-    for (job, query), ts in sorted(seen.last_seen.items()):
+    for job, query in sorted(set(seen.last_seen) | set(seen.started)):
         if seen.stall_queries is not None and query not in seen.stall_queries:
             continue
-        idle = seen.now - ts
+        last, started = seen.last_seen.get((job, query)), seen.started.get((job, query))
+        if started is not None and started > seen.now:
+            continue  # a start after `now` is not seen yet
+        # Idle since its newest batch, or since it started when no batch came after that.
+        since = max(t for t in (last, started) if t is not None)
+        idle = seen.now - since
+        if last is not None and since == last:
+            why = f"no batch for {int(idle.total_seconds() // 60)} min"
+        else:
+            why = f"no batch since it started at {since.isoformat(timespec='seconds')}"
         yield Finding(
             "stalled",
             job,
@@ -272,9 +287,12 @@ def _stalled(seen: Seen, alerts: Alerts) -> Iterator[Finding]:
             idle >= limit,
             round(idle.total_seconds() / 60, 1),
             alerts.stalled_after.seconds / 60,
-            f"{job}/{query}: no batch for {int(idle.total_seconds() // 60)} min "
-            f"(limit {alerts.stalled_after.text}); the job is dead or stalled",
-            details={"last_batch": ts.isoformat()},
+            f"{job}/{query}: {why} (limit {alerts.stalled_after.text}); the job is dead or "
+            "stalled, or cannot export its metrics",
+            details={
+                "last_batch": last.isoformat() if last else None,
+                "started": started.isoformat() if started else None,
+            },
         )
 
 
@@ -300,12 +318,14 @@ def evaluate(
     *,
     rules: Iterable[str] | None = None,
     stall_queries: set[str] | None = None,
+    started: dict[tuple[str, str], datetime] | None = None,
 ) -> list[Finding]:
     """Evaluate `rules` (default: all) over `points` as of `now`.
 
     `stall_queries`: the queries expected to keep running (processingTime triggers); the stalled
-    rule watches only those (None: every query seen).
+    rule watches only those (None: every query seen). `started`: (job, query) -> when it last
+    started, for queries that must report whether or not a point of theirs is in `points`.
     """
     wanted = set(RULES) if rules is None else set(rules)
-    seen = group(points, now, stall_queries)
+    seen = group(points, now, stall_queries, started)
     return [f for name, check in EVALUATORS.items() if name in wanted for f in check(seen, alerts)]

@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +94,38 @@ class OpenAlerts:
                 except Exception:
                     res.failed.append(key)
         return res
+
+
+def silent_file(cache_dir: Path) -> Path:
+    return cache_dir / "alerts" / "silent_since.json"
+
+
+Key = tuple[str, str]  # (job, query)
+
+
+def silent_since(
+    path: Path, started: dict[Key, datetime], last_batch: dict[Key, datetime]
+) -> dict[Key, datetime]:
+    """For each started query, its first start that no batch followed, remembered in `path`.
+
+    The deploy record keeps a query's latest start only; a job that fails before its first batch
+    and is restarted (a continuous job, every minute) would look freshly started at each round
+    and never stalled. Remembered across watchdog rounds, it stays silent since its first start.
+    """
+    try:
+        memory = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except json.JSONDecodeError:
+        memory = {}  # a torn file: forget; at worst one crash loop is paged a round later
+    out: dict[Key, datetime] = {}
+    for key, start in started.items():
+        text = memory.get("\t".join(key)) if isinstance(memory, dict) else None
+        first = datetime.fromisoformat(text) if isinstance(text, str) else None
+        last = last_batch.get(key)
+        quiet = first is not None and first <= start and (last is None or last < first)
+        out[key] = first if quiet and first is not None else start
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    body = {"\t".join(k): v.isoformat() for k, v in sorted(out.items())}
+    tmp.write_text(json.dumps(body, indent=1), encoding="utf-8")
+    tmp.replace(path)
+    return out
