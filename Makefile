@@ -94,7 +94,7 @@ chromium:
 	  apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
 test: setup chromium
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q --durations=30
 
 lint: setup
 	$(VENV)/bin/ruff check src tests jobs dags plugins bench

@@ -4,6 +4,7 @@ outside the project, and the driver process started there."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -124,12 +125,17 @@ class ClusterRun:
         return self.log_file.read_text(errors="replace")
 
     def cancel(self) -> None:
-        """SIGTERM to the driver and its JVM, SIGKILL after a grace period; then it has ended."""
+        """SIGTERM to the driver (it stops its queries, then Spark), SIGKILL to the driver and
+        its JVM after a grace period; then it has ended. Only the driver gets the SIGTERM: a JVM
+        that got one too would tear its RPC down under queries still stopping."""
         for sig in (signal.SIGTERM, signal.SIGKILL):
             if self._proc.poll() is not None:
                 break
             try:
-                os.killpg(self._proc.pid, sig)
+                if sig == signal.SIGTERM:
+                    os.kill(self._proc.pid, sig)
+                else:
+                    os.killpg(self._proc.pid, sig)
             except ProcessLookupError:
                 break
             try:
@@ -137,6 +143,8 @@ class ClusterRun:
             except subprocess.TimeoutExpired:
                 continue
         self._proc.wait()
+        with contextlib.suppress(ProcessLookupError):  # the JVM of a driver that ended on SIGTERM
+            os.killpg(self._proc.pid, signal.SIGKILL)
 
 
 def start(python: Path, work: Path, spec: dict, env: dict[str, str]) -> ClusterRun:
