@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from streamops.bundle import Bundle, default_target, load, task_bundle
+    from streamops.checkpoint.cluster_check import cluster_check_main
     from streamops.checkpoint.integrity import check_and_page
     from streamops.compaction.cluster import cluster_main
     from streamops.compaction.databricks_job import JobRequest
@@ -53,6 +54,7 @@ _WHERE: dict[str, str] = {
     # spark-submit entrypoints (jobs/)
     "run_from_args": "streamops.runner.entry:run_from_args",
     "cluster_main": "streamops.compaction.cluster:cluster_main",
+    "cluster_check_main": "streamops.checkpoint.cluster_check:cluster_check_main",
     "JobRequest": "streamops.compaction.databricks_job:JobRequest",
 }
 
@@ -66,6 +68,7 @@ __all__ = [
     "UsageError",
     "check_and_page",
     "check_request",
+    "cluster_check_main",
     "cluster_main",
     "default_target",
     "deploy_actions",

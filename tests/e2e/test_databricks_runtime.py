@@ -50,6 +50,7 @@ LAKE = f"abfss://lake@{ACCOUNT}"
 CHECKPOINTS = f"abfss://checkpoints@{ACCOUNT}"
 SCOPE = "streamops-e2e"
 DAG_FILE = PROJECT / "dags" / "streamops_nightly_compaction.py"
+INTEGRITY_DAG = PROJECT / "dags" / "streamops_checkpoint_integrity.py"
 
 
 class _PagerDuty(ThreadingHTTPServer):
@@ -292,7 +293,7 @@ def test_a_deployed_job_runs_from_its_spec_on_the_local_runtime(workspace: Works
     # The nightly compaction, as Airflow runs it: its task submits jobs/compact.py (runs/submit)
     # and the runtime compacts the same gold table by its Unity Catalog name.
     _pause(ws, job_id)
-    result, output = _nightly_dag(ws)
+    result, output = _airflow_dag(ws, DAG_FILE)
     assert result["state"] == "success", output[-6000:]
     with ws.api.lock:
         submitted = [r for r in ws.api.cluster_runs.values() if r.job_id is None]
@@ -301,6 +302,16 @@ def test_a_deployed_job_runs_from_its_spec_on_the_local_runtime(workspace: Works
     from deltalake import DeltaTable
 
     assert any(c["operation"] == "OPTIMIZE" for c in DeltaTable(str(gold)).history())
+
+    # The checkpoint-integrity DAG: this worker has no login for the checkpoints' storage, so its
+    # task has the cluster check them (runs/submit of jobs/check.py) and judges the result.
+    result, output = _airflow_dag(ws, INTEGRITY_DAG)
+    assert result["state"] == "success", output[-6000:]
+    with ws.api.lock:
+        checks = [r for r in ws.api.cluster_runs.values() if r.job_id is None][1:]
+    assert len(checks) == 1 and checks[0].principal == RUN_AS
+    assert checks[0].result == "SUCCESS", ws.api.run_log(checks[0].run_id)[-6000:]
+    assert "claims_hourly_bronze" in output and "healthy" in output
 
 
 def _pause(ws: Workspace, job_id: int) -> None:
@@ -336,12 +347,12 @@ print("RESULT " + json.dumps(out))
 """
 
 
-def _nightly_dag(ws: Workspace) -> tuple[dict[str, Any], str]:
+def _airflow_dag(ws: Workspace, dag_file: Path) -> tuple[dict[str, Any], str]:
     project = ws.bundle_file.parent
     dags, home = project / "dags", project / "airflow"
     dags.mkdir(exist_ok=True)
     home.mkdir(exist_ok=True)
-    (dags / DAG_FILE.name).write_text(DAG_FILE.read_text())
+    (dags / dag_file.name).write_text(dag_file.read_text())
     env = {
         **ws.env,
         "AIRFLOW_HOME": str(home),
@@ -354,7 +365,7 @@ def _nightly_dag(ws: Workspace) -> tuple[dict[str, Any], str]:
         # Airflow's side of the metrics (the compaction report) goes to the same TLS servers.
         "REQUESTS_CA_BUNDLE": str(ws.cert),
     }
-    args = [sys.executable, "-c", CHILD, str(dags), "streamops_nightly_compaction"]
+    args = [sys.executable, "-c", CHILD, str(dags), dag_file.stem]
     proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
     output = proc.stdout + proc.stderr
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)

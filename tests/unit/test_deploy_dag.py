@@ -81,7 +81,8 @@ def test_deploy_then_backfill_through_the_dag(airflow_db: Path, api: FakeJobsApi
     # (prod's artifact_root is a Unity Catalog volume: the Files API, one PUT per file)
     imported = [ep.removeprefix("fs/files") for m, ep, _ in api.uploads() if m == "PUT"]
     assert [p.rsplit("/", 1)[1] for p in imported] == [
-        "streamops-0.1.0-py3-none-any.whl", "stream.py", "compact.py", "bundle.yml"]  # fmt: skip
+        "streamops-0.1.0-py3-none-any.whl", "stream.py", "compact.py", "check.py",
+        "bundle.yml"]  # fmt: skip
     task = api.writes()[0][1]["tasks"][0]
     assert task["spark_python_task"]["python_file"] == imported[1]
     assert task["libraries"] == [{"whl": imported[0]}]

@@ -63,9 +63,10 @@ def test_render_prints_uploads_and_job_with_no_network_call(
     doc = json.loads(_render(ROOT / "bundle.yml").stdout)
     assert no_network == []
     wheel_src = ROOT / doc["uploads"][0]["source"]
-    # jobs/compact.py too: the nightly compaction's job runs start it from the same place.
+    # jobs/compact.py and jobs/check.py too: the nightly compaction's and the checkpoint
+    # check's one-time runs start them from the same place.
     files = [wheel_src, ROOT / "jobs" / "stream.py", ROOT / "jobs" / "compact.py",
-             ROOT / "bundle.yml"]  # fmt: skip
+             ROOT / "jobs" / "check.py", ROOT / "bundle.yml"]  # fmt: skip
     assert doc["uploads"] == [
         {"source": str(f.relative_to(ROOT) if f.is_relative_to(ROOT) else f),
          "destination": f"{ART}/{_sha(f)[:16]}/{f.name}", "sha256": _sha(f)} for f in files
@@ -74,7 +75,7 @@ def test_render_prints_uploads_and_job_with_no_network_call(
     # Built in prod's state folder, not in the project (which may be a read-only DAG folder).
     assert wheel_src.is_relative_to(load(ROOT / "bundle.yml", "prod").state_dir)
     assert not wheel_src.is_relative_to(ROOT)
-    wheel_dest, entry, _compact, bundle_file = (u["destination"] for u in doc["uploads"])
+    wheel_dest, entry, _compact, _check, bundle_file = (u["destination"] for u in doc["uploads"])
     settings = doc["job_settings"]
     task = settings["tasks"][0]
     assert task["spark_python_task"]["python_file"] == entry
@@ -160,7 +161,7 @@ def test_wheelhouse_plan_downloads_once_and_lists_every_wheel(
     doc = json.loads(_render(proj / "bundle.yml").stdout)
     names = [Path(u["source"]).name for u in doc["uploads"]]
     assert names == ["tinyproj-0.1-py3-none-any.whl", "tinydep-1.0-py3-none-any.whl",
-                     "stream.py", "compact.py", "bundle.yml"]  # fmt: skip
+                     "stream.py", "compact.py", "check.py", "bundle.yml"]  # fmt: skip
     dests = [u["destination"] for u in doc["uploads"]]
     libraries = doc["job_settings"]["tasks"][0]["libraries"]
     assert libraries == [{"whl": dests[1]}, {"whl": dests[0]}]  # dependencies first

@@ -52,7 +52,7 @@ def _wheel(bundle: Any) -> Path:
 def _expected_files(bundle: Any, root: str = VOL) -> list[tuple[Path, str]]:
     """(local file, remote path) of each upload, worked out here from the files' own bytes."""
     files = [_wheel(bundle), ROOT / "jobs" / "stream.py", ROOT / "jobs" / "compact.py",
-             ROOT / "bundle.yml"]  # fmt: skip
+             ROOT / "jobs" / "check.py", ROOT / "bundle.yml"]  # fmt: skip
     return [(f, f"{root}/{_sha(f)[:16]}/{f.name}") for f in files]
 
 
@@ -83,7 +83,7 @@ def test_first_deploy_uploads_then_creates_second_sends_nothing(
     assert {p: api.workspace.files[p] for _, p in files} == {p: f.read_bytes() for f, p in files}
     # The job runs exactly the uploaded files.
     (_, body), = api.writes()  # fmt: skip
-    wheel, entry, _compact, bundle_file = (p for _, p in files)
+    wheel, entry, _compact, _check, bundle_file = (p for _, p in files)
     task = body["tasks"][0]
     assert task["spark_python_task"]["python_file"] == entry
     assert task["spark_python_task"]["parameters"][:2] == ["--bundle", bundle_file]
@@ -126,7 +126,7 @@ def test_lost_upload_answer_is_not_sent_twice(api: FakeJobsApi, access: Any, bun
     actions.deploy(access, bundle, JOB, start=False)
     wheel_path = _expected_files(bundle, ART)[0][1]
     imports = [b["path"] for m, ep, b in api.uploads() if ep == "workspace/import"]
-    assert imports.count(wheel_path) == 1 and len(imports) == 4
+    assert imports.count(wheel_path) == 1 and len(imports) == 5
     assert [p for p, _ in api.writes()] == ["create"]
 
 

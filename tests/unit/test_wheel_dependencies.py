@@ -34,6 +34,7 @@ ENTRYPOINTS = (
     "streamops.runner.entry",
     "streamops.compaction.cluster",
     "streamops.compaction.databricks_job",
+    "streamops.checkpoint.cluster_check",  # jobs/check.py
 )
 # Modules reached by the walk that never run on a cluster, and why.
 AIRFLOW_SIDE = {

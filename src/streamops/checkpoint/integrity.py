@@ -20,6 +20,8 @@ from streamops.errors import CheckpointError
 if TYPE_CHECKING:
     from streamops.bundle import Bundle
     from streamops.checkpoint.registry import QueryNow, QueryRecord
+    from streamops.clock import Clock
+    from streamops.databricks_access import DatabricksAccess
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,12 @@ class IntegrityResult:
             "dedup_key": self.dedup_key,
             "queries": [asdict(q) for q in self.queries],
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IntegrityResult:
+        """The inverse of `as_dict` (a cluster run's result line); derived fields recomputed."""
+        queries = [QueryIntegrity(**q) for q in data["queries"]]
+        return cls(data["job"], data["target"], queries, data["broker"])
 
     def render(self) -> str:
         lines = [f"checkpoint integrity of job '{self.job}' (target {self.target})"]
@@ -197,11 +205,30 @@ def check_job(bundle: Bundle, job_name: str, *, backup: bool = True) -> Integrit
     return IntegrityResult(job_name, bundle.target_name, results, broker_note)
 
 
-def check_and_page(bundle: Bundle, job_name: str) -> dict[str, Any]:
-    """What the DAG task runs: check, back up, page once on problems and raise."""
+def check_and_page(
+    bundle: Bundle,
+    job_name: str,
+    *,
+    clock: Clock | None = None,
+    access: DatabricksAccess | None = None,
+) -> dict[str, Any]:
+    """What the DAG task runs: check, back up, page once on problems and raise.
+
+    On a Databricks target whose checkpoints this worker cannot reach (no storage login here),
+    the job cluster checks them (`checkpoint.on_cluster`); paging and raising stay here."""
+    from streamops.checkpoint.registry import storage_options_for
     from streamops.monitoring.paging import page
 
-    result = check_job(bundle, job_name)
+    if (
+        bundle.target.mode == "databricks"
+        and storage_options_for(bundle.checkpoint_root, bundle) is None
+    ):
+        from streamops.checkpoint.on_cluster import check_on_cluster
+
+        found = check_on_cluster(bundle, job_name, clock=clock, access=access)
+        result = IntegrityResult.from_dict(found)
+    else:
+        result = check_job(bundle, job_name)
     print(result.render())
     for q in result.queries:
         if q.status == "missing":

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 ENTRYPOINT = Path("jobs") / "stream.py"
 # The nightly compaction's job runs (streamops.compaction.databricks_job) start this one.
 COMPACT_ENTRYPOINT = Path("jobs") / "compact.py"
+# The checkpoint check's runs (streamops.checkpoint.on_cluster) start this one.
+CHECK_ENTRYPOINT = Path("jobs") / "check.py"
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class Artifacts:
     bundle_file: str
     wheel: str
     compact_entrypoint: str = ""
+    check_entrypoint: str = ""
     # Wheelhouse plan: the dependencies' wheels, installed before the project's wheel.
     dependency_wheels: tuple[str, ...] = ()
     uploads: tuple[Upload, ...] = ()
@@ -118,6 +121,8 @@ def collect(bundle: Bundle, job_key: str | None = None, *, prepare: bool = False
     entry = upload_for(entry_file, root)
     compact_file = project / COMPACT_ENTRYPOINT
     compact = upload_for(compact_file, root) if compact_file.is_file() else None
+    check_file = project / CHECK_ENTRYPOINT
+    check = upload_for(check_file, root) if check_file.is_file() else None
     bundle_up = upload_for(bundle.path.resolve(), root, "bundle.yml")
     whl = upload_for(wheel.build_wheel(project, cache_dir(bundle)), root)
     deps: list[Upload] = []
@@ -134,6 +139,7 @@ def collect(bundle: Bundle, job_key: str | None = None, *, prepare: bool = False
         bundle_file=bundle_up.destination,
         wheel=whl.destination,
         dependency_wheels=tuple(d.destination for d in deps),
-        uploads=(whl, *deps, entry, *([compact] if compact else []), bundle_up),
+        uploads=(whl, *deps, entry, *(u for u in (compact, check) if u), bundle_up),
         compact_entrypoint=compact.destination if compact else "",
+        check_entrypoint=check.destination if check else "",
     )
