@@ -129,7 +129,21 @@ def airflow(api: FakeJobsApi) -> Iterator[Airflow]:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+        _kill_strays(home)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def _kill_strays(home: Path) -> None:
+    """Kill what `airflow standalone` started outside its process group (its api_server outlived
+    the group's SIGTERM and kept a core busy for the rest of the suite)."""
+    import psutil
+
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("AIRFLOW_HOME") == str(home):
+                proc.kill()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
 
 
 def test_trigger_through_rest_api(airflow: Airflow, api: FakeJobsApi) -> None:
