@@ -16,10 +16,9 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from streamops.clock import Clock, WaitTimeout, poll
+from streamops.clock import Clock
 from streamops.databricks_access import DatabricksAccess, access_for
 from streamops.errors import CheckpointError
-from streamops.shipping import artifacts, uploads
 from streamops.shipping.cluster import cluster_spec
 
 if TYPE_CHECKING:
@@ -90,34 +89,22 @@ def check_on_cluster(
     `access` defaults to the bundle's, `clock` (the polls) to the access's. Raises
     CheckpointError (naming the run's page) when the run timed out, failed or printed no result.
     """
-    access = access or access_for(bundle)
-    hook = access.hook()
-    arts = artifacts.collect(bundle)
-    sent = uploads.ensure(access, list(arts.uploads))
-    if sent:
-        _log.info("uploaded %s", ", ".join(up.destination for up in sent))
-    run_id = hook.submit_run(submit_payload(bundle, job_name, arts))
+    from streamops.shipping.one_time_run import run_once
 
-    def ended() -> Any:
-        state = hook.get_run_state(run_id)
-        return state if state.is_terminal else None
-
-    what = f"checkpoint check run {run_id} of job '{job_name}'"
-    try:
-        state = poll(
-            ended, timeout_s=timeout_s, interval_s=poll_s, what=what, clock=clock or access.clock
-        )
-    except WaitTimeout:
-        hook.cancel_run(run_id)
-        raise CheckpointError(
-            f"{what} still running after {timeout_s:g} s and was cancelled "
-            f"({hook.get_run_page_url(run_id)}). Fix: read the run's driver log; a checkpoint "
-            "with very many files may need a longer timeout"
-        ) from None
-    run = hook.get_run(run_id)
-    tasks = run.get("tasks") or [{"run_id": run_id}]
-    output = hook.get_run_output(int(tasks[0]["run_id"]))
-    return result_of(job_name, run_id, run.get("run_page_url", ""), state, output)
+    done = run_once(
+        access or access_for(bundle),
+        bundle,
+        lambda arts: submit_payload(bundle, job_name, arts),
+        what=f"checkpoint check run {{run_id}} of job '{job_name}'",
+        timeout_s=timeout_s,
+        poll_s=poll_s,
+        clock=clock,
+        on_timeout=lambda msg: CheckpointError(
+            f"{msg}. Fix: read the run's driver log; a checkpoint with very many files may need "
+            "a longer timeout"
+        ),
+    )
+    return result_of(job_name, done.run_id, done.url, done.state, done.output)
 
 
 def result_of(

@@ -20,11 +20,10 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from streamops.clock import Clock, WaitTimeout, poll
+from streamops.clock import Clock
 from streamops.compaction.run_report import CompactionReport
 from streamops.databricks_access import DatabricksAccess, access_for
 from streamops.errors import CompactionConflictError, CompactionError
-from streamops.shipping import artifacts, uploads
 from streamops.shipping.cluster import cluster_spec
 
 if TYPE_CHECKING:
@@ -120,36 +119,21 @@ def run_on_databricks(
     Raises CompactionConflictError when the cluster lost every commit race, CompactionError
     (naming the run's page) when the run failed otherwise or printed no result.
     """
-    access = access or access_for(bundle)
-    hook = access.hook()
-    # The code the cluster runs is this project's, uploaded (only what is not there yet) before
-    # the run is submitted: the wheel build is cached, so a night with no change uploads nothing.
-    arts = artifacts.collect(bundle)
-    sent = uploads.ensure(access, list(arts.uploads))
-    if sent:
-        _log.info("uploaded %s", ", ".join(up.destination for up in sent))
-    run_id = hook.submit_run(submit_payload(bundle, request, arts))
+    from streamops.shipping.one_time_run import run_once
 
-    def ended() -> Any:
-        state = hook.get_run_state(run_id)
-        return state if state.is_terminal else None
-
-    what = f"compaction run {run_id} of table '{request.table}'"
-    try:
-        state = poll(
-            ended, timeout_s=timeout_s, interval_s=poll_s, what=what, clock=clock or access.clock
-        )
-    except WaitTimeout:
-        hook.cancel_run(run_id)
-        raise CompactionError(
-            f"{what} still running after {timeout_s:g} s and was cancelled "
-            f"({hook.get_run_page_url(run_id)}). Fix: a bigger cluster (targets.<t>.cluster) or "
-            "fewer partitions per night"
-        ) from None
-    run = hook.get_run(run_id)
-    tasks = run.get("tasks") or [{"run_id": run_id}]
-    output = hook.get_run_output(int(tasks[0]["run_id"]))
-    return _result(request.table, run_id, run.get("run_page_url", ""), state, output)
+    done = run_once(
+        access or access_for(bundle),
+        bundle,
+        lambda arts: submit_payload(bundle, request, arts),
+        what=f"compaction run {{run_id}} of table '{request.table}'",
+        timeout_s=timeout_s,
+        poll_s=poll_s,
+        clock=clock,
+        on_timeout=lambda msg: CompactionError(
+            f"{msg}. Fix: a bigger cluster (targets.<t>.cluster) or fewer partitions per night"
+        ),
+    )
+    return _result(request.table, done.run_id, done.url, done.state, done.output)
 
 
 def _result(
