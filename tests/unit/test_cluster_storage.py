@@ -52,7 +52,15 @@ def test_every_delta_rs_option_is_a_string_whatever_the_fsspec_options_held() ->
     assert login_from_fsspec({}) is None
 
 
-def test_with_no_spark_session_the_cluster_reader_says_so_in_one_line() -> None:
+def test_with_no_spark_session_the_cluster_reader_says_so_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pyspark.sql import SparkSession
+
+    # The suite's shared session may be up (tests run in one process): hide it, as on a driver
+    # whose code runs before any session exists.
+    monkeypatch.setattr(SparkSession, "getActiveSession", classmethod(lambda cls: None))
+    monkeypatch.setattr(SparkSession, "_instantiatedSession", None)
     fs, _ = fsspec.core.url_to_fs(ABFSS, **CLUSTER_SPARK.adlfs())
     with pytest.raises(StorageAccessError) as info:
         fs.exists(f"{ABFSS}/claims_hourly/metadata")
