@@ -355,6 +355,11 @@ def _collect(
     batches = run.bronze_batches if r.kind == "bronze" else run.batches
     # Batch ids only grow within a run: the newest one kept is all there is to remember.
     last = batches[-1].batch_id if batches else -1
+    # One cheap call first: converting the whole progress log crosses py4j once per field of
+    # every kept event, and doing that several times a second starves the batches themselves.
+    latest = r.query.lastProgress
+    if latest is None or latest.batchId <= last:
+        return
     for p in r.query.recentProgress:
         if p.batchId <= last:
             continue
