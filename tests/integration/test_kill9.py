@@ -40,7 +40,9 @@ def _bundle_file(tmp_path: Path, topic: str) -> Path:
     doc["sources"]["claims"]["topic"] = topic
     job = doc["jobs"]["claims_hourly"]
     job["trigger"] = {"processing_time": "1 second"}
-    job["max_offsets_per_trigger"] = 400
+    # Few, large batches: a batch costs seconds of fixed work on 2 cores whatever its size, and
+    # the interleavings under test are per batch, not per record.
+    job["max_offsets_per_trigger"] = 1000
     path = tmp_path / "bundle.yml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
