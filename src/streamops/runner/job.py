@@ -355,8 +355,8 @@ def _collect(
     batches = run.bronze_batches if r.kind == "bronze" else run.batches
     # Batch ids only grow within a run: the newest one kept is all there is to remember.
     last = batches[-1].batch_id if batches else -1
-    # One cheap call first: converting the whole progress log crosses py4j once per field of
-    # every kept event, and doing that several times a second starves the batches themselves.
+    # One cheap call first: converting the whole progress log (up to 1000 kept events) crosses
+    # py4j once per field of every event, and this runs five times a second per query.
     latest = r.query.lastProgress
     if latest is None or latest.batchId <= last:
         return
